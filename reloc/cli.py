@@ -1,0 +1,243 @@
+"""The ``reloc`` command line. Errors in user input end with a one-line message and exit code 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .datasets import load_dataset
+from .datasets.folder import ImageFolder
+from .errors import RelocError
+from .eval.metrics import compute_metrics
+from .eval.report import print_metrics, write_metrics, write_report
+from .eval.results import read_results, write_results
+from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
+from .pipeline.runner import build_map, folder_bytes, localize, map_is_current
+from .pipeline.spec import SOURCES, load_pipeline, read_yaml
+
+app = typer.Typer(
+    help="reloc: visual camera relocalization. Map a scene from posed images, then estimate the "
+    "6-DoF pose (cam_from_world) of new images against the map.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+
+class ScoredDataset(str, Enum):
+    sevenscenes = "7scenes"
+    cambridge = "cambridge"
+    colmap = "colmap"
+
+
+DatasetOption = Annotated[ScoredDataset, typer.Option("--dataset", help="Layout of --root: 7scenes, cambridge or colmap.")]
+RootOption = Annotated[Path, typer.Option("--root", help="Scene folder (e.g. 7scenes/chess, Cambridge/KingsCollege).")]
+ConfigOption = Annotated[Path, typer.Option("--config", help="Pipeline YAML (see configs/).")]
+ImagesOption = Annotated[Optional[Path], typer.Option(help="colmap only: image folder (default ROOT/images).")]
+QueriesOption = Annotated[Optional[Path], typer.Option(help="colmap only: file of query image names (test split).")]
+
+
+def reports_errors(command):
+    """Print RelocError as a red one-liner and exit 2 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except RelocError as error:
+            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def open_dataset(dataset: ScoredDataset, root: Path, images: Path | None = None, queries: Path | None = None):
+    options = {"images": images, "queries": queries} if dataset is ScoredDataset.colmap else {}
+    return load_dataset(dataset.value, root, **options)
+
+
+def node_progress(description: str):
+    """A rich progress bar over graph nodes and the callback that advances it."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=console, transient=False)
+    task = progress.add_task(description, total=None)
+
+    def on_node(name: str, index: int, total: int) -> None:
+        progress.update(task, description=f"{description}: {name}", completed=index, total=total)
+
+    return progress, task, on_node
+
+
+def run_mapping(pipeline, frames, map_dir: Path, dataset: dict) -> None:
+    progress, task, on_node = node_progress("mapping")
+    with progress:
+        run = build_map(pipeline, frames, map_dir, dataset, on_node)
+        progress.update(task, description="mapping: done", completed=len(run.seconds))
+    table = Table(title=f"Mapping {len(frames)} frames into {map_dir}")
+    table.add_column("node")
+    table.add_column("seconds", justify="right")
+    for name, seconds in run.seconds.items():
+        table.add_row(name + (" (cached)" if name in run.cached else ""), f"{seconds:.2f}")
+    console.print(table)
+
+
+def run_localization(map_dir: Path, queries) -> list:
+    progress, task, on_node = node_progress(f"localizing {len(queries)} queries")
+    with progress:
+        results = localize(map_dir, queries, on_node)
+        progress.update(task, description="localization: done", completed=1, total=1)
+    failed = sum(not r.success for r in results)
+    console.print(f"localized {len(results) - failed}/{len(results)} queries ({failed} failed)")
+    return results
+
+
+@app.command()
+@reports_errors
+def score(
+    results: Annotated[Path, typer.Argument(help="Results file: 'name qw qx qy qz tx ty tz' per line (cam_from_world).")],
+    dataset: DatasetOption,
+    root: RootOption,
+    out: Annotated[Optional[Path], typer.Option(help="Write metrics.json here.")] = None,
+    map_dir: Annotated[Optional[Path], typer.Option("--map", help="Map folder, to report its size.")] = None,
+    queries: QueriesOption = None,
+):
+    """Score a results file against a dataset's ground truth (median errors, recalls, failures)."""
+    ground_truth = open_dataset(dataset, root, queries=queries).ground_truth()
+    metrics, _ = compute_metrics(read_results(results), ground_truth, folder_bytes(map_dir) if map_dir else None)
+    print_metrics(metrics, f"{results} on {root}", console)
+    if out is not None:
+        write_metrics(out, metrics)
+        console.print(f"wrote {out}")
+
+
+@app.command("map")
+@reports_errors
+def map_command(
+    config: ConfigOption,
+    dataset: DatasetOption,
+    root: RootOption,
+    out: Annotated[Path, typer.Option(help="Map folder to write.")],
+    images: ImagesOption = None,
+    queries: QueriesOption = None,
+):
+    """Build a map from the posed mapping split of a dataset."""
+    pipeline = load_pipeline(config)
+    frames = open_dataset(dataset, root, images, queries).frames("train")
+    run_mapping(pipeline, frames, out, {"kind": dataset.value, "root": str(root)})
+
+
+@app.command("localize")
+@reports_errors
+def localize_command(
+    map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map'.")],
+    images: Annotated[list[Path], typer.Argument(help="Query images or folders of images.")],
+    out: Annotated[Path, typer.Option(help="Results file to write.")],
+    focal: Annotated[Optional[float], typer.Option(help="Focal length in pixels (principal point at the centre).")] = None,
+    camera: Annotated[Optional[Path], typer.Option(help="Camera file: 'MODEL W H PARAMS...' or 'NAME MODEL W H PARAMS...' lines.")] = None,
+):
+    """Localize unposed images against a map. Intrinsics: --focal, --camera, or the images' EXIF."""
+    if focal is not None and camera is not None:
+        raise typer.BadParameter("give either --focal or --camera, not both")
+    queries = ImageFolder(Path.cwd(), focal=focal, camera_file=camera, images=images).frames("test")
+    write_results(out, run_localization(map_dir, queries))
+    console.print(f"wrote {out}")
+
+
+@app.command("eval")
+@reports_errors
+def eval_command(
+    config: ConfigOption,
+    dataset: DatasetOption,
+    root: RootOption,
+    out: Annotated[Path, typer.Option(help="Run folder: map/, results.txt, metrics.json, report.md.")],
+    images: ImagesOption = None,
+    queries: QueriesOption = None,
+):
+    """Map the training split, localize the test split and score it (the map is reused when unchanged)."""
+    pipeline = load_pipeline(config)
+    scene = open_dataset(dataset, root, images, queries)
+    frames, query_frames = scene.frames("train"), scene.frames("test")
+    map_dir = out / "map"
+    if map_is_current(map_dir, pipeline, frames):
+        console.print(f"reusing the map in {map_dir} (same mapping config and frames)")
+    else:
+        run_mapping(pipeline, frames, map_dir, {"kind": dataset.value, "root": str(root)})
+    results = run_localization(map_dir, query_frames)
+    write_results(out / "results.txt", results)
+    metrics, errors = compute_metrics({r.name: r for r in results}, scene.ground_truth(), folder_bytes(map_dir))
+    write_metrics(out / "metrics.json", metrics)
+    title = f"{pipeline.name} on {root}"
+    write_report(out / "report.md", metrics, errors, title)
+    print_metrics(metrics, title, console)
+    console.print(f"wrote {out}/results.txt, metrics.json, report.md")
+
+
+def stage_status(stage: str, stages: dict) -> str:
+    if stage in stages:
+        return "[green]ok[/]"
+    if stage in PLANNED_STAGES:
+        return f"[yellow]planned: {PLANNED_STAGES[stage]}[/]"
+    return "[red]unknown stage[/]"
+
+
+def describe_ports(ports: dict) -> str:
+    return "\n".join(f"{name}: {type_name(port_type)}" for name, port_type in ports.items())
+
+
+@app.command()
+@reports_errors
+def graph(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")]):
+    """Print a pipeline's nodes and edges, and validate it."""
+    content = read_yaml(config)
+    stages = registered_stages()
+    planned = []
+    for section in ("mapping", "localization"):
+        nodes = (content.get(section) or {}).get("nodes") or {}
+        table = Table(title=f"{config} — {section}", show_lines=False)
+        for column in ("node", "stage", "config", "inputs ← producers", "status"):
+            table.add_column(column)
+        for name, node in nodes.items():
+            node = node or {}
+            stage = str(node.get("stage"))
+            status = stage_status(stage, stages)
+            if stage not in stages and stage in PLANNED_STAGES:
+                planned.append(stage)
+            wiring = "\n".join(f"{port} ← {ref}" for port, ref in (node.get("inputs") or {}).items())
+            table.add_row(name, stage, json.dumps(node.get("with") or {}), wiring, status)
+        console.print(table)
+        console.print(f"sources: {', '.join(SOURCES[section])}; output: {(content.get(section) or {}).get('output', '-')}")
+    if planned:
+        console.print(f"[yellow]not implemented yet:[/] {', '.join(sorted(set(planned)))}; this pipeline cannot run until they land.")
+        return
+    pipeline = load_pipeline(config, content)
+    for section_graph in (pipeline.mapping, pipeline.localization):
+        console.print(f"[bold]{section_graph.section}[/] order: {' → '.join(section_graph.order)}")
+    console.print("[green]valid[/]")
+
+
+@app.command()
+def stages():
+    """List the registered stages with their inputs, outputs and config keys."""
+    table = Table(title="Registered stages")
+    for column in ("stage", "inputs", "outputs", "config"):
+        table.add_column(column)
+    for name, stage in registered_stages().items():
+        fields = "\n".join(f.name for f in dataclasses.fields(stage.Config))
+        table.add_row(name, describe_ports(stage.inputs), describe_ports(stage.outputs), fields)
+    console.print(table)
+    for name, where in PLANNED_STAGES.items():
+        if name not in registered_stages():
+            console.print(f"[yellow]planned[/] {name}: {where}")
+
+
+if __name__ == "__main__":
+    app()

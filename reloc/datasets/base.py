@@ -1,0 +1,83 @@
+"""The dataset interface: a scene folder yielding frames for its mapping and query splits."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DatasetError
+from ..types import Frame
+
+SPLITS = ("train", "test")
+
+
+class Dataset(ABC):
+    """A scene on disk. ``frames("train")`` are the posed mapping images, ``frames("test")`` the
+    queries (posed when the dataset has ground truth). Frame names are paths relative to ``root``
+    and are the keys of results files."""
+
+    kind: str = ""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset folder does not exist")
+
+    @abstractmethod
+    def frames(self, split: str) -> list[Frame]:
+        """Frames of a split ('train' or 'test'), in a stable order."""
+
+    def _check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}; use one of {SPLITS}")
+
+    def ground_truth(self) -> dict[str, Frame]:
+        """Query frames by name, for scoring results."""
+        return {frame.name: frame for frame in self.frames("test")}
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing {what}")
+    return path
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) read from the image header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file does not exist") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise DatasetError(f"{path}: not a readable image ({error})") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 array (H, W, 3). Corrupt or missing files raise a DatasetError naming the file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file does not exist") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise DatasetError(f"{path}: not a readable image ({error})") from None
+
+
+def read_depth_mm(path: str | Path) -> np.ndarray:
+    """Depth in metres (H, W) float32 from a uint16 millimetre PNG; 0 and 65535 become NaN."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            depth = np.asarray(image)
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
+        raise DatasetError(f"{path}: not a readable depth image ({error})") from None
+    if depth.dtype != np.uint16 and depth.dtype != np.int32:
+        raise DatasetError(f"{path}: depth must be a 16-bit PNG in millimetres, got dtype {depth.dtype}")
+    depth_m = depth.astype(np.float32) / 1000.0
+    depth_m[(depth == 0) | (depth == 65535)] = np.nan
+    return depth_m

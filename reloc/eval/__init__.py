@@ -1,0 +1,1 @@
+"""Evaluation: results files (``results``), the localization protocol (``metrics``), reports."""

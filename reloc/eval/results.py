@@ -1,0 +1,102 @@
+"""Results files: one query a line, ``name qw qx qy qz tx ty tz`` (cam_from_world), as hloc and
+the 7-Scenes/Cambridge tooling read them.
+
+A failed query is written as a comment line ``# FAILED name: reason`` so that other tools skip it
+(and so count it as failed) while reloc reads the reason back. Per-query details (inliers,
+per-stage timings, method extras) go to a sidecar ``<results stem>.details.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ResultsError
+from ..types import Pose, QueryResult
+
+HEADER = "# reloc results: name qw qx qy qz tx ty tz (cam_from_world). Failed queries are comments: FAILED name: reason"
+FAILED_PREFIX = "# FAILED "
+
+
+def details_path(results_path: Path) -> Path:
+    return results_path.with_name(results_path.stem + ".details.json")
+
+
+def write_results(path: str | Path, results: list[QueryResult]) -> None:
+    """Write the results file and its details sidecar."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [HEADER]
+    for result in results:
+        if result.pose is None:
+            lines.append(f"{FAILED_PREFIX}{result.name}: {result.reason or 'no pose'}")
+        else:
+            values = np.concatenate([result.pose.qvec, result.pose.t])
+            lines.append(" ".join([result.name, *(f"{v:.10g}" for v in values)]))
+    path.write_text("\n".join(lines) + "\n")
+    details = {
+        r.name: {"success": r.success, "reason": r.reason, "num_inliers": r.num_inliers, "timings": r.timings, **r.details}
+        for r in results
+    }
+    details_path(path).write_text(json.dumps(details, indent=1, default=_json_default))
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _parse_pose_line(path: Path, line_number: int, tokens: list[str]) -> Pose:
+    if len(tokens) != 8:
+        raise ResultsError(f"{path}:{line_number}: expected 'name qw qx qy qz tx ty tz', got {len(tokens)} fields")
+    try:
+        values = [float(v) for v in tokens[1:]]
+    except ValueError:
+        raise ResultsError(f"{path}:{line_number}: pose values of {tokens[0]} are not numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ResultsError(f"{path}:{line_number}: pose of {tokens[0]} contains NaN or infinite values")
+    try:
+        return Pose.from_qvec_tvec(values[:4], values[4:])
+    except ValueError as error:
+        raise ResultsError(f"{path}:{line_number}: {error}") from None
+
+
+def read_results(path: str | Path) -> dict[str, QueryResult]:
+    """Results by query name; failed queries have ``pose=None``. Details are merged when present."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: results file does not exist")
+    results: dict[str, QueryResult] = {}
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.startswith(FAILED_PREFIX):
+            name, _, reason = line[len(FAILED_PREFIX) :].partition(": ")
+            result = QueryResult(name.strip(), None, reason.strip())
+        elif not line.strip() or line.lstrip().startswith("#"):
+            continue
+        else:
+            tokens = line.split()
+            result = QueryResult(tokens[0], _parse_pose_line(path, line_number, tokens))
+        if result.name in results:
+            raise ResultsError(f"{path}:{line_number}: query {result.name} appears twice")
+        results[result.name] = result
+    _merge_details(details_path(path), results)
+    return results
+
+
+def _merge_details(path: Path, results: dict[str, QueryResult]) -> None:
+    if not path.is_file():
+        return
+    try:
+        details = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ResultsError(f"{path}: not valid JSON ({error})") from None
+    for name, entry in details.items():
+        if name in results:
+            results[name].num_inliers = int(entry.get("num_inliers", 0))
+            results[name].timings = {k: float(v) for k, v in entry.get("timings", {}).items()}

@@ -1,0 +1,19 @@
+"""Pose errors as the 7-Scenes and Cambridge protocols define them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import Pose
+from .rotation import rotation_angle_deg
+
+
+def pose_error(estimate: Pose, ground_truth: Pose) -> tuple[float, float]:
+    """(translation error in metres, rotation error in degrees).
+
+    Translation error is the distance between camera centres; rotation error is the angle of
+    ``R_est @ R_gt.T``.
+    """
+    dt = float(np.linalg.norm(estimate.center - ground_truth.center))
+    dr = rotation_angle_deg(estimate.R @ ground_truth.R.T)
+    return dt, dr

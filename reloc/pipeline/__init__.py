@@ -1,0 +1,1 @@
+"""Pipeline graph: stage registry, YAML loading and validation, execution with cache, runner."""

@@ -1,0 +1,64 @@
+"""Topological execution of a validated graph, with per-node timing and caching."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import PipelineError
+from .cache import DiskCache, fingerprint, node_key
+from .spec import Graph
+
+
+@dataclass
+class GraphRun:
+    """Outputs by "node.output" (and sources by name), seconds per node, nodes served from cache."""
+
+    values: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+    cached: set[str] = field(default_factory=set)
+
+    def output(self, ref: str) -> Any:
+        return self.values[ref]
+
+
+def run_graph(
+    graph: Graph,
+    sources: dict[str, Any],
+    cache: DiskCache | None = None,
+    on_node: Callable[[str, int, int], None] | None = None,
+) -> GraphRun:
+    """Run every node in topological order. ``on_node(name, index, total)`` is called before each."""
+    missing = sorted(set(graph.sources) - set(sources))
+    if missing:
+        raise PipelineError(f"{graph.section}: source '{missing[0]}' was not provided")
+    keys = {name: fingerprint(value) for name, value in sources.items() if name in graph.sources}
+    run = GraphRun(values=dict(sources))
+    for index, name in enumerate(graph.order):
+        node = graph.nodes[name]
+        if on_node is not None:
+            on_node(name, index, len(graph.order))
+        input_keys = {port: keys[ref] for port, ref in node.inputs.items()}
+        key = node_key(node.stage.name, node.stage.version, node.config, input_keys)
+        start = time.perf_counter()
+        outputs = cache.load(name, key) if cache is not None and node.stage.cacheable else None
+        if outputs is not None:
+            run.cached.add(name)
+        else:
+            outputs = node.build().run(**{port: run.values[ref] for port, ref in node.inputs.items()})
+            _check_outputs(name, node.stage, outputs)
+            if cache is not None and node.stage.cacheable:
+                cache.store(name, key, outputs)
+        run.seconds[name] = time.perf_counter() - start
+        for output, value in outputs.items():
+            run.values[f"{name}.{output}"] = value
+            keys[f"{name}.{output}"] = fingerprint([key, output])
+    return run
+
+
+def _check_outputs(name: str, stage, outputs: Any) -> None:
+    if not isinstance(outputs, dict) or set(outputs) != set(stage.outputs):
+        got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
+        raise PipelineError(f"node '{name}': stage '{stage.name}' returned {got}, declared {sorted(stage.outputs)}")

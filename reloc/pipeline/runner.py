@@ -1,0 +1,114 @@
+"""Building a map folder and localizing queries against it with a pipeline.
+
+The map folder records its pipeline in ``map.yaml``, so ``reloc localize MAP IMAGES...`` needs no
+config, and a key over the mapping graph, the seed and the mapping frames, so that ``reloc eval``
+rebuilds a map only when one of them changed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from ..errors import PipelineError
+from ..types import Frame, QueryResult
+from .cache import DiskCache, fingerprint
+from .engine import GraphRun, run_graph
+from .spec import Pipeline, load_pipeline
+
+MAP_FILE = "map.yaml"
+CACHE_FOLDER = "cache"
+VERSIONED_PACKAGES = ("reloc", "torch", "kornia", "pycolmap", "poselib", "open3d-cpu", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def mapping_key(pipeline: Pipeline, frames: list[Frame]) -> str:
+    return fingerprint([pipeline.section_raw("mapping"), pipeline.seed, frames])
+
+
+def map_is_current(map_dir: Path, pipeline: Pipeline, frames: list[Frame]) -> bool:
+    """True when ``map_dir`` was built by the same mapping graph and seed from the same frames."""
+    path = map_dir / MAP_FILE
+    if not path.is_file():
+        return False
+    content = yaml.safe_load(path.read_text()) or {}
+    return content.get("mapping_key") == mapping_key(pipeline, frames)
+
+
+def build_map(
+    pipeline: Pipeline,
+    frames: list[Frame],
+    map_dir: Path,
+    dataset: dict,
+    on_node: Callable[[str, int, int], None] | None = None,
+) -> GraphRun:
+    """Run the mapping graph on posed ``frames`` into ``map_dir`` and write ``map.yaml`` last."""
+    if not frames:
+        raise PipelineError("the mapping split has no frames")
+    unposed = [frame.name for frame in frames if frame.pose is None]
+    if unposed:
+        raise PipelineError(f"mapping needs posed frames; {len(unposed)} have no pose, e.g. {unposed[0]}")
+    map_dir.mkdir(parents=True, exist_ok=True)
+    (map_dir / MAP_FILE).unlink(missing_ok=True)
+    run = run_graph(
+        pipeline.mapping,
+        {"dataset.frames": frames, "map.dir": map_dir},
+        cache=DiskCache(map_dir / CACHE_FOLDER),
+        on_node=on_node,
+    )
+    record = {
+        "pipeline": pipeline.raw,
+        "mapping_key": mapping_key(pipeline, frames),
+        "dataset": {**dataset, "n_frames": len(frames)},
+        "mapping_seconds": {name: round(s, 4) for name, s in run.seconds.items()},
+        "versions": package_versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    (map_dir / MAP_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
+    return run
+
+
+def load_map_pipeline(map_dir: Path) -> Pipeline:
+    path = map_dir / MAP_FILE
+    if not path.is_file():
+        raise PipelineError(f"{map_dir}: not a reloc map folder (no {MAP_FILE}; build one with 'reloc map')")
+    content = yaml.safe_load(path.read_text()) or {}
+    if "pipeline" not in content:
+        raise PipelineError(f"{path}: has no 'pipeline' entry; rebuild the map with 'reloc map'")
+    return load_pipeline(path, content["pipeline"])
+
+
+def localize(
+    map_dir: Path, queries: list[Frame], on_node: Callable[[str, int, int], None] | None = None
+) -> list[QueryResult]:
+    """Localize ``queries`` against a map folder with the localization graph stored in it.
+
+    Every query gets exactly one result, in query order; a query the graph left out is reported
+    failed.
+    """
+    pipeline = load_map_pipeline(map_dir)
+    run = run_graph(pipeline.localization, {"queries.frames": queries, "map.dir": map_dir}, on_node=on_node)
+    by_name = {result.name: result for result in run.output(pipeline.localization.output)}
+    unknown = sorted(set(by_name) - {frame.name for frame in queries})
+    if unknown:
+        raise PipelineError(f"localization returned results for images that are not queries, e.g. {unknown[0]}")
+    return [by_name.get(frame.name) or QueryResult(frame.name, None, "no result from the pipeline") for frame in queries]
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files of a map folder, without its cache."""
+    cache = folder / CACHE_FOLDER
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and cache not in p.parents)

@@ -1,0 +1,249 @@
+"""Pipeline YAML: loading (safe YAML only) and validation before anything runs.
+
+A pipeline file has two graphs::
+
+    name: default                # optional, defaults to the file stem
+    description: ...             # optional
+    seed: 0                      # optional
+    mapping:
+      nodes:
+        features:
+          stage: features.xfeat  # a registered stage
+          with: {max_keypoints: 2048}   # its config; unknown keys are errors
+          inputs: {frames: dataset.frames}   # input port -> "node.output" or a source
+    localization:
+      nodes: {...}
+      output: pnp.results        # the port holding the list[QueryResult]
+
+Sources are supplied by the runner: mapping gets ``dataset.frames`` (the posed mapping frames)
+and ``map.dir`` (the map folder being written); localization gets ``queries.frames`` and
+``map.dir`` (the finished map). Every error names the file, the node and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..errors import PipelineError
+from ..types import Frame, QueryResult
+from .registry import Stage, port_accepts, stage_class, type_name
+
+SOURCES = {
+    "mapping": {"dataset.frames": list[Frame], "map.dir": Path},
+    "localization": {"queries.frames": list[Frame], "map.dir": Path},
+}
+RESULTS_TYPE = list[QueryResult]
+TOP_LEVEL_KEYS = {"name", "description", "seed", "mapping", "localization"}
+SECTION_KEYS = {"mapping": {"nodes"}, "localization": {"nodes", "output"}}
+NODE_KEYS = {"stage", "with", "inputs"}
+
+
+@dataclass
+class Node:
+    """A validated node: its stage class, resolved config and input wiring."""
+
+    name: str
+    stage: type[Stage]
+    config: Any
+    inputs: dict[str, str]  # input port -> "node.output" or source name
+
+    def build(self) -> Stage:
+        return self.stage(self.config)
+
+
+@dataclass
+class Graph:
+    """A validated graph: nodes in topological order, the sources it reads, its output port."""
+
+    section: str
+    nodes: dict[str, Node]
+    order: list[str]
+    sources: dict[str, Any]
+    output: str | None
+
+    def edges(self) -> list[tuple[str, str, str]]:
+        """(producer "node.output" or source, consumer node, consumer input)."""
+        return [(ref, name, port) for name in self.order for port, ref in self.nodes[name].inputs.items()]
+
+
+@dataclass
+class Pipeline:
+    name: str
+    description: str
+    seed: int
+    mapping: Graph
+    localization: Graph
+    raw: dict  # the YAML content, as written into map.yaml
+
+    def section_raw(self, section: str) -> dict:
+        return self.raw.get(section, {})
+
+
+def read_yaml(path: Path) -> dict:
+    """Safe-load a YAML mapping; python tags and other unsafe constructs are rejected."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: pipeline file does not exist")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path}: not valid (safe) YAML: {error}") from None
+    if not isinstance(content, dict):
+        raise PipelineError(f"{path}: a pipeline file must be a mapping with 'mapping' and 'localization'")
+    return content
+
+
+def _check_keys(where: str, content: Any, allowed: set[str], what: str) -> None:
+    if not isinstance(content, dict):
+        raise PipelineError(f"{where}: {what} must be a mapping, got {type(content).__name__}")
+    unknown = sorted(set(content) - allowed)
+    if unknown:
+        raise PipelineError(f"{where}: unknown key '{unknown[0]}' in {what} (allowed: {', '.join(sorted(allowed))})")
+
+
+def resolve_config(where: str, stage: type[Stage], values: Any) -> Any:
+    """Merge ``with:`` values into the stage's dataclass config, checking keys and types."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise PipelineError(f"{where}: key 'with' must be a mapping of config values")
+    fields = {f.name for f in dataclasses.fields(stage.Config)}
+    for key in values:
+        if key not in fields:
+            valid = ", ".join(sorted(fields)) or "none"
+            raise PipelineError(f"{where}: unknown config key 'with.{key}' for stage '{stage.name}' (valid keys: {valid})")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(stage.Config), values)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", "") or "?"
+        reason = str(getattr(error, "msg", error)).splitlines()[0]
+        raise PipelineError(f"{where}: config key 'with.{key}': {reason}") from None
+
+
+def _check_inputs(where: str, stage: type[Stage], wiring: dict) -> None:
+    for port in wiring:
+        if port not in stage.inputs:
+            valid = ", ".join(stage.inputs) or "none"
+            raise PipelineError(f"{where}: stage '{stage.name}' has no input '{port}' (inputs: {valid})")
+    for port, port_type in stage.inputs.items():
+        if port not in wiring:
+            raise PipelineError(
+                f"{where}: missing input '{port}' (stage '{stage.name}' needs {port}: {type_name(port_type)})"
+            )
+        if not isinstance(wiring[port], str) or "." not in wiring[port]:
+            raise PipelineError(f"{where}: input '{port}' must be written 'node.output', got {wiring[port]!r}")
+
+
+def _port_type(where: str, port: str, ref: str, nodes: dict[str, Node], sources: dict[str, Any]) -> Any:
+    if ref in sources:
+        return sources[ref]
+    producer, _, output = ref.partition(".")
+    if producer not in nodes:
+        known = ", ".join([*nodes, *sources])
+        raise PipelineError(f"{where}: input '{port}' refers to unknown node '{producer}' (known: {known})")
+    outputs = nodes[producer].stage.outputs
+    if output not in outputs:
+        raise PipelineError(
+            f"{where}: input '{port}' refers to '{ref}' but node '{producer}' has no output '{output}' "
+            f"(outputs: {', '.join(outputs) or 'none'})"
+        )
+    return outputs[output]
+
+
+def _find_cycle(nodes: dict[str, Node], remaining: set[str]) -> list[tuple[str, str, str]]:
+    """A cycle among ``remaining`` nodes as (node, input port, producer) steps."""
+    start = min(remaining)
+    path: list[tuple[str, str, str]] = []
+    seen = {start: 0}
+    current = start
+    while True:
+        port, ref = next((p, r) for p, r in sorted(nodes[current].inputs.items()) if r.partition(".")[0] in remaining)
+        producer = ref.partition(".")[0]
+        path.append((current, port, ref))
+        if producer in seen:
+            return path[seen[producer] :]
+        seen[producer] = len(path)
+        current = producer
+
+
+def topological_order(where: str, nodes: dict[str, Node]) -> list[str]:
+    producers = {name: {ref.partition(".")[0] for ref in node.inputs.values()} & set(nodes) for name, node in nodes.items()}
+    order: list[str] = []
+    remaining = set(nodes)
+    while remaining:
+        ready = sorted(name for name in remaining if not producers[name] & remaining)
+        if not ready:
+            steps = " -> ".join(f"node '{node}' input '{port}' <- '{ref}'" for node, port, ref in _find_cycle(nodes, remaining))
+            raise PipelineError(f"{where}: cycle in the graph: {steps}")
+        order += ready
+        remaining -= set(ready)
+    return order
+
+
+def build_graph(path: Path, section: str, content: Any) -> Graph:
+    where = f"{path}: {section}"
+    _check_keys(where, content, SECTION_KEYS[section], f"section '{section}'")
+    raw_nodes = content.get("nodes")
+    if not isinstance(raw_nodes, dict) or not raw_nodes:
+        raise PipelineError(f"{where}: key 'nodes' must map node names to nodes")
+    sources = SOURCES[section]
+    nodes: dict[str, Node] = {}
+    for name, raw in raw_nodes.items():
+        node_where = f"{where}: node '{name}'"
+        if name in {ref.partition(".")[0] for ref in sources}:
+            raise PipelineError(f"{node_where}: the name is reserved for a source")
+        _check_keys(node_where, raw, NODE_KEYS, "a node")
+        if "stage" not in raw:
+            raise PipelineError(f"{node_where}: missing key 'stage'")
+        stage = stage_class(str(raw["stage"]), node_where)
+        wiring = raw.get("inputs") or {}
+        if not isinstance(wiring, dict):
+            raise PipelineError(f"{node_where}: key 'inputs' must map input names to 'node.output'")
+        _check_inputs(node_where, stage, wiring)
+        nodes[name] = Node(name, stage, resolve_config(node_where, stage, raw.get("with")), dict(wiring))
+    for name, node in nodes.items():
+        for port, ref in node.inputs.items():
+            provided = _port_type(f"{where}: node '{name}'", port, ref, nodes, sources)
+            expected = node.stage.inputs[port]
+            if not port_accepts(expected, provided):
+                raise PipelineError(
+                    f"{where}: node '{name}': input '{port}' expects {type_name(expected)} "
+                    f"but '{ref}' is {type_name(provided)}"
+                )
+    order = topological_order(where, nodes)
+    output = content.get("output")
+    if section == "localization":
+        if output is None:
+            raise PipelineError(f"{where}: missing key 'output' (the node.output holding the query results)")
+        provided = _port_type(f"{where}: key 'output'", "output", str(output), nodes, {})
+        if not port_accepts(RESULTS_TYPE, provided):
+            raise PipelineError(f"{where}: key 'output': '{output}' is {type_name(provided)}, expected {type_name(RESULTS_TYPE)}")
+    return Graph(section, nodes, order, sources, output)
+
+
+def load_pipeline(path: str | Path, content: dict | None = None) -> Pipeline:
+    """Load and validate a pipeline file (or ``content`` already read from ``path``)."""
+    path = Path(path)
+    content = read_yaml(path) if content is None else content
+    _check_keys(str(path), content, TOP_LEVEL_KEYS, "the pipeline file")
+    for section in ("mapping", "localization"):
+        if section not in content:
+            raise PipelineError(f"{path}: missing section '{section}'")
+    seed = content.get("seed", 0)
+    if not isinstance(seed, int):
+        raise PipelineError(f"{path}: key 'seed' must be an integer, got {seed!r}")
+    return Pipeline(
+        name=str(content.get("name", path.stem)),
+        description=str(content.get("description", "")),
+        seed=seed,
+        mapping=build_graph(path, "mapping", content["mapping"]),
+        localization=build_graph(path, "localization", content["localization"]),
+        raw=content,
+    )

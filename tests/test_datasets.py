@@ -1,0 +1,246 @@
+"""Loaders against the real files in ../shared/data and against layouts written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reloc.datasets import load_dataset, read_depth_mm, read_image
+from reloc.datasets.cambridge import Cambridge
+from reloc.datasets.folder import ImageFolder
+from reloc.datasets.pairs import read_pairs_with_gt
+from reloc.errors import DatasetError
+from reloc.geometry.rotation import axis_angle_to_rotmat
+from reloc.types import Camera, Pose
+
+
+# ---------------------------------------------------------------- real data
+
+
+def test_sevenscenes_sample_splits_and_poses(sevenscenes_stairs):
+    dataset = load_dataset("7scenes", sevenscenes_stairs)
+    train, test = dataset.frames("train"), dataset.frames("test")
+    assert len(train) == 6 and len(test) == 6
+    assert {f.name.split("/")[0] for f in train} == {"seq-02", "seq-03"}
+    assert {f.name.split("/")[0] for f in test} == {"seq-01", "seq-04"}
+    frame = test[0]
+    assert frame.name == "seq-01/frame-000000.color.jpg"
+    assert frame.camera.K.tolist() == [[585, 0, 320], [0, 585, 240], [0, 0, 1]]
+    cam_to_world = np.loadtxt(sevenscenes_stairs / "seq-01" / "frame-000000.pose.txt")
+    np.testing.assert_allclose(frame.pose.inverse().matrix, cam_to_world, atol=2e-4)  # file is orthonormal to ~1e-4
+    np.testing.assert_allclose(frame.pose.center, cam_to_world[:3, 3], atol=1e-6)
+    depth = read_depth_mm(frame.depth_path)
+    assert depth.shape == (480, 640) and 0.3 < np.nanmedian(depth) < 5.0
+    assert read_image(frame.image_path).shape == (480, 640, 3)
+
+
+def test_strecha_poses_agree_with_independent_relative_poses(strecha_fountain):
+    """pairs_with_gt.txt stores cam1_from_cam0 computed separately from the calibration; our
+    loader's poses (centre + world-to-camera quaternion) must compose to the same transforms."""
+    dataset = load_dataset("cambridge", strecha_fountain)
+    frames = {f.name: f for split in ("train", "test") for f in dataset.frames(split)}
+    assert len(frames) == 11
+    pairs = read_pairs_with_gt(strecha_fountain / "pairs_with_gt.txt")
+    assert len(pairs) > 10
+    for pair in pairs:
+        f0, f1 = frames[pair.name0], frames[pair.name1]
+        np.testing.assert_allclose((f1.pose @ f0.pose.inverse()).matrix, pair.cam1_from_cam0.matrix, atol=1e-4)
+        np.testing.assert_allclose(f0.camera.K, pair.K0, atol=1e-6)
+    first = frames["seq1/0000.jpg"]
+    assert (first.camera.width, first.camera.height) == (1536, 1024)
+    assert first.camera.params == (1380.91, 768.0, 512.0)
+
+
+# ---------------------------------------------------------------- 7-Scenes layout written here
+
+
+def write_sevenscenes(root, sequences=("sequence1", "sequence10"), test=("sequence2",), suffix=".color.png"):
+    rng = np.random.default_rng(1)
+    poses = {}
+    for line in (*sequences, *test):
+        folder = root / f"seq-{int(line[8:]):02d}"
+        folder.mkdir(parents=True)
+        for index in range(2):
+            stem = folder / f"frame-{index:06d}"
+            Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(f"{stem}{suffix}")
+            Image.fromarray(np.full((480, 640), 1500, np.uint16)).save(f"{stem}.depth.png")
+            pose = Pose(axis_angle_to_rotmat(rng.normal(size=3), 0.5), rng.normal(size=3))
+            np.savetxt(f"{stem}.pose.txt", pose.inverse().matrix)
+            poses[f"{folder.name}/{stem.name}{suffix}"] = pose
+    (root / "TrainSplit.txt").write_text("\n".join(sequences) + "\n")
+    (root / "TestSplit.txt").write_text("\n".join(test) + "\n")
+    return poses
+
+
+def test_sevenscenes_sequence_numbering_and_inversion(tmp_path):
+    poses = write_sevenscenes(tmp_path)
+    dataset = load_dataset("7scenes", tmp_path)
+    names = [f.name for f in dataset.frames("train")]
+    assert names == ["seq-01/frame-000000.color.png", "seq-01/frame-000001.color.png",
+                     "seq-10/frame-000000.color.png", "seq-10/frame-000001.color.png"]
+    for frame in dataset.frames("train") + dataset.frames("test"):
+        np.testing.assert_allclose(frame.pose.matrix, poses[frame.name].matrix, atol=1e-9)
+    depth = read_depth_mm(dataset.frames("test")[0].depth_path)
+    assert np.allclose(depth, 1.5)
+
+
+def test_sevenscenes_depth_invalid_values_become_nan(tmp_path):
+    depth = np.array([[0, 1000], [65535, 2500]], np.uint16)
+    Image.fromarray(depth).save(tmp_path / "d.png")
+    loaded = read_depth_mm(tmp_path / "d.png")
+    assert np.isnan(loaded[0, 0]) and np.isnan(loaded[1, 0]) and loaded[1, 1] == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda root: (root / "seq-01" / "frame-000001.pose.txt").unlink(), r"frame-000001.pose.txt: missing 7-Scenes pose file"),
+        (lambda root: (root / "seq-01" / "frame-000000.pose.txt").write_text("nan 0 0 0\n" * 4), r"frame-000000.pose.txt: pose contains NaN"),
+        (lambda root: (root / "seq-01" / "frame-000000.pose.txt").write_text("1 2 3\n4 5 6\n"), r"expected a 4x4 matrix"),
+        (lambda root: (root / "seq-01" / "frame-000000.pose.txt").write_text("2 2 2 2\n" * 4), r"not a rotation"),
+        (lambda root: (root / "TrainSplit.txt").write_text("seq1\n"), r"TrainSplit.txt:1: expected a line 'sequenceN'"),
+        (lambda root: (root / "TrainSplit.txt").write_text("sequence7\n"), r"seq-07: sequence folder listed in the split file does not exist"),
+        (lambda root: (root / "TrainSplit.txt").unlink(), r"TrainSplit.txt: missing 7-Scenes split file"),
+    ],
+)
+def test_sevenscenes_bad_input_messages(tmp_path, corrupt, message):
+    write_sevenscenes(tmp_path)
+    corrupt(tmp_path)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset("7scenes", tmp_path).frames("train")
+
+
+# ---------------------------------------------------------------- Cambridge layout written here
+
+
+def write_cambridge(root, sizes=((1920, 1080), (480, 270))):
+    """Images stored as .png while the NVM lists .jpg, as in the real Cambridge release."""
+    rng = np.random.default_rng(2)
+    (root / "seq1").mkdir(parents=True)
+    rows, nvm, poses = [], [], {}
+    for index, (width, height) in enumerate(sizes):
+        name = f"seq1/frame{index:05d}.png"
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(root / name)
+        pose = Pose(axis_angle_to_rotmat(rng.normal(size=3), 1.0), rng.normal(size=3))
+        qvec, centre = pose.qvec, pose.center
+        rows.append(f"{name} {' '.join(map(str, centre))} {' '.join(map(str, qvec))}")
+        nvm.append(f"{name[:-4]}.jpg {1000 + index} {' '.join(map(str, qvec))} {' '.join(map(str, centre))} 0 0")
+        poses[name] = pose
+    header = "Visual Landmark Dataset V1\nImageFile, Camera Position [X Y Z W P Q R]\n\n"
+    (root / "dataset_train.txt").write_text(header + rows[0] + "\n")
+    (root / "dataset_test.txt").write_text(header + "\n".join(rows[1:]) + "\n")
+    (root / "reconstruction.nvm").write_text(f"NVM_V3\n\n{len(nvm)}\n" + "\n".join(nvm) + "\n\n0\n")
+    return poses
+
+
+def test_cambridge_layout_per_image_size_and_focal(tmp_path):
+    poses = write_cambridge(tmp_path)
+    dataset = Cambridge(tmp_path)
+    (train,), (test,) = dataset.frames("train"), dataset.frames("test")
+    assert train.camera == Camera("SIMPLE_PINHOLE", 1920, 1080, (1000, 960, 540))
+    assert test.camera == Camera("SIMPLE_PINHOLE", 480, 270, (1001, 240, 135))
+    for frame in (train, test):
+        np.testing.assert_allclose(frame.pose.matrix, poses[frame.name].matrix, atol=1e-7)
+
+
+def test_cambridge_bad_input_messages(tmp_path):
+    write_cambridge(tmp_path)
+    nvm = tmp_path / "reconstruction.nvm"
+    nvm.write_text(nvm.read_text().replace("seq1/frame00001.jpg", "seq1/other.jpg"))
+    with pytest.raises(DatasetError, match=r"dataset_test.txt:4: image seq1/frame00001.png has no camera in .*reconstruction.nvm"):
+        Cambridge(tmp_path).frames("test")
+    (tmp_path / "dataset_train.txt").write_text("a\nb\nc\nseq1/frame00000.png 1 2 nan 1 0 0 0\n")
+    with pytest.raises(DatasetError, match=r"dataset_train.txt:4: pose of seq1/frame00000.png contains NaN"):
+        Cambridge(tmp_path).frames("train")
+    (tmp_path / "seq1" / "frame00000.png").write_bytes(b"not an image")
+    (tmp_path / "dataset_train.txt").write_text("a\nb\nc\nseq1/frame00000.png 1 2 3 1 0 0 0\n")
+    with pytest.raises(DatasetError, match=r"frame00000.png: not a readable image"):
+        Cambridge(tmp_path).frames("train")
+    nvm.write_text("garbage\n")
+    with pytest.raises(DatasetError, match=r"reconstruction.nvm: not an NVM_V3 file"):
+        Cambridge(tmp_path).frames("train")
+
+
+# ---------------------------------------------------------------- COLMAP model
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_colmap_model_with_query_list(tmp_path, binary, rng):
+    import pycolmap
+
+    reconstruction = pycolmap.Reconstruction()
+    camera = Camera("SIMPLE_RADIAL", 64, 48, (50, 32, 24, 0.01))
+    reconstruction.add_camera_with_trivial_rig(camera.to_pycolmap(camera_id=1))
+    (tmp_path / "images").mkdir()
+    poses = {}
+    for image_id, name in enumerate(["a.png", "b.png", "c.png"], start=1):
+        pose = Pose(axis_angle_to_rotmat(rng.normal(size=3), 0.3), rng.normal(size=3))
+        reconstruction.add_image_with_trivial_frame(pycolmap.Image(name=name, camera_id=1, image_id=image_id), pose.to_pycolmap())
+        Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "images" / name)
+        poses[name] = pose
+    model = tmp_path / "sparse" / "0"
+    model.mkdir(parents=True)
+    (reconstruction.write_binary if binary else reconstruction.write_text)(str(model))
+    (tmp_path / "queries.txt").write_text("b.png SIMPLE_RADIAL 64 48 50 32 24 0.01\n")
+    dataset = load_dataset("colmap", tmp_path, queries=tmp_path / "queries.txt")
+    assert [f.name for f in dataset.frames("train")] == ["a.png", "c.png"]
+    (query,) = dataset.frames("test")
+    assert query.camera == camera
+    np.testing.assert_allclose(query.pose.matrix, poses["b.png"].matrix, atol=1e-9)
+    with pytest.raises(DatasetError, match="no query list given"):
+        load_dataset("colmap", tmp_path).frames("test")
+    (tmp_path / "queries.txt").write_text("zzz.png\n")
+    with pytest.raises(DatasetError, match=r"queries.txt: 1 query names are not in the model, e.g. zzz.png"):
+        load_dataset("colmap", tmp_path, queries=tmp_path / "queries.txt")
+
+
+def test_colmap_missing_model_message(tmp_path):
+    with pytest.raises(DatasetError, match="no COLMAP model"):
+        load_dataset("colmap", tmp_path)
+
+
+# ---------------------------------------------------------------- image folder
+
+
+def save_jpeg(path, width=400, height=300, exif=None):
+    image = Image.fromarray(np.zeros((height, width, 3), np.uint8))
+    image.save(path, exif=exif) if exif is not None else image.save(path)
+
+
+def test_folder_intrinsics_from_focal_camera_file_and_exif(tmp_path):
+    save_jpeg(tmp_path / "a.jpg")
+    (tmp_path / "sub").mkdir()
+    save_jpeg(tmp_path / "sub" / "b.jpg")
+    frames = ImageFolder(tmp_path, focal=500).frames("test")
+    assert [f.name for f in frames] == ["a.jpg", "sub/b.jpg"]
+    assert frames[0].camera == Camera("SIMPLE_PINHOLE", 400, 300, (500, 200, 150)) and frames[0].pose is None
+
+    (tmp_path / "one.txt").write_text("# COLMAP cameras.txt line\n1 PINHOLE 400 300 410 420 199 151\n")
+    assert ImageFolder(tmp_path, camera_file=tmp_path / "one.txt").frames("test")[1].camera.params == (410, 420, 199, 151)
+    (tmp_path / "each.txt").write_text("a.jpg SIMPLE_PINHOLE 400 300 300 200 150\nsub/b.jpg SIMPLE_PINHOLE 400 300 310 200 150\n")
+    cameras = [f.camera.params[0] for f in ImageFolder(tmp_path, camera_file=tmp_path / "each.txt").frames("test")]
+    assert cameras == [300, 310]
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 36  # 36 mm equivalent: focal = long side
+    save_jpeg(tmp_path / "sub" / "b.jpg", exif=exif)
+    (tmp_path / "a.jpg").unlink()
+    (frame,) = ImageFolder(tmp_path).frames("test")
+    assert frame.camera.params == (400, 200, 150)
+
+
+def test_folder_bad_input_messages(tmp_path):
+    save_jpeg(tmp_path / "a.jpg")
+    with pytest.raises(DatasetError, match=r"a.jpg: intrinsics unknown: no EXIF focal length; pass --focal PIXELS or --camera FILE"):
+        ImageFolder(tmp_path).frames("test")
+    (tmp_path / "cam.txt").write_text("PINHOLE 640 480 1 1 1 1\n")
+    with pytest.raises(DatasetError, match=r"a.jpg: image is 400x300 but its camera is 640x480"):
+        ImageFolder(tmp_path, camera_file=tmp_path / "cam.txt").frames("test")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DatasetError, match=r"broken.png: not a readable image"):
+        ImageFolder(tmp_path, focal=100).frames("test")
+    with pytest.raises(DatasetError, match="no mapping split"):
+        ImageFolder(tmp_path, focal=100).frames("train")
+    with pytest.raises(DatasetError, match=r"missing.jpg: no such image file or folder"):
+        ImageFolder(tmp_path, focal=100, images=[tmp_path / "missing.jpg"]).frames("test")

@@ -1,0 +1,262 @@
+"""Pipeline graph: validation messages, topological execution, caching, map/localize/eval plumbing.
+
+The stages here are test fixtures for the engine (the engine is what is under test); the real
+stages arrive with their issues and are tested with their own modules.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from reloc.cli import app
+from reloc.errors import PipelineError
+from reloc.pipeline.cache import DiskCache
+from reloc.pipeline.engine import run_graph
+from reloc.pipeline.registry import Stage, register_stage, unregister_stage
+from reloc.pipeline.spec import load_pipeline
+from reloc.types import Frame, QueryResult
+
+CALLS: list[str] = []
+
+
+@dataclass
+class ScaleConfig:
+    factor: float = 1.0
+    label: str = "x"
+
+
+class CountFrames(Stage):
+    name = "test.count"
+    inputs = {"frames": list[Frame]}
+    outputs = {"count": int}
+
+    def run(self, frames):
+        CALLS.append(self.name)
+        return {"count": len(frames)}
+
+
+class Scale(Stage):
+    name = "test.scale"
+    Config = ScaleConfig
+    inputs = {"value": int}
+    outputs = {"value": int}
+
+    def run(self, value):
+        CALLS.append(self.name)
+        return {"value": int(value * self.config.factor)}
+
+
+class WriteCount(Stage):
+    name = "test.write_count"
+    inputs = {"value": int, "map_dir": Path}
+    outputs = {}
+    cacheable = False
+
+    def run(self, value, map_dir):
+        (map_dir / "count.json").write_text(json.dumps(value))
+        return {}
+
+
+class FailAll(Stage):
+    """Reports every query failed, with the map's frame count in the reason."""
+
+    name = "test.fail_all"
+    inputs = {"frames": list[Frame], "map_dir": Path}
+    outputs = {"results": list[QueryResult]}
+
+    def run(self, frames, map_dir):
+        count = json.loads((map_dir / "count.json").read_text())
+        return {"results": [QueryResult(f.name, None, f"map of {count} frames cannot localize") for f in frames[1:]]}
+
+
+@pytest.fixture(autouse=True)
+def test_stages():
+    for stage in (CountFrames, Scale, WriteCount, FailAll):
+        register_stage(stage)
+    CALLS.clear()
+    yield
+    for stage in (CountFrames, Scale, WriteCount, FailAll):
+        unregister_stage(stage.name)
+
+
+def pipeline_dict(**mapping_nodes) -> dict:
+    nodes = {
+        "count": {"stage": "test.count", "inputs": {"frames": "dataset.frames"}},
+        "double": {"stage": "test.scale", "with": {"factor": 2.0}, "inputs": {"value": "count.count"}},
+        "write": {"stage": "test.write_count", "inputs": {"value": "double.value", "map_dir": "map.dir"}},
+    }
+    nodes.update(mapping_nodes)
+    return {
+        "name": "toy",
+        "mapping": {"nodes": nodes},
+        "localization": {
+            "nodes": {"loc": {"stage": "test.fail_all", "inputs": {"frames": "queries.frames", "map_dir": "map.dir"}}},
+            "output": "loc.results",
+        },
+    }
+
+
+def write_yaml(tmp_path, content) -> Path:
+    path = tmp_path / "pipe.yaml"
+    path.write_text(yaml.safe_dump(content) if isinstance(content, dict) else content)
+    return path
+
+
+def load_error(tmp_path, content) -> str:
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(write_yaml(tmp_path, content))
+    return str(info.value)
+
+
+def test_valid_pipeline_order_and_edges(tmp_path):
+    pipeline = load_pipeline(write_yaml(tmp_path, pipeline_dict()))
+    assert pipeline.mapping.order == ["count", "double", "write"]
+    assert pipeline.mapping.nodes["double"].config == ScaleConfig(factor=2.0)
+    assert ("count.count", "double", "value") in pipeline.mapping.edges()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p["mapping"]["nodes"]["count"].update(stage="test.nope"),
+         r"pipe.yaml: mapping: node 'count': unknown stage 'test.nope' \(known stages: .*test.count"),
+        (lambda p: p["mapping"]["nodes"]["count"].update(stage="features.xfeat"),
+         r"node 'count': stage 'features.xfeat' is not implemented yet \(planned in issue 4"),
+        (lambda p: p["mapping"]["nodes"]["double"]["with"].update(factr=3),
+         r"node 'double': unknown config key 'with.factr' for stage 'test.scale' \(valid keys: factor, label\)"),
+        (lambda p: p["mapping"]["nodes"]["double"]["with"].update(factor="big"),
+         r"node 'double': config key 'with.factor': .*big"),
+        (lambda p: p["mapping"]["nodes"]["double"].update(inputs={}),
+         r"node 'double': missing input 'value' \(stage 'test.scale' needs value: int\)"),
+        (lambda p: p["mapping"]["nodes"]["double"]["inputs"].update(extra="count.count"),
+         r"node 'double': stage 'test.scale' has no input 'extra' \(inputs: value\)"),
+        (lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "dataset.frames"}),
+         r"node 'double': input 'value' expects int but 'dataset.frames' is list\[Frame\]"),
+        (lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "ghost.count"}),
+         r"node 'double': input 'value' refers to unknown node 'ghost'"),
+        (lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "count.total"}),
+         r"node 'double': input 'value' refers to 'count.total' but node 'count' has no output 'total' \(outputs: count\)"),
+        (lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "count"}),
+         r"node 'double': input 'value' must be written 'node.output', got 'count'"),
+        (lambda p: p["mapping"]["nodes"]["double"].update(stge="x"),
+         r"node 'double': unknown key 'stge' in a node \(allowed: inputs, stage, with\)"),
+        (lambda p: p["mapping"]["nodes"]["double"].pop("stage"), r"node 'double': missing key 'stage'"),
+        (lambda p: p["localization"].pop("output"), r"localization: missing key 'output'"),
+        (lambda p: p["localization"].update(output="loc.nothing"),
+         r"localization: key 'output': input 'output' refers to 'loc.nothing' but node 'loc' has no output 'nothing'"),
+        (lambda p: p.update(extra=1), r"pipe.yaml: unknown key 'extra' in the pipeline file"),
+        (lambda p: p.pop("localization"), r"pipe.yaml: missing section 'localization'"),
+        (lambda p: p["mapping"]["nodes"].update(dataset={"stage": "test.count"}),
+         r"node 'dataset': the name is reserved for a source"),
+    ],
+)
+def test_validation_errors_name_node_and_key(tmp_path, change, message):
+    content = pipeline_dict()
+    change(content)
+    assert __import__("re").search(message, load_error(tmp_path, content))
+
+
+def test_wrong_type_at_output_and_cycle(tmp_path):
+    content = pipeline_dict()
+    content["localization"]["nodes"]["n"] = {"stage": "test.count", "inputs": {"frames": "queries.frames"}}
+    content["localization"]["output"] = "n.count"
+    assert "key 'output': 'n.count' is int, expected list[QueryResult]" in load_error(tmp_path, content)
+
+    content = pipeline_dict(
+        a={"stage": "test.scale", "inputs": {"value": "b.value"}},
+        b={"stage": "test.scale", "inputs": {"value": "a.value"}},
+    )
+    message = load_error(tmp_path, content)
+    assert "mapping: cycle in the graph: node 'a' input 'value' <- 'b.value' -> node 'b' input 'value' <- 'a.value'" in message
+
+
+def test_yaml_loading_is_safe_and_errors_name_the_file(tmp_path):
+    message = load_error(tmp_path, "mapping: !!python/object/apply:os.system ['echo owned']\n")
+    assert "pipe.yaml: not valid (safe) YAML" in message
+    assert "pipe.yaml: a pipeline file must be a mapping" in load_error(tmp_path, "- a\n- b\n")
+    with pytest.raises(PipelineError, match="missing.yaml: pipeline file does not exist"):
+        load_pipeline(tmp_path / "missing.yaml")
+
+
+def frames(n: int) -> list[Frame]:
+    from reloc.types import Camera, Pose
+
+    camera = Camera.simple_pinhole(64, 48, 50)
+    return [Frame(f"f{i}.png", Path(f"/nonexistent/f{i}.png"), camera, Pose.identity()) for i in range(n)]
+
+
+def test_execution_timing_and_cache_invalidation(tmp_path):
+    pipeline = load_pipeline(write_yaml(tmp_path, pipeline_dict()))
+    cache = DiskCache(tmp_path / "cache")
+    sources = {"dataset.frames": frames(3), "map.dir": tmp_path}
+    run = run_graph(pipeline.mapping, sources, cache)
+    assert run.output("double.value") == 6 and json.loads((tmp_path / "count.json").read_text()) == 6
+    assert CALLS == ["test.count", "test.scale"] and set(run.seconds) == {"count", "double", "write"}
+
+    CALLS.clear()
+    run = run_graph(pipeline.mapping, sources, cache)
+    assert CALLS == [] and run.cached == {"count", "double"} and run.output("double.value") == 6
+
+    content = pipeline_dict()
+    content["mapping"]["nodes"]["double"]["with"]["factor"] = 3.0
+    changed = load_pipeline(write_yaml(tmp_path, content))
+    CALLS.clear()
+    run = run_graph(changed.mapping, sources, cache)
+    assert CALLS == ["test.scale"] and run.output("double.value") == 9  # count reused, scale rerun
+
+    CALLS.clear()
+    run = run_graph(changed.mapping, {**sources, "dataset.frames": frames(4)}, cache)
+    assert CALLS == ["test.count", "test.scale"] and run.output("double.value") == 12
+
+
+def test_eval_builds_reuses_map_and_reports_failures(tmp_path, strecha_fountain):
+    config = write_yaml(tmp_path, pipeline_dict())
+    args = ["eval", "--config", str(config), "--dataset", "cambridge", "--root", str(strecha_fountain), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 14  # 7 mapping frames doubled
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_queries"] == 4 and metrics["n_failed"] == 4 and metrics["map_bytes"] > 0
+    results = (tmp_path / "run" / "results.txt").read_text()
+    assert "# FAILED seq1/0001.jpg: no result from the pipeline" in results
+    assert "# FAILED seq1/0004.jpg: map of 14 frames cannot localize" in results
+    assert "Worst 4 queries" in (tmp_path / "run" / "report.md").read_text()
+
+    result = CliRunner().invoke(app, args)
+    assert "reusing the map" in result.output
+    content = pipeline_dict()
+    content["mapping"]["nodes"]["double"]["with"]["factor"] = 3.0
+    write_yaml(tmp_path, content)
+    result = CliRunner().invoke(app, args)
+    assert "reusing the map" not in result.output
+    assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 21
+
+
+def test_localize_command_on_image_folder(tmp_path, strecha_fountain):
+    config = write_yaml(tmp_path, pipeline_dict())
+    result = CliRunner().invoke(app, ["map", "--config", str(config), "--dataset", "cambridge", "--root", str(strecha_fountain), "--out", str(tmp_path / "map")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["localize", str(tmp_path / "map"), str(strecha_fountain / "seq1" / "0001.jpg"),
+                                      str(strecha_fountain / "seq1" / "0004.jpg"), "--focal", "1380.91", "--out", str(tmp_path / "r.txt")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r.txt").read_text().count("# FAILED") == 2
+    result = CliRunner().invoke(app, ["localize", str(tmp_path), str(strecha_fountain / "seq1"), "--focal", "1", "--out", str(tmp_path / "x.txt")])
+    assert result.exit_code == 2 and "not a reloc map folder (no map.yaml" in result.output
+
+
+def test_graph_command_prints_nodes_edges_and_planned_stages(tmp_path):
+    result = CliRunner().invoke(app, ["graph", str(write_yaml(tmp_path, pipeline_dict()))])
+    assert result.exit_code == 0, result.output
+    assert "count → double → write" in result.output and "value ← count.count" in result.output and "valid" in result.output
+    default = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    result = CliRunner().invoke(app, ["graph", str(default)])
+    assert result.exit_code == 0 and "not implemented yet:" in result.output and "features.xfeat" in result.output
+    result = CliRunner().invoke(app, ["eval", "--config", str(default), "--dataset", "7scenes", "--root", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "stage 'features.xfeat' is not implemented yet" in result.output
