@@ -30,9 +30,9 @@ def score(results_file, dataset, root, out):
     return json.loads(out.read_text()), result.output
 
 
-@pytest.mark.parametrize("scene", ["strecha/fountain-P11", "7scenes"])
-def test_score_exact_errors_on_real_ground_truth(scene, tmp_path, rng, strecha_fountain, sevenscenes_stairs):
-    kind, root = ("cambridge", strecha_fountain) if scene.startswith("strecha") else ("7scenes", sevenscenes_stairs)
+@pytest.mark.parametrize("kind, scene_fixture", [("cambridge", "strecha_fountain"), ("7scenes", "sevenscenes_stairs")])
+def test_score_exact_errors_on_real_ground_truth(kind, scene_fixture, request, tmp_path, rng):
+    root = request.getfixturevalue(scene_fixture)
     queries = load_dataset(kind, root).frames("test")
 
     write_results(tmp_path / "exact.txt", [QueryResult(f.name, f.pose) for f in queries])

@@ -7,10 +7,10 @@ stages arrive with their issues and are tested with their own modules.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -22,6 +22,8 @@ from reloc.pipeline.engine import run_graph
 from reloc.pipeline.registry import Stage, register_stage, unregister_stage
 from reloc.pipeline.spec import load_pipeline
 from reloc.types import Frame, QueryResult
+
+from .layouts import write_cambridge
 
 CALLS: list[str] = []
 
@@ -160,7 +162,7 @@ def test_valid_pipeline_order_and_edges(tmp_path):
 def test_validation_errors_name_node_and_key(tmp_path, change, message):
     content = pipeline_dict()
     change(content)
-    assert __import__("re").search(message, load_error(tmp_path, content))
+    assert re.search(message, load_error(tmp_path, content))
 
 
 def test_wrong_type_at_output_and_cycle(tmp_path):
@@ -216,17 +218,19 @@ def test_execution_timing_and_cache_invalidation(tmp_path):
     assert CALLS == ["test.count", "test.scale"] and run.output("double.value") == 12
 
 
-def test_eval_builds_reuses_map_and_reports_failures(tmp_path, strecha_fountain):
+def test_eval_builds_reuses_map_and_reports_failures(tmp_path):
+    scene = tmp_path / "scene"
+    write_cambridge(scene, sizes=[(64, 48)] * 5)
     config = write_yaml(tmp_path, pipeline_dict())
-    args = ["eval", "--config", str(config), "--dataset", "cambridge", "--root", str(strecha_fountain), "--out", str(tmp_path / "run")]
+    args = ["eval", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "run")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 14  # 7 mapping frames doubled
+    assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 2  # 1 mapping frame doubled
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_queries"] == 4 and metrics["n_failed"] == 4 and metrics["map_bytes"] > 0
     results = (tmp_path / "run" / "results.txt").read_text()
-    assert "# FAILED seq1/0001.jpg: no result from the pipeline" in results
-    assert "# FAILED seq1/0004.jpg: map of 14 frames cannot localize" in results
+    assert "# FAILED seq1/frame00001.png: no result from the pipeline" in results
+    assert "# FAILED seq1/frame00004.png: map of 2 frames cannot localize" in results
     assert "Worst 4 queries" in (tmp_path / "run" / "report.md").read_text()
 
     result = CliRunner().invoke(app, args)
@@ -236,18 +240,20 @@ def test_eval_builds_reuses_map_and_reports_failures(tmp_path, strecha_fountain)
     write_yaml(tmp_path, content)
     result = CliRunner().invoke(app, args)
     assert "reusing the map" not in result.output
-    assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 21
+    assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 3
 
 
-def test_localize_command_on_image_folder(tmp_path, strecha_fountain):
+def test_localize_command_on_image_folder(tmp_path):
+    scene = tmp_path / "scene"
+    write_cambridge(scene, sizes=[(64, 48)] * 3)
     config = write_yaml(tmp_path, pipeline_dict())
-    result = CliRunner().invoke(app, ["map", "--config", str(config), "--dataset", "cambridge", "--root", str(strecha_fountain), "--out", str(tmp_path / "map")])
+    result = CliRunner().invoke(app, ["map", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "map")])
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(app, ["localize", str(tmp_path / "map"), str(strecha_fountain / "seq1" / "0001.jpg"),
-                                      str(strecha_fountain / "seq1" / "0004.jpg"), "--focal", "1380.91", "--out", str(tmp_path / "r.txt")])
+    result = CliRunner().invoke(app, ["localize", str(tmp_path / "map"), str(scene / "seq1" / "frame00001.png"),
+                                      str(scene / "seq1" / "frame00002.png"), "--focal", "50", "--out", str(tmp_path / "r.txt")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r.txt").read_text().count("# FAILED") == 2
-    result = CliRunner().invoke(app, ["localize", str(tmp_path), str(strecha_fountain / "seq1"), "--focal", "1", "--out", str(tmp_path / "x.txt")])
+    result = CliRunner().invoke(app, ["localize", str(tmp_path), str(scene / "seq1"), "--focal", "1", "--out", str(tmp_path / "x.txt")])
     assert result.exit_code == 2 and "not a reloc map folder (no map.yaml" in result.output
 
 
