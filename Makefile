@@ -27,7 +27,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 test: setup
 	$(BIN)/python -m pytest
 
+DEMO_SCENE := data/synthetic-7scenes-seed0
+
 demo: setup
+	test -f $(DEMO_SCENE)/synthetic.yaml || $(BIN)/reloc synth --layout 7scenes --out $(DEMO_SCENE) --seed 0 --frames 300,100 --appearance harsh
 	$(BIN)/reloc graph configs/default.yaml
 
 clean:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import yaml
 
@@ -146,10 +147,15 @@ def generate(config: SynthConfig, out: Path, on_frame: Callable[[int, int], None
     out.mkdir(parents=True, exist_ok=True)
     points, colours = sample_surface_points(scene, NVM_POINTS, np.random.default_rng([config.seed, 4])) if config.layout == "cambridge" else (None, None)
     renderer = Renderer(scene)
-    with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:  # encoding overlaps rendering
-        pending = [writers.submit(write_frame, config.layout, out, frame, renderer.render(frame.pose, frame.camera), points)
-                   for frame in _reporting(frames, on_frame)]
-        seen = [future.result() for future in pending]
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # the cores go to the raycaster and the writer threads; OpenCV's idle pool would spin
+    try:
+        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:  # encoding overlaps rendering
+            pending = [writers.submit(write_frame, config.layout, out, frame, renderer.render(frame.pose, frame.camera), points)
+                       for frame in _reporting(frames, on_frame)]
+            seen = [future.result() for future in pending]
+    finally:
+        cv2.setNumThreads(opencv_threads)
     sequences = sorted({(f.split, f.sequence) for f in frames})
     if config.layout == "7scenes":
         SevenScenesWriter(out).write_splits([s for split, s in sequences if split == "train"], [s for split, s in sequences if split == "test"])
