@@ -129,8 +129,8 @@ def test_valid_pipeline_order_and_edges(tmp_path):
     [
         (lambda p: p["mapping"]["nodes"]["count"].update(stage="test.nope"),
          r"pipe.yaml: mapping: node 'count': unknown stage 'test.nope' \(known stages: .*test.count"),
-        (lambda p: p["mapping"]["nodes"]["count"].update(stage="features.xfeat"),
-         r"node 'count': stage 'features.xfeat' is not implemented yet \(planned in issue 4"),
+        (lambda p: p["mapping"]["nodes"]["count"].update(stage="favor.train"),
+         r"node 'count': stage 'favor.train' is not implemented yet \(planned in issue 5"),
         (lambda p: p["mapping"]["nodes"]["double"]["with"].update(factr=3),
          r"node 'double': unknown config key 'with.factr' for stage 'test.scale' \(valid keys: factor, label\)"),
         (lambda p: p["mapping"]["nodes"]["double"]["with"].update(factor="big"),
@@ -261,8 +261,15 @@ def test_graph_command_prints_nodes_edges_and_planned_stages(tmp_path):
     result = CliRunner().invoke(app, ["graph", str(write_yaml(tmp_path, pipeline_dict()))])
     assert result.exit_code == 0, result.output
     assert "count → double → write" in result.output and "value ← count.count" in result.output and "valid" in result.output
-    default = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
-    result = CliRunner().invoke(app, ["graph", str(default)])
-    assert result.exit_code == 0 and "not implemented yet:" in result.output and "features.xfeat" in result.output
-    result = CliRunner().invoke(app, ["eval", "--config", str(default), "--dataset", "7scenes", "--root", str(tmp_path), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "stage 'features.xfeat' is not implemented yet" in result.output
+    content = pipeline_dict()
+    content["mapping"]["nodes"]["count"]["stage"] = "favor.train"
+    result = CliRunner().invoke(app, ["graph", str(write_yaml(tmp_path, content))])
+    assert result.exit_code == 0 and "not implemented yet:" in result.output and "favor.train" in result.output
+    result = CliRunner().invoke(app, ["eval", "--config", str(tmp_path / "pipe.yaml"), "--dataset", "7scenes", "--root", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "stage 'favor.train' is not implemented yet" in result.output
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
+def test_shipped_configs_are_valid(config):
+    pipeline = load_pipeline(config)
+    assert pipeline.localization.output is not None

@@ -14,17 +14,9 @@ from typing import Any, ClassVar
 
 from ..errors import PipelineError
 
-STAGE_MODULES: tuple[str, ...] = ()
+STAGE_MODULES = ("reloc.features.stages", "reloc.mapping.stages", "reloc.retrieval.stages", "reloc.localization.stages")
 
 PLANNED_STAGES = {
-    "features.xfeat": "issue 4 (features)",
-    "features.aliked": "issue 4 (features)",
-    "features.sift": "issue 4 (features)",
-    "matching.mnn": "issue 4 (matching)",
-    "matching.lightglue": "issue 4 (matching)",
-    "mapping.triangulate": "issue 4 (mapping)",
-    "retrieval.vlad": "issue 4 (retrieval)",
-    "pose.pnp": "issue 4 (localizer)",
     "favor.train": "issue 5 (FaVoR)",
     "favor.localize": "issue 5 (FaVoR)",
     "matching.casp": "issue 6 (CasP)",

@@ -19,6 +19,7 @@ from ..types import Frame, QueryResult
 from .cache import DiskCache, fingerprint
 from .engine import GraphRun, run_graph
 from .spec import Pipeline, load_pipeline
+from .timing import recording
 
 MAP_FILE = "map.yaml"
 CACHE_FOLDER = "cache"
@@ -100,8 +101,11 @@ def localize(
     failed.
     """
     pipeline = load_map_pipeline(map_dir)
-    run = run_graph(pipeline.localization, {"queries.frames": queries, "map.dir": map_dir}, on_node=on_node)
+    with recording() as timings:
+        run = run_graph(pipeline.localization, {"queries.frames": queries, "map.dir": map_dir}, on_node=on_node)
     by_name = {result.name: result for result in run.output(pipeline.localization.output)}
+    for name, result in by_name.items():
+        result.timings = {**timings.get(name, {}), **result.timings}
     unknown = sorted(set(by_name) - {frame.name for frame in queries})
     if unknown:
         raise PipelineError(f"localization returned results for images that are not queries, e.g. {unknown[0]}")

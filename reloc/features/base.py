@@ -1,0 +1,101 @@
+"""Local features: the common type, image preparation and the HDF5 feature store.
+
+Keypoints are always in the COLMAP pixel convention of the original image (centre of the
+top-left pixel at (0.5, 0.5)), whatever resizing the extractor did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+
+from ..datasets.base import read_image
+from ..errors import RelocError
+
+
+@dataclass
+class Features:
+    keypoints: np.ndarray  # (N, 2) float32, COLMAP convention, original image pixels
+    descriptors: np.ndarray  # (N, D) float32, L2-normalised
+    scores: np.ndarray  # (N,) float32
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+def prepare_image(path: Path, resize_max: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 image resized so that its long side is at most ``resize_max`` (0: no limit) and
+    both sides are multiples of ``multiple``; and the per-axis scale (2,) from resized to
+    original pixels."""
+    image = read_image(path)
+    height, width = image.shape[:2]
+    factor = min(1.0, resize_max / max(height, width)) if resize_max > 0 else 1.0
+    new_width = max(multiple, int(round(width * factor / multiple)) * multiple)
+    new_height = max(multiple, int(round(height * factor / multiple)) * multiple)
+    if (new_width, new_height) != (width, height):
+        image = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_AREA)
+    return image, np.array([width / new_width, height / new_height], dtype=np.float64)
+
+
+def to_original_pixels(keypoints_centered: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Keypoints of a resized image in the 'pixel centre at integer' convention (OpenCV,
+    kornia) -> COLMAP convention in the original image."""
+    return ((keypoints_centered + 0.5) * scale).astype(np.float32)
+
+
+class FeatureStore:
+    """Features by image name from one extractor, in an HDF5 file (``path``) or in memory
+    (``path=None``). The extractor's name is kept as a file attribute."""
+
+    def __init__(self, extractor: str, path: Path | None = None):
+        self.extractor = extractor
+        self.path = path
+        self._memory: dict[str, Features] = {}
+        if path is not None and not path.is_file():
+            with h5py.File(path, "w") as file:
+                file.attrs["extractor"] = extractor
+
+    @classmethod
+    def open(cls, path: Path) -> FeatureStore:
+        if not path.is_file():
+            raise RelocError(f"{path}: feature file missing; the map was not built with a features stage")
+        with h5py.File(path, "r") as file:
+            return cls(str(file.attrs["extractor"]), path)
+
+    def write(self, name: str, features: Features) -> None:
+        if self.path is None:
+            self._memory[name] = features
+            return
+        with h5py.File(self.path, "a") as file:
+            if name in file:
+                del file[name]
+            group = file.create_group(name)
+            for key in ("keypoints", "descriptors", "scores"):
+                group.create_dataset(key, data=getattr(features, key))
+
+    def read(self, name: str) -> Features:
+        if self.path is None:
+            return self._memory[name]
+        with h5py.File(self.path, "r") as file:
+            group = file[name]
+            return Features(*(group[key][()] for key in ("keypoints", "descriptors", "scores")))
+
+    def names(self) -> list[str]:
+        if self.path is None:
+            return list(self._memory)
+        names: list[str] = []
+        with h5py.File(self.path, "r") as file:
+            file.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Group) and "keypoints" in item else None)
+        return names
+
+    def __contains__(self, name: str) -> bool:
+        if self.path is None:
+            return name in self._memory
+        if not self.path.is_file():
+            return False
+        with h5py.File(self.path, "r") as file:
+            return name in file and "keypoints" in file[name]

@@ -1,0 +1,64 @@
+"""Localization stage ``pose.pnp``: match each query to its retrieved keyframes, lift the matches
+to the keyframes' landmarks and estimate the pose with LO-RANSAC PnP. A query with too few
+inliers is reported failed; it never receives its retrieval prior."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..features.base import FeatureStore
+from ..features.stages import FEATURES_FILE
+from ..mapping.store import read_sparse_map
+from ..matching import MatcherConfig, build_matcher
+from ..pipeline.registry import Stage, register_stage
+from ..pipeline.timing import query_timer
+from ..types import Frame, QueryResult
+from .pnp import PnPConfig, estimate_pose
+
+
+@dataclass
+class LocalizeConfig:
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    pnp: PnPConfig = field(default_factory=PnPConfig)
+
+
+def correspondences_2d3d(query, retrieved: list[str], map_features: FeatureStore, point_ids: dict[str, np.ndarray], matcher, query_size) -> tuple[np.ndarray, np.ndarray]:
+    """Unique (query keypoint index, landmark id) pairs from matches to the retrieved keyframes."""
+    pairs = set()
+    for name in retrieved:
+        reference = map_features.read(name)
+        matches = matcher.match(query, reference, query_size, query_size)
+        ids = point_ids[name][matches[:, 1]] if len(matches) else np.zeros(0, np.int64)
+        pairs.update((int(k), int(i)) for k, i in zip(matches[:, 0], ids) if i >= 0)
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    keypoint_index, landmark_index = np.array(sorted(pairs)).T
+    return keypoint_index, landmark_index
+
+
+@register_stage
+class LocalizePnP(Stage):
+    name = "pose.pnp"
+    Config = LocalizeConfig
+    inputs = {"frames": list[Frame], "features": FeatureStore, "retrieved": dict[str, list[str]], "map_dir": Path}
+    outputs = {"results": list[QueryResult]}
+    cacheable = False
+
+    def run(self, frames: list[Frame], features: FeatureStore, retrieved: dict[str, list[str]], map_dir: Path) -> dict:
+        sparse_map = read_sparse_map(map_dir)
+        map_features = FeatureStore.open(map_dir / FEATURES_FILE)
+        matcher = build_matcher(self.config.matcher, map_features.extractor)
+        results = []
+        for frame in frames:
+            query = features.read(frame.name)
+            size = (frame.camera.width, frame.camera.height)
+            with query_timer("matching", frame.name):
+                keypoint_index, landmark_index = correspondences_2d3d(query, retrieved[frame.name], map_features, sparse_map.point_ids, matcher, size)
+            with query_timer("pnp", frame.name):
+                estimate = estimate_pose(query.keypoints[keypoint_index], sparse_map.points[landmark_index], frame.camera, self.config.pnp)
+            results.append(QueryResult(frame.name, estimate.pose, estimate.reason, int(estimate.inliers.sum()),
+                                       details={"num_matches": int(len(keypoint_index)), "retrieved": retrieved[frame.name]}))
+        return {"results": results}

@@ -1,0 +1,1 @@
+"""Mapping with known poses: keyframes, covisible pairs, tracks, triangulation, the sparse map store."""

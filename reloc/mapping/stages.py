@@ -1,0 +1,54 @@
+"""Mapping stage ``mapping.triangulate``: keyframes -> covisible pairs -> matches with an
+epipolar check under the known poses -> tracks -> triangulated landmarks (sfm/ + landmarks.h5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..features.base import FeatureStore
+from ..matching import MatcherConfig, build_matcher
+from ..pipeline.registry import Stage, register_stage
+from ..types import Frame
+from .keyframes import covisible_pairs, select_keyframes
+from .store import write_sparse_map
+from .tracks import build_tracks, epipolar_errors
+from .triangulation import TriangulationConfig, triangulate_tracks
+
+
+@dataclass
+class TriangulateConfig:
+    keyframe_distance_m: float = 0.0  # 0 and 0: every frame is a keyframe
+    keyframe_angle_deg: float = 0.0
+    neighbours: int = 5  # covisible keyframes matched to each keyframe
+    max_pair_angle_deg: float = 60.0
+    max_epipolar_px: float = 2.0
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+
+
+@register_stage
+class Triangulate(Stage):
+    name = "mapping.triangulate"
+    Config = TriangulateConfig
+    inputs = {"frames": list[Frame], "features": FeatureStore, "map_dir": Path}
+    outputs = {"keyframes": list[Frame]}
+
+    def run(self, frames: list[Frame], features: FeatureStore, map_dir: Path) -> dict:
+        config = self.config
+        keyframes = select_keyframes(frames, config.keyframe_distance_m, config.keyframe_angle_deg)
+        matcher = build_matcher(config.matcher, features.extractor)
+        pair_matches = {}
+        for i, j in covisible_pairs(keyframes, config.neighbours, config.max_pair_angle_deg):
+            f0, f1 = features.read(keyframes[i].name), features.read(keyframes[j].name)
+            c0, c1 = keyframes[i].camera, keyframes[j].camera
+            matches = matcher.match(f0, f1, (c0.width, c0.height), (c1.width, c1.height))
+            if len(matches):
+                errors = epipolar_errors(keyframes[i], keyframes[j], f0.keypoints[matches[:, 0]], f1.keypoints[matches[:, 1]])
+                pair_matches[(i, j)] = matches[errors <= config.max_epipolar_px]
+        keypoints = [features.read(frame.name).keypoints for frame in keyframes]
+        landmarks = triangulate_tracks(keyframes, keypoints, build_tracks(pair_matches), config.triangulation)
+        write_sparse_map(map_dir, keyframes, features, landmarks)
+        return {"keyframes": keyframes}

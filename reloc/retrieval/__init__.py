@@ -1,0 +1,1 @@
+"""Image retrieval: VLAD over the map's own local descriptors, top-k keyframes and their poses."""

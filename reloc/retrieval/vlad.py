@@ -1,0 +1,82 @@
+"""Image retrieval with VLAD over the map's own local descriptors (the DenseVLAD idea: no
+downloaded weights). The vocabulary is fit by k-means on the mapping images' descriptors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from ..errors import RelocError
+from ..types import Pose
+
+GLOBAL_FILE = "global.h5"
+
+
+@dataclass
+class VladConfig:
+    clusters: int = 64
+    iterations: int = 20
+    max_training_descriptors: int = 100_000
+    top_k: int = 5
+    seed: int = 0
+
+
+def kmeans(descriptors: np.ndarray, clusters: int, iterations: int, seed: int) -> np.ndarray:
+    """Spherical k-means (cosine) centroids (C, D) float32, deterministic for a seed."""
+    data = torch.from_numpy(descriptors)
+    generator = torch.Generator().manual_seed(seed)
+    clusters = min(clusters, len(data))
+    centroids = data[torch.randperm(len(data), generator=generator)[:clusters]].clone()
+    for _ in range(iterations):
+        assignment = (data @ centroids.T).argmax(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, data)
+        counts = torch.bincount(assignment, minlength=clusters)
+        empty = counts == 0
+        sums[empty] = centroids[empty]
+        centroids = torch.nn.functional.normalize(sums, dim=1)
+    return centroids.numpy()
+
+
+def vlad(descriptors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """VLAD (C * D,) with intra-normalisation, signed square root and L2 normalisation."""
+    if len(descriptors) == 0:
+        return np.zeros(centroids.size, np.float32)
+    assignment = np.argmax(descriptors @ centroids.T, axis=1)
+    residuals = np.zeros_like(centroids)
+    np.add.at(residuals, assignment, descriptors - centroids[assignment])
+    residuals /= np.maximum(np.linalg.norm(residuals, axis=1, keepdims=True), 1e-12)
+    vector = residuals.ravel()
+    vector = np.sign(vector) * np.sqrt(np.abs(vector))
+    return (vector / max(np.linalg.norm(vector), 1e-12)).astype(np.float32)
+
+
+@dataclass
+class RetrievalIndex:
+    centroids: np.ndarray  # (C, D)
+    names: list[str]  # mapping image names
+    vectors: np.ndarray  # (M, C * D)
+    poses: list[Pose]  # cam_from_world of each mapping image (the prior of a retrieved image)
+
+    def query(self, descriptors: np.ndarray, top_k: int) -> list[int]:
+        """Indices of the ``top_k`` most similar mapping images, best first."""
+        scores = self.vectors @ vlad(descriptors, self.centroids)
+        return list(np.argsort(-scores, kind="stable")[:top_k])
+
+    def write(self, path: Path) -> None:
+        with h5py.File(path, "w") as file:
+            file.create_dataset("centroids", data=self.centroids)
+            file.create_dataset("vectors", data=self.vectors)
+            file.create_dataset("names", data=np.array(self.names, dtype=h5py.string_dtype()))
+            file.create_dataset("poses", data=np.stack([pose.matrix for pose in self.poses]))
+
+    @classmethod
+    def read(cls, path: Path) -> RetrievalIndex:
+        if not path.is_file():
+            raise RelocError(f"{path}: missing; the map has no retrieval index (add a retrieval.vlad node to mapping)")
+        with h5py.File(path, "r") as file:
+            names = [name.decode() if isinstance(name, bytes) else name for name in file["names"][()]]
+            return cls(file["centroids"][()], names, file["vectors"][()], [Pose.from_matrix(T) for T in file["poses"][()]])

