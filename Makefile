@@ -31,7 +31,7 @@ DEMO_SCENE := data/synthetic-7scenes-seed0
 
 demo: setup
 	test -f $(DEMO_SCENE)/synthetic.yaml || $(BIN)/reloc synth --layout 7scenes --out $(DEMO_SCENE) --seed 0 --frames 300,100 --appearance harsh
-	$(BIN)/reloc graph configs/default.yaml
+	$(BIN)/reloc eval --config configs/default.yaml --dataset 7scenes --root $(DEMO_SCENE) --out runs/demo
 
 clean:
 	rm -rf $(VENV)

@@ -16,7 +16,6 @@ from reloc.types import Camera, Pose
 
 from .layouts import write_cambridge, write_sevenscenes
 
-
 # ---------------------------------------------------------------- real data
 
 

@@ -84,6 +84,13 @@ class FeatureStore:
             group = file[name]
             return Features(*(group[key][()] for key in ("keypoints", "descriptors", "scores")))
 
+    def read_keypoints(self, name: str) -> np.ndarray:
+        """Keypoints (N, 2) only, without loading the descriptors."""
+        if self.path is None:
+            return self._memory[name].keypoints
+        with h5py.File(self.path, "r") as file:
+            return file[name]["keypoints"][()]
+
     def names(self) -> list[str]:
         if self.path is None:
             return list(self._memory)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..features.base import FeatureStore
+from ..features.base import Features, FeatureStore
 from ..features.stages import FEATURES_FILE
 from ..mapping.store import read_sparse_map
 from ..matching import MatcherConfig, build_matcher
@@ -25,14 +25,18 @@ class LocalizeConfig:
     pnp: PnPConfig = field(default_factory=PnPConfig)
 
 
-def correspondences_2d3d(query, retrieved: list[str], map_features: FeatureStore, point_ids: dict[str, np.ndarray], matcher, query_size) -> tuple[np.ndarray, np.ndarray]:
-    """Unique (query keypoint index, landmark id) pairs from matches to the retrieved keyframes."""
+def correspondences_2d3d(query: Features, retrieved: list[str], map_features: FeatureStore, point_ids: dict[str, np.ndarray],
+                         matcher, query_size: tuple[int, int], reference_sizes: dict[str, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Unique (query keypoint index, landmark id) pairs from matches to the keypoints of the
+    retrieved keyframes that have a landmark (the others could not give a 2D-3D match)."""
     pairs = set()
     for name in retrieved:
-        reference = map_features.read(name)
-        matches = matcher.match(query, reference, query_size, query_size)
-        ids = point_ids[name][matches[:, 1]] if len(matches) else np.zeros(0, np.int64)
-        pairs.update((int(k), int(i)) for k, i in zip(matches[:, 0], ids) if i >= 0)
+        features = map_features.read(name)
+        with_landmark = np.flatnonzero(point_ids[name] >= 0)
+        reference = Features(features.keypoints[with_landmark], features.descriptors[with_landmark], features.scores[with_landmark])
+        matches = matcher.match(query, reference, query_size, reference_sizes[name])
+        ids = point_ids[name][with_landmark[matches[:, 1]]] if len(matches) else np.zeros(0, np.int64)
+        pairs.update(zip(matches[:, 0].tolist(), ids.tolist()))
     if not pairs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     keypoint_index, landmark_index = np.array(sorted(pairs)).T
@@ -49,6 +53,7 @@ class LocalizePnP(Stage):
 
     def run(self, frames: list[Frame], features: FeatureStore, retrieved: dict[str, list[str]], map_dir: Path) -> dict:
         sparse_map = read_sparse_map(map_dir)
+        sizes = {name: (camera.width, camera.height) for name, camera in sparse_map.cameras.items()}
         map_features = FeatureStore.open(map_dir / FEATURES_FILE)
         matcher = build_matcher(self.config.matcher, map_features.extractor)
         results = []
@@ -56,7 +61,8 @@ class LocalizePnP(Stage):
             query = features.read(frame.name)
             size = (frame.camera.width, frame.camera.height)
             with query_timer("matching", frame.name):
-                keypoint_index, landmark_index = correspondences_2d3d(query, retrieved[frame.name], map_features, sparse_map.point_ids, matcher, size)
+                keypoint_index, landmark_index = correspondences_2d3d(
+                    query, retrieved[frame.name], map_features, sparse_map.point_ids, matcher, size, sizes)
             with query_timer("pnp", frame.name):
                 estimate = estimate_pose(query.keypoints[keypoint_index], sparse_map.points[landmark_index], frame.camera, self.config.pnp)
             results.append(QueryResult(frame.name, estimate.pose, estimate.reason, int(estimate.inliers.sum()),

@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..features.base import FeatureStore
 from ..matching import MatcherConfig, build_matcher
 from ..pipeline.registry import Stage, register_stage
@@ -48,7 +46,7 @@ class Triangulate(Stage):
             if len(matches):
                 errors = epipolar_errors(keyframes[i], keyframes[j], f0.keypoints[matches[:, 0]], f1.keypoints[matches[:, 1]])
                 pair_matches[(i, j)] = matches[errors <= config.max_epipolar_px]
-        keypoints = [features.read(frame.name).keypoints for frame in keyframes]
+        keypoints = [features.read_keypoints(frame.name) for frame in keyframes]
         landmarks = triangulate_tracks(keyframes, keypoints, build_tracks(pair_matches), config.triangulation)
         write_sparse_map(map_dir, keyframes, features, landmarks)
         return {"keyframes": keyframes}

@@ -13,7 +13,7 @@ import pycolmap
 
 from ..errors import RelocError
 from ..features.base import FeatureStore
-from ..types import Frame
+from ..types import Camera, Frame
 from .triangulation import Landmarks
 
 LANDMARKS_FILE = "landmarks.h5"
@@ -25,30 +25,53 @@ class SparseMap:
     points: np.ndarray  # (L, 3)
     descriptors: np.ndarray  # (L, D) representative descriptor of each point
     point_ids: dict[str, np.ndarray]  # image name -> (N,) point id per keypoint, -1 for none
+    cameras: dict[str, Camera]  # image name -> its camera
 
 
-def representative_descriptor(descriptors: np.ndarray) -> np.ndarray:
-    """The observation descriptor most similar on average to the others (the medoid)."""
-    similarity = descriptors @ descriptors.T
-    return descriptors[np.argmax(similarity.sum(axis=1))]
+def representative_descriptors(frames: list[Frame], features: FeatureStore, landmarks: Landmarks) -> np.ndarray:
+    """(L, D) per landmark, the observation descriptor closest to the mean of its observations.
+
+    Two passes over the images, each image's descriptors read once, memory O(L * D)."""
+    by_image: dict[int, list[tuple[int, int]]] = {}
+    for point_id, observations in enumerate(landmarks.observations):
+        for image, keypoint in observations:
+            by_image.setdefault(int(image), []).append((point_id, int(keypoint)))
+    mean = None
+    for image, entries in by_image.items():
+        descriptors = features.read(frames[image].name).descriptors
+        mean = np.zeros((len(landmarks.points), descriptors.shape[1]), np.float32) if mean is None else mean
+        point_ids, keypoints = np.array(entries).T
+        np.add.at(mean, point_ids, descriptors[keypoints])
+    if mean is None:
+        return np.zeros((0, 0), np.float32)
+    best = np.zeros_like(mean)
+    best_similarity = np.full(len(mean), -np.inf, np.float32)
+    for image, entries in by_image.items():
+        descriptors = features.read(frames[image].name).descriptors
+        point_ids, keypoints = np.array(entries).T
+        similarity = np.einsum("ij,ij->i", descriptors[keypoints], mean[point_ids])
+        for point_id, keypoint, value in zip(point_ids, keypoints, similarity):
+            if value > best_similarity[point_id]:
+                best_similarity[point_id], best[point_id] = value, descriptors[keypoint]
+    return best
 
 
 def write_sparse_map(map_dir: Path, frames: list[Frame], features: FeatureStore, landmarks: Landmarks) -> None:
-    keypoints = [features.read(frame.name).keypoints for frame in frames]
+    keypoints = [features.read_keypoints(frame.name) for frame in frames]
     point_ids = [np.full(len(k), -1, np.int64) for k in keypoints]
-    descriptors = []
     for point_id, observations in enumerate(landmarks.observations):
-        descriptors.append(representative_descriptor(np.stack([features.read(frames[i].name).descriptors[k] for i, k in observations]))
-                           if len(observations) else None)
         for image, keypoint in observations:
             point_ids[image][keypoint] = point_id
     with h5py.File(map_dir / LANDMARKS_FILE, "w") as file:
         file.create_dataset("points", data=landmarks.points)
-        file.create_dataset("descriptors", data=np.array(descriptors, np.float32).reshape(len(landmarks.points), -1))
+        file.create_dataset("descriptors", data=representative_descriptors(frames, features, landmarks))
         file.create_dataset("errors", data=landmarks.errors)
         group = file.create_group("point_ids")
         for frame, ids in zip(frames, point_ids):
-            group.create_dataset(frame.name, data=ids)
+            dataset = group.create_dataset(frame.name, data=ids)
+            dataset.attrs["camera_model"] = frame.camera.model
+            dataset.attrs["camera_size"] = (frame.camera.width, frame.camera.height)
+            dataset.attrs["camera_params"] = frame.camera.params
     write_reconstruction(map_dir / SFM_FOLDER, frames, keypoints, landmarks)
 
 
@@ -71,7 +94,14 @@ def read_sparse_map(map_dir: Path) -> SparseMap:
     path = map_dir / LANDMARKS_FILE
     if not path.is_file():
         raise RelocError(f"{path}: missing; the map has no sparse landmarks (was it built with a triangulation stage?)")
+    point_ids, cameras = {}, {}
+
+    def read_image_entry(name: str, item) -> None:
+        if isinstance(item, h5py.Dataset):
+            point_ids[name] = item[()]
+            width, height = item.attrs["camera_size"]
+            cameras[name] = Camera(str(item.attrs["camera_model"]), int(width), int(height), tuple(item.attrs["camera_params"]))
+
     with h5py.File(path, "r") as file:
-        point_ids = {}
-        file["point_ids"].visititems(lambda name, item: point_ids.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
-        return SparseMap(file["points"][()], file["descriptors"][()], point_ids)
+        file["point_ids"].visititems(read_image_entry)
+        return SparseMap(file["points"][()], file["descriptors"][()], point_ids, cameras)

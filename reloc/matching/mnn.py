@@ -21,15 +21,13 @@ def mutual_nn(descriptors0: np.ndarray, descriptors1: np.ndarray, config: Mutual
     if len(descriptors0) == 0 or len(descriptors1) == 0:
         return np.zeros((0, 2), np.int64)
     similarity = torch.from_numpy(descriptors0) @ torch.from_numpy(descriptors1).T
-    best01 = similarity.argmax(dim=1)
+    top = similarity.topk(min(2, similarity.shape[1]), dim=1)
+    best01, best_similarity = top.indices[:, 0], top.values[:, 0]
     best10 = similarity.argmax(dim=0)
     index0 = torch.arange(len(descriptors0))
-    keep = best10[best01] == index0
-    best_similarity = similarity[index0, best01]
-    keep &= best_similarity >= config.min_similarity
+    keep = (best10[best01] == index0) & (best_similarity >= config.min_similarity)
     if config.ratio < 1.0 and similarity.shape[1] > 1:
-        top2 = similarity.topk(2, dim=1).values
-        distances = torch.sqrt(torch.clamp(2 - 2 * top2, min=0))
+        distances = torch.sqrt(torch.clamp(2 - 2 * top.values, min=0))  # unit descriptors: |a-b|^2 = 2 - 2 a.b
         keep &= distances[:, 0] <= config.ratio * distances[:, 1]
     return torch.stack([index0[keep], best01[keep]], 1).numpy()
 

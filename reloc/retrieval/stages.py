@@ -3,7 +3,6 @@ returns the top-k keyframes of each query."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

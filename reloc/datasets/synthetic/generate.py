@@ -9,8 +9,8 @@ seed gives byte-identical files.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,7 +135,7 @@ def sample_surface_points(scene: SceneModel, count: int, rng: np.random.Generato
     uv = uvs[:, 0] + b[:, :1] * (uvs[:, 1] - uvs[:, 0]) + b[:, 1:] * (uvs[:, 2] - uvs[:, 0])
     size = scene.textures.shape[1]
     texel = (np.mod(uv, 1.0) * size).astype(int).clip(0, size - 1)
-    colours = (scene.textures[mesh.materials[triangles], texel[:, 1], texel[:, 0]] * 255).astype(np.uint8)
+    colours = scene.textures[mesh.materials[triangles], texel[:, 1], texel[:, 0]]
     return points, colours
 
 

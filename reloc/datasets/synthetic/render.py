@@ -170,26 +170,33 @@ def camera_directions(camera: Camera, pixels: np.ndarray) -> np.ndarray:
 
 
 class TextureAtlas:
-    """All material textures side by side, each padded by one wrapped texel, sampled with
-    ``cv2.remap`` (bilinear, on 8-bit texels to keep the atlas small) after wrapping texture coordinates into [0, 1)."""
+    """All material textures in a grid of ``COLUMNS`` columns, each padded by one wrapped texel
+    (so that bilinear lookups at tile borders wrap), sampled with ``cv2.remap``; cv2 needs images
+    under 32767 pixels a side, hence the grid."""
+
+    COLUMNS = 12
 
     def __init__(self, textures: np.ndarray):
-        self.count, self.size = textures.shape[0], textures.shape[1]
-        padded = np.pad((textures * 255 + 0.5).astype(np.uint8), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="wrap")
+        count, self.size = textures.shape[0], textures.shape[1]
         self.stride = self.size + 2
-        self.image = np.ascontiguousarray(padded.transpose(1, 0, 2, 3).reshape(self.stride, -1, 3))
+        rows = -(-count // self.COLUMNS)
+        padded = np.pad(textures, ((0, rows * self.COLUMNS - count), (1, 1), (1, 1), (0, 0)), mode="wrap")
+        grid = padded.reshape(rows, self.COLUMNS, self.stride, self.stride, 3).transpose(0, 2, 1, 3, 4)
+        self.image = np.ascontiguousarray(grid.reshape(rows * self.stride, self.COLUMNS * self.stride, 3))
 
     def sample(self, materials: np.ndarray, uv: np.ndarray) -> np.ndarray:
-        """Bilinear, repeating lookup of textures ``materials`` (N,) (float or int) at ``uv`` (N, 2) in tiles."""
-        # Texel k covers [k, k+1) of u * size; in the padded image it sits at column k + 1, and
+        """Bilinear, repeating lookup of textures ``materials`` (N,) (float or int) at ``uv`` (N, 2), in
+        tiles -> (N, 3) float32 in [0, 1]."""
+        # Texel k covers [k, k+1) of u * size; in its padded tile it sits at column k + 1, and
         # remap puts column centres at integers: column = u * size - 0.5 + 1.
         texel = np.mod(uv.astype(np.float32), 1.0) * self.size + 0.5
+        materials = materials.astype(np.int64)
         count = len(uv)
         rows = -(-count // REMAP_ROW)  # remap maps must stay under 32767 rows and columns
         map_x = np.zeros(rows * REMAP_ROW, np.float32)
         map_y = np.zeros(rows * REMAP_ROW, np.float32)
-        map_x[:count] = texel[:, 0] + materials.astype(np.float32) * self.stride
-        map_y[:count] = texel[:, 1]
+        map_x[:count] = texel[:, 0] + (materials % self.COLUMNS) * self.stride
+        map_y[:count] = texel[:, 1] + (materials // self.COLUMNS) * self.stride
         shape = (rows, REMAP_ROW)
         sampled = cv2.remap(self.image, map_x.reshape(shape), map_y.reshape(shape), cv2.INTER_LINEAR)
         return sampled.reshape(-1, 3)[:count].astype(np.float32) / 255.0

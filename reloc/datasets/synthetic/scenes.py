@@ -42,7 +42,7 @@ class CameraRegion:
 class SceneModel:
     kind: str
     mesh: Mesh
-    textures: np.ndarray  # (M, S, S, 3) float32 in [0, 1]
+    textures: np.ndarray  # (M, S, S, 3) uint8
     region: CameraRegion
     has_sky: bool
 
@@ -53,7 +53,13 @@ class MeshBuilder:
     triangles: list = field(default_factory=list)
     uvs: list = field(default_factory=list)
     materials: list = field(default_factory=list)
+    material_kinds: list[str] = field(default_factory=list)
     num_vertices: int = 0
+
+    def material(self, kind: str) -> int:
+        """A new material of ``kind`` (surface, ground, poster); its texture is made at the end."""
+        self.material_kinds.append(kind)
+        return len(self.material_kinds) - 1
 
     def add_quad(self, origin, edge_u, edge_v, material: int, tile_m: float | None = None,
                  rng: np.random.Generator | None = None, repeat: bool = False) -> None:
@@ -107,14 +113,15 @@ class MeshBuilder:
         )
 
 
-def make_textures(rng: np.random.Generator, surfaces: int, posters: int) -> np.ndarray:
-    """Material 0: a seamless ground material; then ``surfaces`` mosaics; then ``posters``."""
+def make_textures(rng: np.random.Generator, kinds: list[str]) -> np.ndarray:
+    """One texture per material, (M, S, S, 3) uint8: ``surface`` mosaics, ``ground`` seamless
+    repeating material, ``poster`` photograph crops."""
     photos = load_photos()
-    textures = [ground_texture(photos, rng)] + [surface_texture(photos, rng) for _ in range(surfaces - 1)]
-    return np.stack(textures + [poster_texture(photos, rng) for _ in range(posters)])
+    makers = {"surface": surface_texture, "ground": ground_texture, "poster": poster_texture}
+    return np.stack([(makers[kind](photos, rng) * 255 + 0.5).astype(np.uint8) for kind in kinds])
 
 
-def add_wall_posters(builder: MeshBuilder, rng, walls, first_material: int, count: int) -> None:
+def add_wall_posters(builder: MeshBuilder, rng, walls, count: int) -> None:
     """Posters about 1 cm in front of walls, each at its own distance so overlapping posters are
     never coplanar. ``walls``: (origin, along, up, inward normal) per wall."""
     for index in range(count):
@@ -123,24 +130,24 @@ def add_wall_posters(builder: MeshBuilder, rng, walls, first_material: int, coun
         width, height = rng.uniform(0.5, 1.2), rng.uniform(0.4, 0.9)
         s = rng.uniform(0.05, max(0.06, 1 - (width + 0.05) / length))
         corner = origin + s * along + rng.uniform(1.0, 1.6) * up / np.linalg.norm(up) + (0.01 + GAP_M * index) * normal
-        builder.add_quad(corner, along / length * width, up / np.linalg.norm(up) * height, first_material + index)
+        builder.add_quad(corner, along / length * width, up / np.linalg.norm(up) * height, builder.material("poster"))
 
 
 def room_scene(rng: np.random.Generator) -> SceneModel:
-    """A room of 5-7 x 4-6 x 2.6-3 m with boxes along the walls, a low table and posters."""
+    """A room of 5-7 x 4-6 x 2.6-3 m with boxes along the walls, a low table and posters. Every
+    surface has a texture of its own, so no two places in the room look the same."""
     width, depth, height = rng.uniform(5, 7), rng.uniform(4, 6), rng.uniform(2.6, 3.0)
-    num_surfaces, num_posters = 10, 6
     builder = MeshBuilder()
-    builder.add_quad((0, 0, 0), (width, 0, 0), (0, depth, 0), 0, 1.0, rng, repeat=True)  # floor
-    builder.add_quad((0, 0, height), (width, 0, 0), (0, depth, 0), 1, 3.0, rng)  # ceiling
+    builder.add_quad((0, 0, 0), (width, 0, 0), (0, depth, 0), builder.material("surface"), 3.0, rng)  # floor
+    builder.add_quad((0, 0, height), (width, 0, 0), (0, depth, 0), builder.material("surface"), 3.0, rng)  # ceiling
     walls = [
         (np.array([0, 0, 0.0]), np.array([width, 0, 0]), np.array([0, 0, height]), np.array([0, 1, 0.0])),
         (np.array([width, depth, 0]), np.array([-width, 0, 0]), np.array([0, 0, height]), np.array([0, -1, 0.0])),
         (np.array([0, depth, 0.0]), np.array([0, -depth, 0]), np.array([0, 0, height]), np.array([1, 0, 0.0])),
         (np.array([width, 0, 0.0]), np.array([0, depth, 0]), np.array([0, 0, height]), np.array([-1, 0, 0.0])),
     ]
-    for index, (origin, along, up, _) in enumerate(walls):
-        builder.add_quad(origin, along, up, 2 + index, 3.0, rng)
+    for origin, along, up, _ in walls:
+        builder.add_quad(origin, along, up, builder.material("surface"), 3.0, rng)
     for _ in range(int(rng.integers(4, 8))):  # furniture against a random wall
         size = rng.uniform([0.4, 0.3, 0.4], [1.4, 0.8, 1.9])
         wall = rng.integers(4)
@@ -154,10 +161,10 @@ def room_scene(rng: np.random.Generator) -> SceneModel:
             x = GAP_M if wall == 2 else width - size[1] - GAP_M
             low = np.array([x, y, 0.0])
             high = low + size[[1, 0, 2]]
-        builder.add_box(low, high, int(rng.integers(6, num_surfaces)), 2.0, rng)
+        builder.add_box(low, high, builder.material("surface"), 2.0, rng)
     centre = np.array([width / 2, depth / 2, 0.0])
-    builder.add_box(centre - [0.5, 0.35, 0], centre + [0.5, 0.35, 0.72], int(rng.integers(6, num_surfaces)), 2.0, rng)
-    add_wall_posters(builder, rng, walls, num_surfaces, num_posters)
+    builder.add_box(centre - [0.5, 0.35, 0], centre + [0.5, 0.35, 0.72], builder.material("surface"), 2.0, rng)
+    add_wall_posters(builder, rng, walls, 6)
     margin = 1.4
     region = CameraRegion(
         low=np.array([margin, margin, 1.1]),
@@ -165,43 +172,45 @@ def room_scene(rng: np.random.Generator) -> SceneModel:
         yaw_deg=(-360.0, 360.0),
         pitch_deg=(-30.0, 5.0),
     )
-    return SceneModel("room", builder.build(), make_textures(rng, num_surfaces, num_posters), region, has_sky=False)
+    return SceneModel("room", builder.build(), make_textures(rng, builder.material_kinds), region, has_sky=False)
 
 
 def courtyard_scene(rng: np.random.Generator) -> SceneModel:
-    """A 16-24 x 14-20 m courtyard: ground, three facades with pillars, balconies and windows."""
+    """A 16-24 x 14-20 m courtyard: ground, three facades with pillars, balconies and windows.
+    The courtyard floor and every facade element have textures of their own; only the ground
+    outside the courtyard repeats a material."""
     width, depth = rng.uniform(16, 24), rng.uniform(14, 20)
-    num_surfaces, num_posters = 8, 14
     builder = MeshBuilder()
-    builder.add_quad((-20, -20, 0), (width + 40, 0, 0), (0, depth + 40, 0), 0, 1.5, rng, repeat=True)  # ground
+    builder.add_quad((-20, -20, -0.01), (width + 40, 0, 0), (0, depth + 40, 0), builder.material("ground"), 1.5, rng, repeat=True)
+    builder.add_quad((0, 0, 0), (width, 0, 0), (0, depth, 0), builder.material("surface"), 8.0, rng)  # courtyard floor
     facades = []
-    for index, (origin, along) in enumerate([((0, depth, 0), (width, 0, 0)), ((0, 0, 0), (0, depth, 0)), ((width, depth, 0), (0, -depth, 0))]):
+    for origin, along in [((0, depth, 0), (width, 0, 0)), ((0, 0, 0), (0, depth, 0)), ((width, depth, 0), (0, -depth, 0))]:
         height = rng.uniform(8, 14)
         origin, along = np.array(origin, dtype=float), np.array(along, dtype=float)
         normal = np.cross(np.array([0, 0, 1.0]), along) / np.linalg.norm(along)
         normal = normal if np.dot(normal, np.array([width / 2, depth / 2, 0]) - origin) > 0 else -normal  # inward
-        builder.add_quad(origin, along, (0, 0, height), 1 + index, 6.0, rng)
-        builder.add_quad(origin + (0, 0, height), along, -normal * 5, 4, 6.0, rng)  # roof edge
+        builder.add_quad(origin, along, (0, 0, height), builder.material("surface"), 6.0, rng)
+        builder.add_quad(origin + (0, 0, height), along, -normal * 5, builder.material("surface"), 6.0, rng)  # roof edge
         facades.append((origin, along, np.array([0, 0, height]), normal))
         length = np.linalg.norm(along)
         for s in np.arange(rng.uniform(1, 3), length - 1, rng.uniform(3, 5)):  # pillars
             foot = origin + s * along / length + GAP_M * normal
             side = along / length * 0.5
             low, high = np.minimum(foot, foot + side + normal * 0.4), np.maximum(foot, foot + side + normal * 0.4)
-            builder.add_box(low, high + (0, 0, height * rng.uniform(0.3, 0.6)), int(rng.integers(5, num_surfaces)), 2.0, rng)
+            builder.add_box(low, high + (0, 0, height * rng.uniform(0.3, 0.6)), builder.material("surface"), 2.0, rng)
         for floor in range(2):  # balconies
             s = rng.uniform(1, length - 4)
             foot = origin + s * along / length + (0, 0, 3.5 + 3 * floor) + GAP_M * normal
             far = foot + along / length * rng.uniform(2, 3.5) + normal * 1.0 + (0, 0, 0.9)
-            builder.add_box(np.minimum(foot, far), np.maximum(foot, far), int(rng.integers(5, num_surfaces)), 2.0, rng, bottom=True)
-    add_wall_posters(builder, rng, facades, num_surfaces, num_posters)
+            builder.add_box(np.minimum(foot, far), np.maximum(foot, far), builder.material("surface"), 2.0, rng, bottom=True)
+    add_wall_posters(builder, rng, facades, 14)
     region = CameraRegion(
         low=np.array([4.0, 3.0, 1.4]),
         high=np.array([width - 4.0, depth - 5.0, 2.0]),
         yaw_deg=(-10.0, 190.0),
         pitch_deg=(-10.0, 15.0),
     )
-    return SceneModel("courtyard", builder.build(), make_textures(rng, num_surfaces, num_posters), region, has_sky=True)
+    return SceneModel("courtyard", builder.build(), make_textures(rng, builder.material_kinds), region, has_sky=True)
 
 
 SCENES = {"room": room_scene, "courtyard": courtyard_scene}

