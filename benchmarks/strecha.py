@@ -1,0 +1,87 @@
+"""Relocalization on the Strecha scenes (Cambridge layout) for several pipelines.
+
+    python benchmarks/strecha.py --data ../shared/data/strecha --out runs/strecha [--harder] [--configs default sift ...]
+
+Runs `reloc eval` for every config and scene (fresh maps), then prints a markdown table of
+median errors, recall and median ms per query per stage. ``--harder`` first writes a copy of each
+scene whose query images are darker (gamma 2.2), colour-cast, noisy, JPEG quality 40 and at half
+resolution with their NVM focal halved, and evaluates on that copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from reloc.datasets.cambridge import Cambridge, read_split
+from reloc.datasets.synthetic.appearance import Appearance, apply_appearance
+
+SCENES = ("fountain-P11", "Herz-Jesus-P8", "castle-P19")
+HARDER = Appearance(gamma=2.2, white_balance=(1.15, 1.0, 0.8), noise=0.02, jpeg_quality=40)
+
+
+def write_harder_copy(scene: Path, out: Path) -> Path:
+    """A copy of ``scene`` whose query images are degraded and halved (focal halved in the NVM)."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(scene, out)
+    queries = {name for name, _, _ in read_split(scene / "dataset_test.txt")}
+    rng = np.random.default_rng(0)
+    for name in sorted(queries):
+        image = Image.open(scene / name).convert("RGB")
+        half = image.resize((image.width // 2, image.height // 2), Image.LANCZOS)
+        degraded = apply_appearance(np.asarray(half, np.float32) / 255.0, HARDER, rng)
+        Image.fromarray(degraded).save(out / name, quality=95)
+    lines = (scene / "reconstruction.nvm").read_text().splitlines()
+    count = int(lines[2])
+    for index in range(3, 3 + count):
+        tokens = lines[index].split()
+        if tokens[0] in queries:
+            tokens[1] = f"{float(tokens[1]) / 2:.6f}"
+            lines[index] = " ".join(tokens)
+    (out / "reconstruction.nvm").write_text("\n".join(lines) + "\n")
+    Cambridge(out).frames("test")  # the copy must load
+    return out
+
+
+def cell(value: float | None) -> str:
+    return "failed" if value is None else f"{value:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--configs", nargs="+", default=["default", "sift", "xfeat", "xfeat-lighterglue", "aliked-lightglue"])
+    parser.add_argument("--harder", action="store_true")
+    args = parser.parse_args()
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    rows = ["| pipeline | scene | failed | median t (cm) | median R (deg) | recall 5cm/5deg | ms/query (features + retrieval + matching + pnp) |",
+            "|---|---|---:|---:|---:|---:|---|"]
+    for config in args.configs:
+        for scene in SCENES:
+            root = args.data / scene
+            if args.harder:
+                root = write_harder_copy(root, args.out / "harder-data" / scene)
+            run = args.out / ("harder" if args.harder else "original") / config / scene
+            shutil.rmtree(run, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "reloc.cli", "eval", "--config", str(configs / f"{config}.yaml"), "--dataset", "cambridge",
+                            "--root", str(root), "--out", str(run)], check=True, stdout=subprocess.DEVNULL)
+            m = json.loads((run / "metrics.json").read_text())
+            timing = m["timing_s"]
+            stages = " + ".join(f"{1000 * timing.get(s, 0):.0f}" for s in ("features", "retrieval", "matching", "pnp"))
+            rows.append(f"| {config} | {scene} | {m['n_failed']}/{m['n_queries']} | {cell(m['median_t_cm'])} | {cell(m['median_r_deg'])} "
+                        f"| {100 * m['recall']['5cm_5deg']:.0f} % | {1000 * sum(timing.values()):.0f} ({stages}) |")
+            print(rows[-1], flush=True)
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
