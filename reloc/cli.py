@@ -90,10 +90,10 @@ def run_mapping(pipeline, frames, map_dir: Path, dataset: dict) -> None:
     console.print(table)
 
 
-def run_localization(map_dir: Path, queries) -> list:
+def run_localization(map_dir: Path, queries, pipeline=None) -> list:
     progress, task, on_node = node_progress(f"localizing {len(queries)} queries")
     with progress:
-        results = localize(map_dir, queries, on_node)
+        results = localize(map_dir, queries, on_node, pipeline)
         progress.update(task, description="localization: done", completed=1, total=1)
     failed = sum(not r.success for r in results)
     console.print(f"localized {len(results) - failed}/{len(results)} queries ({failed} failed)")
@@ -171,7 +171,7 @@ def eval_command(
         console.print(f"reusing the map in {map_dir} (same mapping config and frames)")
     else:
         run_mapping(pipeline, frames, map_dir, {"kind": dataset.value, "root": str(root)})
-    results = run_localization(map_dir, query_frames)
+    results = run_localization(map_dir, query_frames, pipeline)
     write_results(out / "results.txt", results)
     metrics, errors = compute_metrics({r.name: r for r in results}, scene.ground_truth(), folder_bytes(map_dir))
     write_metrics(out / "metrics.json", metrics)

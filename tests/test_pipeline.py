@@ -66,16 +66,22 @@ class WriteCount(Stage):
         return {}
 
 
+@dataclass
+class FailAllConfig:
+    verb: str = "localize"
+
+
 class FailAll(Stage):
     """Reports every query failed, with the map's frame count in the reason."""
 
     name = "test.fail_all"
+    Config = FailAllConfig
     inputs = {"frames": list[Frame], "map_dir": Path}
     outputs = {"results": list[QueryResult]}
 
     def run(self, frames, map_dir):
         count = json.loads((map_dir / "count.json").read_text())
-        return {"results": [QueryResult(f.name, None, f"map of {count} frames cannot localize") for f in frames[1:]]}
+        return {"results": [QueryResult(f.name, None, f"map of {count} frames cannot {self.config.verb}") for f in frames[1:]]}
 
 
 @pytest.fixture(autouse=True)
@@ -233,8 +239,12 @@ def test_eval_builds_reuses_map_and_reports_failures(tmp_path):
     assert "# FAILED seq1/frame00004.png: map of 2 frames cannot localize" in results
     assert "Worst 4 queries" in (tmp_path / "run" / "report.md").read_text()
 
+    content = pipeline_dict()
+    content["localization"]["nodes"]["loc"]["with"] = {"verb": "place"}
+    write_yaml(tmp_path, content)
     result = CliRunner().invoke(app, args)
-    assert "reusing the map" in result.output
+    assert "reusing the map" in result.output  # only the localization graph changed
+    assert "map of 2 frames cannot place" in (tmp_path / "run" / "results.txt").read_text()
     content = pipeline_dict()
     content["mapping"]["nodes"]["double"]["with"]["factor"] = 3.0
     write_yaml(tmp_path, content)

@@ -73,8 +73,18 @@ class AlikedExtractor:
         )
 
 
+def stretch_contrast(gray: np.ndarray) -> np.ndarray:
+    """Map the 1st-99th intensity percentiles to 0-255, so that SIFT's absolute contrast
+    threshold behaves the same on dark (under-exposed) and normal images."""
+    low, high = np.percentile(gray, (1, 99))
+    if high - low < 1:
+        return gray
+    return np.clip((gray.astype(np.float32) - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+
+
 class SiftExtractor:
-    """OpenCV SIFT with RootSIFT descriptors (L1-normalise, square root)."""
+    """OpenCV SIFT on the contrast-stretched grey image, with RootSIFT descriptors (L1-normalise,
+    square root)."""
 
     name = "sift"
     multiple = 1
@@ -84,7 +94,7 @@ class SiftExtractor:
         self.sift = cv2.SIFT_create(nfeatures=config.max_keypoints, contrastThreshold=config.detection_threshold or 0.02)
 
     def extract(self, image: np.ndarray, scale: np.ndarray) -> Features:
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        gray = stretch_contrast(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
         keypoints, descriptors = self.sift.detectAndCompute(gray, None)
         if not keypoints:
             return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), np.zeros(0, np.float32))

@@ -93,14 +93,18 @@ def load_map_pipeline(map_dir: Path) -> Pipeline:
 
 
 def localize(
-    map_dir: Path, queries: list[Frame], on_node: Callable[[str, int, int], None] | None = None
+    map_dir: Path,
+    queries: list[Frame],
+    on_node: Callable[[str, int, int], None] | None = None,
+    pipeline: Pipeline | None = None,
 ) -> list[QueryResult]:
-    """Localize ``queries`` against a map folder with the localization graph stored in it.
+    """Localize ``queries`` against a map folder with the localization graph of ``pipeline``, by
+    default the one stored in the map.
 
     Every query gets exactly one result, in query order; a query the graph left out is reported
     failed.
     """
-    pipeline = load_map_pipeline(map_dir)
+    pipeline = pipeline if pipeline is not None else load_map_pipeline(map_dir)
     with recording() as timings:
         run = run_graph(pipeline.localization, {"queries.frames": queries, "map.dir": map_dir}, on_node=on_node)
     by_name = {result.name: result for result in run.output(pipeline.localization.output)}
