@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,37 +47,35 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) read from the image header, without decoding the pixels."""
+@contextmanager
+def open_image(path: Path, what: str = "image") -> Iterator[Image.Image]:
+    """PIL image of ``path``; a missing or unreadable file raises a DatasetError naming it."""
     try:
         with Image.open(path) as image:
-            return image.size
+            yield image
     except FileNotFoundError:
-        raise DatasetError(f"{path}: image file does not exist") from None
+        raise DatasetError(f"{path}: {what} file does not exist") from None
     except (UnidentifiedImageError, OSError) as error:
-        raise DatasetError(f"{path}: not a readable image ({error})") from None
+        raise DatasetError(f"{path}: not a readable {what} ({error})") from None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) read from the image header, without decoding the pixels."""
+    with open_image(path) as image:
+        return image.size
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """RGB uint8 array (H, W, 3). Corrupt or missing files raise a DatasetError naming the file."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: image file does not exist") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise DatasetError(f"{path}: not a readable image ({error})") from None
+    with open_image(Path(path)) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def read_depth_mm(path: str | Path) -> np.ndarray:
     """Depth in metres (H, W) float32 from a uint16 millimetre PNG; 0 and 65535 become NaN."""
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            depth = np.asarray(image)
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
-        raise DatasetError(f"{path}: not a readable depth image ({error})") from None
+    with open_image(path, "depth image") as image:
+        depth = np.asarray(image)
     if depth.dtype != np.uint16 and depth.dtype != np.int32:
         raise DatasetError(f"{path}: depth must be a 16-bit PNG in millimetres, got dtype {depth.dtype}")
     depth_m = depth.astype(np.float32) / 1000.0

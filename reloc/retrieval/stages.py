@@ -11,7 +11,7 @@ from ..features.base import FeatureStore
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
 from ..types import Frame
-from .vlad import GLOBAL_FILE, RetrievalIndex, VladConfig, kmeans, vlad
+from .vlad import GLOBAL_FILE, RetrievalIndex, VladConfig, VladQueryConfig, kmeans, vlad
 
 
 @register_stage
@@ -39,7 +39,7 @@ class BuildVladIndex(Stage):
 @register_stage
 class QueryVladIndex(Stage):
     name = "retrieval.vlad_query"
-    Config = VladConfig
+    Config = VladQueryConfig
     inputs = {"frames": list[Frame], "features": FeatureStore, "map_dir": Path}
     outputs = {"retrieved": dict[str, list[str]]}
     cacheable = False

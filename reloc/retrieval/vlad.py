@@ -21,8 +21,12 @@ class VladConfig:
     clusters: int = 64
     iterations: int = 20
     max_training_descriptors: int = 100_000
-    top_k: int = 5
     seed: int = 0
+
+
+@dataclass
+class VladQueryConfig:
+    top_k: int = 5
 
 
 def kmeans(descriptors: np.ndarray, clusters: int, iterations: int, seed: int) -> np.ndarray:
