@@ -23,14 +23,19 @@ from .pnp import PnPConfig, estimate_pose
 class LocalizeConfig:
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
+    enough_correspondences: int = 0  # stop matching retrieved keyframes once this many (0: match all)
 
 
 def correspondences_2d3d(query: Features, retrieved: list[str], map_features: FeatureStore, point_ids: dict[str, np.ndarray],
-                         matcher, query_size: tuple[int, int], reference_sizes: dict[str, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+                         matcher, query_size: tuple[int, int], reference_sizes: dict[str, tuple[int, int]],
+                         enough: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Unique (query keypoint index, landmark id) pairs from matches to the keypoints of the
-    retrieved keyframes that have a landmark (the others could not give a 2D-3D match)."""
-    pairs = set()
+    retrieved keyframes that have a landmark (the others could not give a 2D-3D match), in
+    retrieval order, stopping once there are ``enough`` of them (0: all keyframes)."""
+    pairs: set[tuple[int, int]] = set()
     for name in retrieved:
+        if enough and len(pairs) >= enough:
+            break
         features = map_features.read(name)
         with_landmark = np.flatnonzero(point_ids[name] >= 0)
         reference = Features(features.keypoints[with_landmark], features.descriptors[with_landmark], features.scores[with_landmark])
@@ -62,7 +67,8 @@ class LocalizePnP(Stage):
             size = (frame.camera.width, frame.camera.height)
             with query_timer("matching", frame.name):
                 keypoint_index, landmark_index = correspondences_2d3d(
-                    query, retrieved[frame.name], map_features, sparse_map.point_ids, matcher, size, sizes)
+                    query, retrieved[frame.name], map_features, sparse_map.point_ids, matcher, size, sizes,
+                    self.config.enough_correspondences)
             with query_timer("pnp", frame.name):
                 estimate = estimate_pose(query.keypoints[keypoint_index], sparse_map.points[landmark_index], frame.camera, self.config.pnp)
             results.append(QueryResult(frame.name, estimate.pose, estimate.reason, int(estimate.inliers.sum()),
