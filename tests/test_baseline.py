@@ -16,9 +16,11 @@ from reloc.datasets import load_dataset
 from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.datasets.synthetic.pairs import PairSampler
 from reloc.eval.results import read_results
+from reloc.features.base import Features, FeatureStore
 from reloc.features.extractors import EXTRACTORS, ExtractorConfig
 from reloc.geometry.errors import pose_error
 from reloc.localization.pnp import PnPConfig, estimate_pose
+from reloc.localization.stages import correspondences_2d3d
 from reloc.mapping.keyframes import covisible_pairs, select_keyframes
 from reloc.mapping.tracks import build_tracks, epipolar_errors
 from reloc.mapping.triangulation import TriangulationConfig, triangulate_tracks
@@ -143,3 +145,18 @@ def test_relocalize_synthetic_scene_end_to_end(tmp_path):
     for name in names:
         dt, dr = pose_error(results[Path(name).name].pose, mapping[name].pose)
         assert dt < 0.02 and dr < 0.5, (name, dt, dr)
+
+
+def test_correspondences_follow_retrieval_order_and_stop_when_enough():
+    descriptors = np.eye(6, dtype=np.float32)
+    query = Features(np.zeros((6, 2), np.float32), descriptors, np.ones(6, np.float32))
+    store = FeatureStore("sift")
+    store.write("a", Features(np.zeros((3, 2), np.float32), descriptors[:3], np.ones(3, np.float32)))
+    store.write("b", Features(np.zeros((3, 2), np.float32), descriptors[3:], np.ones(3, np.float32)))
+    point_ids = {"a": np.array([10, -1, 12]), "b": np.array([20, 21, 22])}
+    sizes = {"a": (640, 480), "b": (640, 480)}
+    matcher = build_matcher(MatcherConfig(), "sift")
+    keypoints, landmarks = correspondences_2d3d(query, ["a", "b"], store, point_ids, matcher, (640, 480), sizes)
+    assert sorted(zip(keypoints.tolist(), landmarks.tolist())) == [(0, 10), (2, 12), (3, 20), (4, 21), (5, 22)]
+    keypoints, landmarks = correspondences_2d3d(query, ["a", "b"], store, point_ids, matcher, (640, 480), sizes, enough=2)
+    assert sorted(landmarks.tolist()) == [10, 12]  # keypoint 1 of "a" has no landmark; "b" is never matched
