@@ -270,12 +270,13 @@ def stages():
     table = Table(title="Registered stages")
     for column in ("stage", "inputs", "outputs", "config"):
         table.add_column(column)
-    for name, stage in registered_stages().items():
+    registered = registered_stages()
+    for name, stage in registered.items():
         fields = "\n".join(f.name for f in dataclasses.fields(stage.Config))
         table.add_row(name, describe_ports(stage.inputs), describe_ports(stage.outputs), fields)
     console.print(table)
     for name, where in PLANNED_STAGES.items():
-        if name not in registered_stages():
+        if name not in registered:
             console.print(f"[yellow]planned[/] {name}: {where}")
 
 

@@ -90,19 +90,3 @@ class FeatureStore:
             return self._memory[name].keypoints
         with h5py.File(self.path, "r") as file:
             return file[name]["keypoints"][()]
-
-    def names(self) -> list[str]:
-        if self.path is None:
-            return list(self._memory)
-        names: list[str] = []
-        with h5py.File(self.path, "r") as file:
-            file.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Group) and "keypoints" in item else None)
-        return names
-
-    def __contains__(self, name: str) -> bool:
-        if self.path is None:
-            return name in self._memory
-        if not self.path.is_file():
-            return False
-        with h5py.File(self.path, "r") as file:
-            return name in file and "keypoints" in file[name]

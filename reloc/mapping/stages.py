@@ -3,6 +3,7 @@ epipolar check under the known poses -> tracks -> triangulated landmarks (sfm/ +
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,9 +39,11 @@ class Triangulate(Stage):
         config = self.config
         keyframes = select_keyframes(frames, config.keyframe_distance_m, config.keyframe_angle_deg)
         matcher = build_matcher(config.matcher, features.extractor)
+        # Pairs come sorted by their first keyframe: a small cache avoids re-reading it for each pair.
+        read = functools.lru_cache(maxsize=2 * config.neighbours + 2)(features.read)
         pair_matches = {}
         for i, j in covisible_pairs(keyframes, config.neighbours, config.max_pair_angle_deg):
-            f0, f1 = features.read(keyframes[i].name), features.read(keyframes[j].name)
+            f0, f1 = read(keyframes[i].name), read(keyframes[j].name)
             c0, c1 = keyframes[i].camera, keyframes[j].camera
             matches = matcher.match(f0, f1, (c0.width, c0.height), (c1.width, c1.height))
             if len(matches):
@@ -48,5 +51,5 @@ class Triangulate(Stage):
                 pair_matches[(i, j)] = matches[errors <= config.max_epipolar_px]
         keypoints = [features.read_keypoints(frame.name) for frame in keyframes]
         landmarks = triangulate_tracks(keyframes, keypoints, build_tracks(pair_matches), config.triangulation)
-        write_sparse_map(map_dir, keyframes, features, landmarks)
+        write_sparse_map(map_dir, keyframes, keypoints, features, landmarks)
         return {"keyframes": keyframes}

@@ -56,8 +56,9 @@ def representative_descriptors(frames: list[Frame], features: FeatureStore, land
     return best
 
 
-def write_sparse_map(map_dir: Path, frames: list[Frame], features: FeatureStore, landmarks: Landmarks) -> None:
-    keypoints = [features.read_keypoints(frame.name) for frame in frames]
+def write_sparse_map(map_dir: Path, frames: list[Frame], keypoints: list[np.ndarray], features: FeatureStore,
+                     landmarks: Landmarks) -> None:
+    """``keypoints[i]`` (N_i, 2) are those of ``frames[i]``; descriptors are read from ``features``."""
     point_ids = [np.full(len(k), -1, np.int64) for k in keypoints]
     for point_id, observations in enumerate(landmarks.observations):
         for image, keypoint in observations:
