@@ -20,7 +20,7 @@ from reloc.features.base import Features, FeatureStore
 from reloc.features.extractors import EXTRACTORS, ExtractorConfig
 from reloc.geometry.errors import pose_error
 from reloc.localization.pnp import PnPConfig, estimate_pose
-from reloc.localization.stages import correspondences_2d3d
+from reloc.localization.stages import LocalizeConfig, correspondences_2d3d, localize_in_rounds
 from reloc.mapping.keyframes import covisible_pairs, select_keyframes
 from reloc.mapping.tracks import build_tracks, epipolar_errors
 from reloc.mapping.triangulation import TriangulationConfig, triangulate_tracks
@@ -160,3 +160,42 @@ def test_correspondences_follow_retrieval_order_and_stop_when_enough():
     assert sorted(zip(keypoints.tolist(), landmarks.tolist())) == [(0, 10), (2, 12), (3, 20), (4, 21), (5, 22)]
     keypoints, landmarks = correspondences_2d3d(query, ["a", "b"], store, point_ids, matcher, (640, 480), sizes, enough=2)
     assert sorted(landmarks.tolist()) == [10, 12]  # keypoint 1 of "a" has no landmark; "b" is never matched
+
+
+def test_localization_rounds_go_on_only_while_pnp_fails():
+    rng = np.random.default_rng(0)
+    truth = look_at(np.array([0.0, -3.0, 0.5]), [0, 0, 0.5])
+    points = rng.uniform(-1, 1, (200, 3))
+    keypoints = CAMERA.project(truth.transform(points))
+    wrong = (np.arange(100), rng.permutation(200)[:100])  # matches to the wrong landmarks
+    right = (np.arange(100, 200), np.arange(100, 200))
+    calls = []
+
+    def match_keyframes(names):
+        calls.append(names)
+        return wrong if names == ["a", "b"] else right
+
+    config = LocalizeConfig(pnp=PnPConfig(max_error_px=2.0, min_inliers=30), keyframes_per_round=2)
+    outcome = localize_in_rounds("q", keypoints, points, CAMERA, ["a", "b", "c", "d", "e"], match_keyframes, config)
+    assert calls == [["a", "b"], ["c", "d"]]  # "e" is never matched: round 2 found the pose
+    assert outcome.rounds[0]["inliers"] < 30 <= outcome.rounds[1]["inliers"]
+    assert outcome.rounds[1]["correspondences"] == 200
+    dt, dr = pose_error(outcome.estimate.pose, truth)
+    assert dt < 1e-3 and dr < 0.01
+    calls.clear()
+    outcome = localize_in_rounds("q", keypoints, points, CAMERA, ["c", "d", "a", "b"], match_keyframes, config)
+    assert calls == [["c", "d"]] and outcome.estimate.pose is not None
+
+
+def test_localization_rounds_report_failure_after_the_last_round():
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-1, 1, (100, 3))
+    keypoints = rng.uniform(0, 480, (100, 2))
+
+    def match_keyframes(names):
+        return np.arange(100), rng.permutation(100)
+
+    config = LocalizeConfig(pnp=PnPConfig(min_inliers=30), keyframes_per_round=1)
+    outcome = localize_in_rounds("q", keypoints, points, CAMERA, ["a", "b", "c"], match_keyframes, config)
+    assert outcome.estimate.pose is None and outcome.estimate.reason.startswith(("too few inliers", "PnP RANSAC"))
+    assert len(outcome.rounds) == 3

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -66,7 +67,13 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 array (H, W, 3). Corrupt or missing files raise a DatasetError naming the file."""
+    """RGB uint8 array (H, W, 3). Corrupt or missing files raise a DatasetError naming the file.
+
+    Decoded by OpenCV (about twice as fast as PIL for JPEG); files OpenCV cannot decode go
+    through PIL, which reads a few more formats and explains why a file is unreadable."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # as PIL: pixels as stored
+    if image is not None:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     with open_image(Path(path)) as image:
         return np.asarray(image.convert("RGB"))
 

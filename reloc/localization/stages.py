@@ -1,9 +1,11 @@
 """Localization stage ``pose.pnp``: match each query to its retrieved keyframes, lift the matches
-to the keyframes' landmarks and estimate the pose with LO-RANSAC PnP. A query with too few
-inliers is reported failed; it never receives its retrieval prior."""
+to the keyframes' landmarks and estimate the pose with LO-RANSAC PnP, in rounds of retrieved
+keyframes until a pose is found. A query with too few inliers after the last round is reported
+failed; it never receives its retrieval prior."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,15 +17,16 @@ from ..mapping.store import read_sparse_map
 from ..matching import MatcherConfig, build_matcher
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
-from ..types import Frame, QueryResult
-from .pnp import PnPConfig, estimate_pose
+from ..types import Camera, Frame, QueryResult
+from .pnp import PnPConfig, PnPResult, estimate_pose
 
 
 @dataclass
 class LocalizeConfig:
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
     pnp: PnPConfig = field(default_factory=PnPConfig)
-    enough_correspondences: int = 0  # stop matching retrieved keyframes once this many (0: match all)
+    enough_correspondences: int = 0  # a round stops matching keyframes once it found this many (0: no stop)
+    keyframes_per_round: int = 0  # retrieved keyframes per round; 0: all of them in one round
 
 
 def correspondences_2d3d(query: Features, retrieved: list[str], map_features: FeatureStore, point_ids: dict[str, np.ndarray],
@@ -48,6 +51,41 @@ def correspondences_2d3d(query: Features, retrieved: list[str], map_features: Fe
     return keypoint_index, landmark_index
 
 
+@dataclass
+class RoundsResult:
+    estimate: PnPResult
+    keypoint_index: np.ndarray  # (N,) query keypoint of each 2D-3D correspondence given to the last PnP
+    landmark_index: np.ndarray  # (N,) landmark id of each
+    rounds: list[dict]  # per round: keyframes matched, correspondences so far, PnP inliers
+
+
+def localize_in_rounds(name: str, keypoints: np.ndarray, points: np.ndarray, camera: Camera, retrieved: list[str],
+                       match_keyframes: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
+                       config: LocalizeConfig) -> RoundsResult:
+    """Estimate the pose of query ``name`` (keypoints (N, 2), COLMAP pixels) against landmarks
+    ``points`` (L, 3, world): PnP on the correspondences of the first ``keyframes_per_round``
+    retrieved keyframes; while PnP fails, add the next round's correspondences and estimate again.
+    ``match_keyframes(names)`` returns (keypoint index, landmark index) arrays for keyframes."""
+    per_round = config.keyframes_per_round or max(1, len(retrieved))
+    keypoint_index, landmark_index = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    estimate = PnPResult(None, np.zeros(0, bool), "no keyframe was retrieved")
+    rounds = []
+    for start in range(0, len(retrieved), per_round):
+        keyframes = retrieved[start:start + per_round]
+        with query_timer("matching", name):
+            new_keypoints, new_landmarks = match_keyframes(keyframes)
+            if len(new_keypoints):
+                pairs = np.unique(np.stack([np.concatenate([keypoint_index, new_keypoints]),
+                                            np.concatenate([landmark_index, new_landmarks])], axis=1), axis=0)
+                keypoint_index, landmark_index = pairs[:, 0], pairs[:, 1]
+        with query_timer("pnp", name):
+            estimate = estimate_pose(keypoints[keypoint_index], points[landmark_index], camera, config.pnp)
+        rounds.append({"keyframes": keyframes, "correspondences": int(len(keypoint_index)), "inliers": int(estimate.inliers.sum())})
+        if estimate.pose is not None:
+            break
+    return RoundsResult(estimate, keypoint_index, landmark_index, rounds)
+
+
 @register_stage
 class LocalizePnP(Stage):
     name = "pose.pnp"
@@ -65,12 +103,15 @@ class LocalizePnP(Stage):
         for frame in frames:
             query = features.read(frame.name)
             size = (frame.camera.width, frame.camera.height)
-            with query_timer("matching", frame.name):
-                keypoint_index, landmark_index = correspondences_2d3d(
-                    query, retrieved[frame.name], map_features, sparse_map.point_ids, matcher, size, sizes,
-                    self.config.enough_correspondences)
-            with query_timer("pnp", frame.name):
-                estimate = estimate_pose(query.keypoints[keypoint_index], sparse_map.points[landmark_index], frame.camera, self.config.pnp)
-            results.append(QueryResult(frame.name, estimate.pose, estimate.reason, int(estimate.inliers.sum()),
-                                       details={"num_matches": int(len(keypoint_index)), "retrieved": retrieved[frame.name]}))
+
+            def match_keyframes(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+                return correspondences_2d3d(query, names, map_features, sparse_map.point_ids, matcher, size, sizes,
+                                            self.config.enough_correspondences)
+
+            outcome = localize_in_rounds(frame.name, query.keypoints, sparse_map.points, frame.camera,
+                                         retrieved[frame.name], match_keyframes, self.config)
+            details = {"num_matches": int(len(outcome.keypoint_index)), "retrieved": retrieved[frame.name],
+                       "rounds": outcome.rounds}
+            results.append(QueryResult(frame.name, outcome.estimate.pose, outcome.estimate.reason,
+                                       int(outcome.estimate.inliers.sum()), details=details))
         return {"results": results}
