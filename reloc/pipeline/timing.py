@@ -27,12 +27,18 @@ def recording() -> Iterator[dict[str, dict[str, float]]]:
         _timings.reset(token)
 
 
+def add_query_time(stage: str, queries: list[str], seconds: float) -> None:
+    """Share ``seconds`` of work done for several queries at once (a batch) equally among them."""
+    timings = _timings.get()
+    if timings is not None:
+        for query in queries:
+            timings[query][stage] = timings[query].get(stage, 0.0) + seconds / len(queries)
+
+
 @contextmanager
 def query_timer(stage: str, query: str) -> Iterator[None]:
-    timings = _timings.get()
     start = time.perf_counter()
     try:
         yield
     finally:
-        if timings is not None:
-            timings[query][stage] = timings[query].get(stage, 0.0) + time.perf_counter() - start
+        add_query_time(stage, [query], time.perf_counter() - start)

@@ -1,0 +1,137 @@
+"""Dense-descriptor patches around every observation of the persistent landmarks, kept in
+``patches.h5`` for FaVoR, which trains one voxel descriptor field per landmark on them.
+
+Layout of ``patches.h5`` (O observations of L landmarks, P x P patches of C-d descriptors):
+
+- attributes ``backbone``, ``descriptor_dim`` (C), ``patch_size`` (P), ``resize_max``;
+- ``images`` (M,) keyframe names;
+- ``landmark_ids`` (L,) ids into ``landmarks.h5``'s points, longest tracks first;
+- at most ``max_observations`` observations per landmark, spread over the keyframes seeing it;
+- ``observations/landmark`` (O,) landmark id, ``observations/image`` (O,) index into ``images``,
+  ``observations/xy`` (O, 2) COLMAP pixels of the keypoint in the original image,
+  ``observations/spacing_px`` (O,) original pixels between patch samples,
+  ``observations/patches`` (O, P, P, C) float16, row index along y, column along x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import RelocError
+from ..features.base import FeatureStore, prepare_image
+from ..features.dense import dense_backbone
+from ..types import Frame
+
+PATCHES_FILE = "patches.h5"
+
+
+@dataclass
+class PatchesConfig:
+    backbone: str = "xfeat"  # dense descriptors: xfeat (64-d) or aliked (128-d)
+    resize_max: int = 1024  # long side of the image the backbone sees
+    patch_size: int = 7
+    spacing_px: float = 1.0  # between patch samples, in pixels of the backbone's resized image
+    min_track_length: int = 3  # persistent landmarks: observed in at least this many keyframes
+    max_landmarks: int = 3000  # keep the longest tracks only (0: every persistent landmark)
+    max_observations: int = 8  # per landmark, spread evenly over its keyframes in order (0: all)
+
+
+@dataclass
+class LandmarkPatches:
+    backbone: str
+    patch_size: int
+    images: list[str]
+    landmark_ids: np.ndarray  # (L,)
+    landmark: np.ndarray  # (O,) landmark id of each observation
+    image: np.ndarray  # (O,) index into images
+    xy: np.ndarray  # (O, 2) COLMAP pixels
+    spacing_px: np.ndarray  # (O,) original pixels between patch samples
+    patches: np.ndarray  # (O, P, P, C) float16
+
+
+def persistent_landmarks(point_ids: list[np.ndarray], min_track_length: int, max_landmarks: int) -> np.ndarray:
+    """Ids of landmarks observed in at least ``min_track_length`` images, longest tracks first
+    (ties by id), at most ``max_landmarks`` of them (0: no limit). ``point_ids[i]`` holds the
+    landmark id of each keypoint of image i (-1 for none)."""
+    observed = np.concatenate([ids[ids >= 0] for ids in point_ids]) if point_ids else np.zeros(0, np.int64)
+    if len(observed) == 0:
+        return np.zeros(0, np.int64)
+    lengths = np.bincount(observed)
+    candidates = np.flatnonzero(lengths >= min_track_length)
+    order = np.lexsort((candidates, -lengths[candidates]))
+    selected = candidates[order]
+    return selected[:max_landmarks] if max_landmarks > 0 else selected
+
+
+def observations_to_keep(point_ids: list[np.ndarray], landmarks: np.ndarray, max_observations: int) -> list[np.ndarray]:
+    """Per image, the keypoint indices whose patches are kept: the observations of ``landmarks``,
+    at most ``max_observations`` per landmark (0: all), evenly spaced over the images that see it
+    (keyframes are in trajectory order, so this spreads the viewpoints)."""
+    wanted = np.zeros(max((int(ids.max()) for ids in point_ids if len(ids)), default=-1) + 1, bool)
+    wanted[landmarks] = True
+    images, keypoints, owners = [], [], []
+    for image, ids in enumerate(point_ids):
+        index = np.flatnonzero(ids >= 0)
+        index = index[wanted[ids[index]]]
+        images.append(np.full(len(index), image))
+        keypoints.append(index)
+        owners.append(ids[index])
+    images, keypoints, owners = np.concatenate(images), np.concatenate(keypoints), np.concatenate(owners)
+    order = np.lexsort((images, owners))
+    keep = np.zeros(len(order), bool)
+    _, starts, counts = np.unique(owners[order], return_index=True, return_counts=True)
+    for start, count in zip(starts, counts):
+        chosen = np.arange(count) if max_observations <= 0 or count <= max_observations else np.unique(
+            np.round(np.linspace(0, count - 1, max_observations)).astype(int))
+        keep[order[start + chosen]] = True
+    return [keypoints[keep & (images == image)] for image in range(len(point_ids))]
+
+
+def write_landmark_patches(map_dir: Path, keyframes: list[Frame], features: FeatureStore, point_ids: dict[str, np.ndarray],
+                           config: PatchesConfig) -> int:
+    """Compute the backbone's descriptor field of each keyframe once and cut a patch around
+    each observation of a persistent landmark, appended to ``map_dir / patches.h5`` image by
+    image (memory stays flat). Returns the number of observations written."""
+    backbone = dense_backbone(config.backbone)
+    image_point_ids = [point_ids[frame.name] for frame in keyframes]
+    selected = persistent_landmarks(image_point_ids, config.min_track_length, config.max_landmarks)
+    kept = observations_to_keep(image_point_ids, selected, config.max_observations)
+    size = config.patch_size
+    with h5py.File(map_dir / PATCHES_FILE, "w") as file:
+        file.attrs.update(backbone=config.backbone, descriptor_dim=backbone.dim, patch_size=size, resize_max=config.resize_max)
+        file.create_dataset("images", data=np.array([frame.name for frame in keyframes], dtype=h5py.string_dtype()))
+        file.create_dataset("landmark_ids", data=selected)
+        group = file.create_group("observations")
+        columns = {"landmark": ((), np.int64), "image": ((), np.int32), "xy": ((2,), np.float32), "spacing_px": ((), np.float32),
+                   "patches": ((size, size, backbone.dim), np.float16)}
+        for key, (shape, dtype) in columns.items():
+            group.create_dataset(key, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(256, *shape))
+        for index, (frame, ids, keypoint_index) in enumerate(zip(keyframes, image_point_ids, kept)):
+            if len(keypoint_index) == 0:
+                continue
+            image, scale = prepare_image(frame.image_path, config.resize_max, backbone.multiple)
+            centres = features.read_keypoints(frame.name)[keypoint_index]
+            spacing_px = config.spacing_px * float(np.mean(scale))
+            rows = {"landmark": ids[keypoint_index], "image": np.full(len(keypoint_index), index), "xy": centres,
+                    "spacing_px": np.full(len(keypoint_index), spacing_px),
+                    "patches": backbone(image, scale).patches(centres, size, spacing_px)}
+            for key, values in rows.items():
+                dataset = group[key]
+                dataset.resize(len(dataset) + len(values), axis=0)
+                dataset[-len(values):] = values.astype(dataset.dtype)
+        return len(group["landmark"])
+
+
+def read_landmark_patches(map_dir: Path) -> LandmarkPatches:
+    path = map_dir / PATCHES_FILE
+    if not path.is_file():
+        raise RelocError(f"{path}: missing; the map has no landmark patches (add a mapping.patches node to mapping)")
+    with h5py.File(path, "r") as file:
+        observations = file["observations"]
+        images = [name.decode() if isinstance(name, bytes) else name for name in file["images"][()]]
+        return LandmarkPatches(str(file.attrs["backbone"]), int(file.attrs["patch_size"]), images, file["landmark_ids"][()],
+                               *(observations[key][()] for key in ("landmark", "image", "xy", "spacing_px", "patches")))

@@ -1,0 +1,116 @@
+"""Dense descriptor fields of the pretrained backbones and the landmark patches kept for FaVoR,
+checked against sparse descriptors of the same networks and exact synthetic ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from reloc.cli import app
+from reloc.datasets import load_dataset
+from reloc.datasets.synthetic.generate import SynthConfig, generate
+from reloc.datasets.synthetic.pairs import PairSampler
+from reloc.errors import RelocError
+from reloc.features.base import prepare_image
+from reloc.features.dense import dense_backbone
+from reloc.features.extractors import EXTRACTORS, ExtractorConfig
+from reloc.mapping.patches import observations_to_keep, persistent_landmarks, read_landmark_patches
+from reloc.mapping.store import read_sparse_map
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return PairSampler("room", seed=4, width=480, height=352, max_baseline_m=0.3, max_angle_deg=10, min_overlap=0.6).sample(np.random.default_rng(1))
+
+
+@pytest.mark.parametrize("name", ["xfeat", "aliked"])
+def test_dense_field_reproduces_sparse_descriptors_and_matches_across_views(pair, name):
+    backbone = dense_backbone(name)
+    scale = np.ones(2)
+    sparse = EXTRACTORS[name](ExtractorConfig(max_keypoints=300, resize_max=0)).extract_batch([pair.image0], [scale])[0]
+    field0 = backbone(pair.image0, scale)
+    similarity = np.sum(field0.sample(sparse.keypoints) * sparse.descriptors, axis=1)
+    assert similarity.min() > 0.999, "the field must give the network's own keypoint descriptors"
+    # Ground-truth correspondences (flow of covisible pixels) look alike; random pixels do not.
+    rows, cols = np.nonzero(pair.covisible0[8:-8, 8:-8])
+    pick = np.random.default_rng(0).choice(len(rows), 500, replace=False)
+    points0 = np.stack([cols[pick] + 8.5, rows[pick] + 8.5], axis=1)
+    points1 = pair.flow0[rows[pick] + 8, cols[pick] + 8]
+    descriptors0, descriptors1 = field0.sample(points0), backbone(pair.image1, scale).sample(points1)
+    corresponding = np.sum(descriptors0 * descriptors1, axis=1)
+    shuffled = np.sum(descriptors0 * np.roll(descriptors1, 1, axis=0), axis=1)
+    assert np.median(corresponding) > np.median(shuffled) + 0.3
+
+
+def test_patches_sample_a_grid_around_each_centre(pair):
+    field = dense_backbone("xfeat")(pair.image0, np.ones(2))
+    centres = np.array([[100.5, 80.5], [240.25, 200.75]])
+    patches = field.patches(centres, 5, 2.0)
+    assert patches.shape == (2, 5, 5, 64)
+    for row in range(5):
+        for col in range(5):
+            expected = field.sample(centres + [(col - 2) * 2.0, (row - 2) * 2.0])
+            np.testing.assert_allclose(patches[:, row, col], expected, atol=1e-5)
+
+
+def test_persistent_landmarks_longest_tracks_first():
+    point_ids = [np.array([0, 1, 2, -1]), np.array([1, 2, 3]), np.array([2, 1, -1]), np.array([2, 4])]
+    assert persistent_landmarks(point_ids, 3, 0).tolist() == [2, 1]
+    assert persistent_landmarks(point_ids, 1, 3).tolist() == [2, 1, 0]
+    assert persistent_landmarks([np.array([-1])], 2, 0).tolist() == []
+
+
+def test_observations_spread_over_the_keyframes_that_see_a_landmark():
+    point_ids = [np.array([7, -1, 3]) if image % 2 == 0 else np.array([-1, 7]) for image in range(10)]  # 7 in all, 3 in even
+    kept = observations_to_keep(point_ids, np.array([7, 3]), 3)
+    seeing_7 = [image for image, index in enumerate(kept) if any(point_ids[image][index] == 7)]
+    seeing_3 = [image for image, index in enumerate(kept) if any(point_ids[image][index] == 3)]
+    assert seeing_7 == [0, 4, 9] or seeing_7 == [0, 5, 9]
+    assert seeing_3 == [0, 4, 8]
+    assert [len(index) for index in observations_to_keep(point_ids, np.array([3]), 0)] == [1, 0] * 5
+
+
+def test_unknown_backbone_is_named():
+    with pytest.raises(RelocError, match="unknown dense backbone 'dino'"):
+        dense_backbone("dino")
+
+
+def test_map_keeps_patches_of_persistent_landmarks(tmp_path):
+    scene = tmp_path / "scene"
+    generate(SynthConfig("7scenes", seed=3, mapping_frames=30, query_frames=2, mapping_sequences=1, query_sequences=1), scene)
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "default.yaml").read_text())
+    config["mapping"]["nodes"]["patches"] = {
+        "stage": "mapping.patches", "with": {"backbone": "xfeat", "patch_size": 7, "min_track_length": 3},
+        "inputs": {"keyframes": "landmarks.keyframes", "features": "features.features", "map_dir": "map.dir"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["map", "--config", str(tmp_path / "config.yaml"), "--dataset", "7scenes", "--root", str(scene),
+                                      "--out", str(tmp_path / "map")])
+    assert result.exit_code == 0, result.output
+    patches = read_landmark_patches(tmp_path / "map")
+    sparse_map = read_sparse_map(tmp_path / "map")
+    assert patches.patches.shape == (len(patches.landmark), 7, 7, 64) and len(patches.landmark) > 500
+    lengths = np.bincount(np.concatenate([ids[ids >= 0] for ids in sparse_map.point_ids.values()]))
+    assert lengths[patches.landmark_ids].min() >= 3 and set(patches.landmark.tolist()) == set(patches.landmark_ids.tolist())
+    # Each observation is where its landmark projects in its (ground-truth posed) keyframe.
+    frames = {frame.name: frame for frame in load_dataset("7scenes", scene).frames("train")}
+    for index in np.random.default_rng(0).choice(len(patches.landmark), 50, replace=False):
+        frame = frames[patches.images[patches.image[index]]]
+        projected = frame.camera.project(frame.pose.transform(sparse_map.points[patches.landmark[index]][None]))[0]
+        assert np.linalg.norm(projected - patches.xy[index]) < 2.0
+    # Patches are cut from the XFeat field of their image, at the stored spacing.
+    first = patches.image == patches.image[0]
+    frame = frames[patches.images[patches.image[0]]]
+    field = dense_backbone("xfeat")(*prepare_image(frame.image_path, 1024, 32))
+    expected = field.patches(patches.xy[first], 7, float(patches.spacing_px[first][0]))
+    np.testing.assert_allclose(patches.patches[first].astype(np.float32), expected, atol=2e-3)
+    # Observations of one landmark look alike across keyframes, more than those of others.
+    centres = patches.patches[:, 3, 3].astype(np.float32)
+    order = np.argsort(patches.landmark, kind="stable")
+    grouped, by_landmark = centres[order], patches.landmark[order]
+    same = [grouped[i] @ grouped[i + 1] for i in range(len(grouped) - 1) if by_landmark[i] == by_landmark[i + 1]]
+    different = [grouped[i] @ grouped[-1 - i] for i in range(len(grouped) // 2) if by_landmark[i] != by_landmark[-1 - i]]
+    assert np.median(same) > np.median(different) + 0.3
