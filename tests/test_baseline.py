@@ -189,6 +189,19 @@ def test_localization_rounds_go_on_only_while_pnp_fails():
     assert calls == [["c", "d"]] and outcome.estimate.pose is not None
 
 
+def test_localization_rounds_go_on_until_a_confident_pose():
+    rng = np.random.default_rng(2)
+    truth = look_at(np.array([0.5, -3.0, 0.5]), [0, 0, 0.5])
+    points = rng.uniform(-1, 1, (300, 3))
+    keypoints = CAMERA.project(truth.transform(points))
+    rounds = {"a": (np.arange(40), np.arange(40)), "b": (np.arange(40, 140), np.arange(40, 140)),
+              "c": (np.arange(140, 300), np.arange(140, 300))}
+    config = LocalizeConfig(pnp=PnPConfig(max_error_px=2.0, min_inliers=20), keyframes_per_round=1, confident_inliers=100)
+    outcome = localize_in_rounds("q", keypoints, points, CAMERA, ["a", "b", "c"], lambda names: rounds[names[0]], config)
+    assert [r["inliers"] for r in outcome.rounds] == [40, 140]  # 40 inliers is a pose, not yet a confident one
+    assert outcome.estimate.inliers.sum() == 140 and len(outcome.keypoint_index) == 140
+
+
 def test_localization_rounds_report_failure_after_the_last_round():
     rng = np.random.default_rng(1)
     points = rng.uniform(-1, 1, (100, 3))

@@ -27,6 +27,7 @@ class LocalizeConfig:
     pnp: PnPConfig = field(default_factory=PnPConfig)
     enough_correspondences: int = 0  # a round stops matching keyframes once it found this many (0: no stop)
     keyframes_per_round: int = 0  # retrieved keyframes per round; 0: all of them in one round
+    confident_inliers: int = 0  # a pose with fewer inliers than this goes on to the next round (0: any pose stops)
 
 
 def correspondences_2d3d(query: Features, retrieved: list[str], map_features: FeatureStore, point_ids: dict[str, np.ndarray],
@@ -64,11 +65,14 @@ def localize_in_rounds(name: str, keypoints: np.ndarray, points: np.ndarray, cam
                        config: LocalizeConfig) -> RoundsResult:
     """Estimate the pose of query ``name`` (keypoints (N, 2), COLMAP pixels) against landmarks
     ``points`` (L, 3, world): PnP on the correspondences of the first ``keyframes_per_round``
-    retrieved keyframes; while PnP fails, add the next round's correspondences and estimate again.
-    ``match_keyframes(names)`` returns (keypoint index, landmark index) arrays for keyframes."""
+    retrieved keyframes; while PnP fails or finds fewer than ``confident_inliers`` inliers, add
+    the next round's correspondences and estimate again. The answer is the pose of the round with
+    the most inliers. ``match_keyframes(names)`` returns (keypoint index, landmark index) arrays
+    for keyframes."""
     per_round = config.keyframes_per_round or max(1, len(retrieved))
     keypoint_index, landmark_index = np.zeros(0, np.int64), np.zeros(0, np.int64)
     estimate = PnPResult(None, np.zeros(0, bool), "no keyframe was retrieved")
+    best = RoundsResult(estimate, keypoint_index, landmark_index, [])
     rounds = []
     for start in range(0, len(retrieved), per_round):
         keyframes = retrieved[start:start + per_round]
@@ -81,9 +85,12 @@ def localize_in_rounds(name: str, keypoints: np.ndarray, points: np.ndarray, cam
         with query_timer("pnp", name):
             estimate = estimate_pose(keypoints[keypoint_index], points[landmark_index], camera, config.pnp)
         rounds.append({"keyframes": keyframes, "correspondences": int(len(keypoint_index)), "inliers": int(estimate.inliers.sum())})
-        if estimate.pose is not None:
+        if best.estimate.pose is None or (estimate.pose is not None and estimate.inliers.sum() > best.estimate.inliers.sum()):
+            best = RoundsResult(estimate, keypoint_index, landmark_index, rounds)
+        if estimate.pose is not None and estimate.inliers.sum() >= config.confident_inliers:
             break
-    return RoundsResult(estimate, keypoint_index, landmark_index, rounds)
+    best.rounds = rounds
+    return best
 
 
 @register_stage
