@@ -1,0 +1,113 @@
+"""FaVoR's landmark voxel fields: the renderer's gradients, training from synthetic patches with
+a known descriptor field, and batched training equal to one landmark at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
+from reloc.favor.train import TrainConfig, TrainingRays, train_grids
+
+SIDE = 0.1  # cube side in metres
+CHANNELS = 16
+
+
+def test_density_shift_gives_the_initial_opacity():
+    shift = density_shift(0.01)
+    assert abs(1 - np.exp(-np.log1p(np.exp(shift))) - 0.01) < 1e-9
+
+
+def test_trilinear_weights_interpolate_like_grid_sample():
+    generator = torch.Generator().manual_seed(1)
+    grids = torch.randn(2, 5, 3, 3, 3, generator=generator)
+    points = torch.rand(2, 40, 3, generator=generator) * 2.4 - 1.2  # some outside the cube: clamped to its border
+    reference = torch.nn.functional.grid_sample(grids, points[:, :, None, None], mode="bilinear", padding_mode="border",
+                                                align_corners=True)[..., 0, 0].transpose(1, 2)
+    ours = torch.bmm(trilinear_weights(points, 3), grids.flatten(2).transpose(1, 2))
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_rays_enter_and_leave_the_cube_where_the_slabs_say():
+    origins = torch.tensor([[[0.0, 0.0, -1.0], [0.0, 0.0, -1.0], [0.2, 0.0, -1.0]]])
+    directions = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    near, far, valid = ray_box_intervals(origins, directions, torch.zeros(1, 3), torch.tensor([SIDE]))
+    assert valid.tolist() == [[True, False, False]]
+    assert abs(near[0, 0] - 0.95) < 1e-6 and abs(far[0, 0] - 1.05) < 1e-6
+
+
+def test_renderer_gradients_match_finite_differences():
+    generator = torch.Generator().manual_seed(0)
+    grids = torch.randn(2, 4, 3, 3, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    centres = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.5, 0.0]], dtype=torch.float64)
+    sides = torch.tensor([SIDE, 2 * SIDE], dtype=torch.float64)
+    origins = centres[:, None] + torch.tensor([0.01, -0.02, -1.0], dtype=torch.float64)
+    targets = centres[:, None] + 0.3 * sides[:, None, None] * torch.randn(2, 5, 3, generator=generator, dtype=torch.float64)
+    directions = torch.nn.functional.normalize(targets - origins, dim=-1)
+
+    def render(grids):
+        rendering = render_rays(grids, centres, sides, origins.expand(2, 5, 3), directions, RenderConfig(samples=6))
+        return rendering.descriptors, rendering.final_transmittance
+
+    assert torch.autograd.gradcheck(render, (grids,), eps=1e-6, atol=1e-5)
+
+
+def plane_descriptor(points: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """A smooth unit descriptor field on the plane z = 0 of the cube: (..., 3) -> (..., C)."""
+    features = torch.stack([torch.ones_like(points[..., 0]), points[..., 0] / SIDE, points[..., 1] / SIDE], dim=-1)
+    return torch.nn.functional.normalize(features @ basis, dim=-1)
+
+
+def camera_rays(centres: np.ndarray, count: int, basis: torch.Tensor, rng: np.random.Generator):
+    """Rays from camera ``centres`` (K, 3) to random points of the surface inside the cube, with
+    the surface's descriptor at the hit point as target."""
+    surface = np.concatenate([rng.uniform(-0.4 * SIDE, 0.4 * SIDE, (count, 2)), np.zeros((count, 1))], axis=1)
+    origins = centres[rng.integers(0, len(centres), count)]
+    directions = surface - origins
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    as_tensor = lambda a: torch.from_numpy(a).float()  # noqa: E731
+    return as_tensor(origins), as_tensor(directions), plane_descriptor(as_tensor(surface), basis)
+
+
+def viewpoints(elevations_deg, azimuths_deg, distance=2.0) -> np.ndarray:
+    return np.array([[distance * np.sin(np.radians(e)) * np.cos(np.radians(a)), distance * np.sin(np.radians(e)) * np.sin(np.radians(a)),
+                      distance * np.cos(np.radians(e))] for e in elevations_deg for a in azimuths_deg])
+
+
+def landmark_rays(seed: int, centre: np.ndarray, count: int = 1500):
+    rng = np.random.default_rng(seed)
+    basis = torch.from_numpy(rng.normal(size=(3, CHANNELS))).float()
+    training = viewpoints([5, 20, 35], [0, 60, 120, 180, 240, 300])
+    origins, directions, targets = camera_rays(training, count, basis, rng)
+    return origins + torch.from_numpy(centre).float(), directions, targets, basis
+
+
+def test_one_landmark_renders_its_descriptor_at_held_out_viewing_directions():
+    origins, directions, targets, basis = landmark_rays(0, np.zeros(3))
+    rays = TrainingRays(origins, directions, targets, torch.tensor([0]), torch.tensor([len(origins)]))
+    config = TrainConfig(steps=150, rays_per_step=256)
+    trained = train_grids(torch.zeros(1, 3), torch.tensor([SIDE]), rays, np.array([0]), config)
+    assert trained.losses[-1] < 0.5 * trained.losses[0]
+    held_out = viewpoints([12, 28], [30, 90, 150, 210, 270, 330])
+    test_origins, test_directions, test_targets = camera_rays(held_out, 500, basis, np.random.default_rng(1))
+    rendering = render_rays(trained.grids, torch.zeros(1, 3), torch.tensor([SIDE]), test_origins[None], test_directions[None], config.render)
+    cosine = (rendering.descriptors[0] * test_targets).sum(dim=-1)
+    assert rendering.valid.all() and cosine.mean() >= 0.9, float(cosine.mean())
+    assert float(trained.psnr_db[0]) > config.min_psnr_db
+
+
+def test_batched_training_equals_one_landmark_at_a_time():
+    centres = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.5], [-1.0, 0.5, 0.2]])
+    per_landmark = [landmark_rays(seed, centre, count) for seed, (centre, count) in enumerate(zip(centres, (300, 500, 400)))]
+    config = TrainConfig(steps=30, rays_per_step=64)
+    sides = torch.full((3,), SIDE)
+    counts = torch.tensor([len(rays[0]) for rays in per_landmark])
+    batched_rays = TrainingRays(*(torch.cat([rays[k] for rays in per_landmark]) for k in range(3)),
+                                torch.cumsum(counts, 0) - counts, counts)
+    seeds = np.array([11, 12, 13])
+    batched = train_grids(torch.from_numpy(centres).float(), sides, batched_rays, seeds, config)
+    for index, rays in enumerate(per_landmark):
+        single_rays = TrainingRays(*rays[:3], torch.tensor([0]), counts[index:index + 1])
+        single = train_grids(torch.from_numpy(centres[index:index + 1]).float(), sides[:1], single_rays, seeds[index:index + 1], config)
+        torch.testing.assert_close(batched.grids[index], single.grids[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(batched.psnr_db[index], single.psnr_db[0], atol=1e-3, rtol=1e-4)
