@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 from ..errors import PipelineError
 
-STAGE_MODULES = ("reloc.features.stages", "reloc.mapping.stages", "reloc.retrieval.stages", "reloc.localization.stages")
+STAGE_MODULES = ("reloc.features.stages", "reloc.mapping.stages", "reloc.retrieval.stages", "reloc.localization.stages",
+                 "reloc.favor.stages")
 
 PLANNED_STAGES = {
-    "favor.train": "issue 5 (FaVoR)",
     "favor.localize": "issue 5 (FaVoR)",
     "matching.casp": "issue 6 (CasP)",
     "matching.homomatcher": "issue 6 (HomoMatcher)",
