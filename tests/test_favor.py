@@ -3,11 +3,21 @@ a known descriptor field, and batched training equal to one landmark at a time."
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from reloc.cli import app
+from reloc.datasets.synthetic.generate import SynthConfig, generate
+from reloc.favor.model import FAVOR_FILE, LandmarkFields, keyframe_poses, training_rays
 from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
 from reloc.favor.train import TrainConfig, TrainingRays, train_grids
+from reloc.mapping.patches import read_landmark_patches
+from reloc.mapping.store import read_sparse_map
 
 SIDE = 0.1  # cube side in metres
 CHANNELS = 16
@@ -111,3 +121,45 @@ def test_batched_training_equals_one_landmark_at_a_time():
         single = train_grids(torch.from_numpy(centres[index:index + 1]).float(), sides[:1], single_rays, seeds[index:index + 1], config)
         torch.testing.assert_close(batched.grids[index], single.grids[0], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(batched.psnr_db[index], single.psnr_db[0], atol=1e-3, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def favor_map(tmp_path_factory):
+    """A small synthetic map with landmark patches and trained FaVoR fields."""
+    root = tmp_path_factory.mktemp("favor")
+    generate(SynthConfig("7scenes", seed=3, mapping_frames=30, query_frames=2, mapping_sequences=1, query_sequences=1), root / "scene")
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "default.yaml").read_text())
+    config["mapping"]["nodes"]["patches"]["with"]["max_landmarks"] = 300
+    config["mapping"]["nodes"]["fields"] = {"stage": "favor.train", "with": {"steps": 100},
+                                            "inputs": {"patches": "patches.patches", "map_dir": "map.dir"}}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["map", "--config", str(root / "config.yaml"), "--dataset", "7scenes", "--root", str(root / "scene"),
+                                      "--out", str(root / "map")])
+    assert result.exit_code == 0, result.output
+    return root / "map"
+
+
+def test_training_rays_pass_through_their_landmark(favor_map):
+    patches, sparse_map = read_landmark_patches(favor_map), read_sparse_map(favor_map)
+    rays, centres, sides = training_rays(patches, sparse_map, keyframe_poses(favor_map))
+    centre_pixel = (patches.patch_size ** 2) // 2
+    rows = rays.starts + centre_pixel  # the first observation of each landmark, its patch centre
+    to_point = centres - rays.origins[rows]
+    distance = torch.linalg.norm(torch.cross(to_point, rays.directions[rows], dim=1), dim=1)
+    # Within the triangulation's 2-px reprojection bound, i.e. under a third of the cube's side.
+    assert float((distance / sides).median()) < 0.05 and float((distance / sides).max()) < 0.35
+    assert int(rays.counts.sum()) == len(patches.landmark) * patches.patch_size ** 2
+
+
+def test_trained_fields_render_the_observed_descriptors(favor_map):
+    fields = LandmarkFields.load(favor_map / FAVOR_FILE)
+    patches, sparse_map = read_landmark_patches(favor_map), read_sparse_map(favor_map)
+    assert fields.grids.shape[1:] == (65, 3, 3, 3) and len(fields.landmark_ids) > 0.9 * len(np.unique(patches.landmark))
+    rays, centres, sides = training_rays(patches, sparse_map, keyframe_poses(favor_map))
+    keep = np.isin(np.unique(patches.landmark), fields.landmark_ids)
+    rows = rays.starts[keep][:, None] + torch.arange(int(rays.counts.min()))[None]
+    rendering = render_rays(fields.grids, fields.centres, fields.sides, rays.origins[rows], rays.directions[rows], RenderConfig())
+    cosine = (rendering.descriptors * rays.targets[rows]).sum(-1)[rendering.valid]
+    mean_descriptor = torch.nn.functional.normalize(fields.grids[:, 1:].mean(dim=(2, 3, 4)), dim=1)
+    baseline = (mean_descriptor[:, None] * rays.targets[rows]).sum(-1)[rendering.valid]
+    assert float(cosine.mean()) > 0.85 and float(cosine.mean()) > float(baseline.mean())
