@@ -12,10 +12,13 @@ import yaml
 from typer.testing import CliRunner
 
 from reloc.cli import app
+from reloc.datasets import load_dataset
 from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.favor.model import FAVOR_FILE, LandmarkFields, keyframe_poses, training_rays
 from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
+from reloc.eval.results import read_results
 from reloc.favor.train import TrainConfig, TrainingRays, train_grids
+from reloc.geometry.errors import pose_error
 from reloc.mapping.patches import read_landmark_patches
 from reloc.mapping.store import read_sparse_map
 
@@ -124,19 +127,40 @@ def test_batched_training_equals_one_landmark_at_a_time():
 
 
 @pytest.fixture(scope="module")
-def favor_map(tmp_path_factory):
-    """A small synthetic map with landmark patches and trained FaVoR fields."""
+def favor_run(tmp_path_factory):
+    """configs/favor.yaml (fewer landmarks and steps) evaluated on a small synthetic scene."""
     root = tmp_path_factory.mktemp("favor")
-    generate(SynthConfig("7scenes", seed=3, mapping_frames=30, query_frames=2, mapping_sequences=1, query_sequences=1), root / "scene")
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "default.yaml").read_text())
-    config["mapping"]["nodes"]["patches"]["with"]["max_landmarks"] = 300
-    config["mapping"]["nodes"]["fields"] = {"stage": "favor.train", "with": {"steps": 100},
-                                            "inputs": {"patches": "patches.patches", "map_dir": "map.dir"}}
+    generate(SynthConfig("7scenes", seed=3, mapping_frames=40, query_frames=6, mapping_sequences=1, query_sequences=1), root / "scene")
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "favor.yaml").read_text())
+    config["mapping"]["nodes"]["patches"]["with"]["max_landmarks"] = 1200
+    config["mapping"]["nodes"]["fields"]["with"]["steps"] = 60
     (root / "config.yaml").write_text(yaml.safe_dump(config))
-    result = CliRunner().invoke(app, ["map", "--config", str(root / "config.yaml"), "--dataset", "7scenes", "--root", str(root / "scene"),
-                                      "--out", str(root / "map")])
+    result = CliRunner().invoke(app, ["eval", "--config", str(root / "config.yaml"), "--dataset", "7scenes", "--root", str(root / "scene"),
+                                      "--out", str(root / "run")])
     assert result.exit_code == 0, result.output
-    return root / "map"
+    return root
+
+
+@pytest.fixture(scope="module")
+def favor_map(favor_run):
+    return favor_run / "run" / "map"
+
+
+def test_favor_localizes_queries_in_iterations(favor_run):
+    ground_truth = load_dataset("7scenes", favor_run / "scene").ground_truth()
+    results = read_results(favor_run / "run" / "results.txt")
+    errors = []
+    for name, result in results.items():
+        iterations = result.details["iterations"]
+        assert 1 <= len(iterations) <= 3 and all(set(it["ms"]) == {"render", "matching", "pnp"} for it in iterations)
+        if result.pose is None:
+            assert result.reason.startswith("FaVoR iteration") and iterations[-1]["pose"] is None
+            assert result.reason.endswith(("is visible from the current pose", "< 20)")), result.reason
+        else:
+            assert len(iterations) == 3 and iterations[-1]["inliers"] == result.num_inliers
+            errors.append(pose_error(result.pose, ground_truth[name].pose)[0])
+    # Queries whose prior keyframe sees no persistent landmark of this small map fail, with that reason.
+    assert len(errors) >= 2 and max(errors) < 0.10, errors
 
 
 def test_training_rays_pass_through_their_landmark(favor_map):

@@ -100,3 +100,4 @@ def _merge_details(path: Path, results: dict[str, QueryResult]) -> None:
         if name in results:
             results[name].num_inliers = int(entry.get("num_inliers", 0))
             results[name].timings = {k: float(v) for k, v in entry.get("timings", {}).items()}
+            results[name].details = {k: v for k, v in entry.items() if k not in ("success", "reason", "num_inliers", "timings")}

@@ -1,15 +1,22 @@
-"""FaVoR mapping stage ``favor.train``: voxel descriptor fields of all persistent landmarks,
-trained together from the map's landmark patches, written to ``favor.pt``."""
+"""FaVoR stages. ``favor.train`` (mapping): voxel descriptor fields of all persistent landmarks,
+trained together from the map's landmark patches, written to ``favor.pt``. ``favor.localize``:
+iterative render-match-PnP from the retrieval prior."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..features.base import prepare_image
+from ..features.dense import dense_backbone
 from ..mapping.patches import read_landmark_patches
 from ..mapping.store import read_sparse_map
 from ..pipeline.registry import Stage, register_stage
+from ..pipeline.timing import add_query_time, query_timer
+from ..types import Frame, QueryResult
+from .localize import FavorLocalizeConfig, localize_favor
 from .model import FAVOR_FILE, LandmarkFields, keyframe_poses, training_rays
 from .train import TrainConfig, train_grids
 
@@ -32,3 +39,40 @@ class TrainFavor(Stage):
                                 trained.psnr_db[kept])
         fields.save(map_dir / FAVOR_FILE)
         return {"fields": map_dir / FAVOR_FILE}
+
+
+@dataclass
+class FavorQueryConfig(FavorLocalizeConfig):
+    resize_max: int = 1024  # long side of the query image the backbone sees
+
+
+@register_stage
+class LocalizeFavor(Stage):
+    """Prior: the pose of the top retrieved keyframe; then FaVoR's render-match-PnP iterations.
+    Per-iteration poses, matches, inliers and seconds go to the results' details."""
+
+    name = "favor.localize"
+    Config = FavorQueryConfig
+    inputs = {"frames": list[Frame], "retrieved": dict[str, list[str]], "map_dir": Path}
+    outputs = {"results": list[QueryResult]}
+    cacheable = False
+
+    def run(self, frames: list[Frame], retrieved: dict[str, list[str]], map_dir: Path) -> dict:
+        fields = LandmarkFields.load(map_dir / FAVOR_FILE)
+        backbone = dense_backbone(fields.backbone)
+        poses = keyframe_poses(map_dir)
+        results = []
+        for frame in frames:
+            with query_timer("features", frame.name):
+                field_of_query = backbone(*prepare_image(frame.image_path, self.config.resize_max, backbone.multiple))
+            iterations = localize_favor(field_of_query, frame.camera, poses[retrieved[frame.name][0]], fields, self.config)
+            for iteration in iterations:
+                for stage, seconds in iteration.seconds.items():
+                    add_query_time(stage, [frame.name], seconds)
+            last = iterations[-1]
+            details = {"prior": retrieved[frame.name][0], "iterations": [
+                {"pose": None if it.pose is None else [*it.pose.qvec.tolist(), *it.pose.t.tolist()], "visible": it.visible,
+                 "matches": it.matches, "inliers": it.inliers, "ms": {k: 1000 * v for k, v in it.seconds.items()}} for it in iterations]}
+            reason = "" if last.pose is not None else f"FaVoR iteration {len(iterations)}: {last.reason}"
+            results.append(QueryResult(frame.name, last.pose, reason, last.inliers, details=details))
+        return {"results": results}

@@ -18,7 +18,6 @@ STAGE_MODULES = ("reloc.features.stages", "reloc.mapping.stages", "reloc.retriev
                  "reloc.favor.stages")
 
 PLANNED_STAGES = {
-    "favor.localize": "issue 5 (FaVoR)",
     "matching.casp": "issue 6 (CasP)",
     "matching.homomatcher": "issue 6 (HomoMatcher)",
 }
