@@ -16,9 +16,8 @@ and L2-normalised. Rays that miss their cube are flagged invalid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

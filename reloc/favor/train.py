@@ -109,7 +109,7 @@ def landmark_losses(grids: torch.Tensor, centres: torch.Tensor, sides: torch.Ten
 
 
 def train_grids(centres: torch.Tensor, sides: torch.Tensor, rays: TrainingRays, landmark_seeds: np.ndarray,
-                config: TrainConfig, on_step=None) -> TrainedGrids:
+                config: TrainConfig) -> TrainedGrids:
     """Train the grids of L landmarks (``centres`` (L, 3), cube ``sides`` (L,)) on their rays."""
     grids = initial_grids(rays, config.grid_size).requires_grad_(True)
     optimizer = torch.optim.Adam([grids], lr=config.learning_rate)
@@ -122,8 +122,6 @@ def train_grids(centres: torch.Tensor, sides: torch.Tensor, rays: TrainingRays, 
         loss.sum().backward()
         optimizer.step()
         losses.append(float(loss.detach().sum()))
-        if on_step is not None:
-            on_step(step)
     with torch.no_grad():
         columns = torch.arange(int(rays.counts.max()))[None]
         _, mse = landmark_losses(grids, centres, sides, rays, columns % rays.counts[:, None], config, columns < rays.counts[:, None])
