@@ -10,6 +10,7 @@ iteration only). Too few inliers stop the iterations and fail the query; it neve
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -104,7 +105,7 @@ def localize_favor(field_of_query: DescriptorField, camera: Camera, prior: Pose,
         points2d = refine_positions(field_of_query, rendered[matches[:, 0]], grid[matches[:, 1]], config.grid_step_px / 2)
         seconds["matching"] = time.perf_counter() - start
         start = time.perf_counter()
-        pnp = PnPConfig(config.pnp.max_error_px, config.pnp.min_inliers, refine=index == config.iterations - 1)
+        pnp = dataclasses.replace(config.pnp, refine=index == config.iterations - 1)
         estimate = estimate_pose(points2d, fields.centres.numpy()[landmarks[matches[:, 0]]].astype(np.float64), camera, pnp)
         seconds["pnp"] = time.perf_counter() - start
         reason = "no landmark field is visible from the current pose" if len(landmarks) == 0 else estimate.reason

@@ -16,6 +16,7 @@ import pycolmap
 import torch
 
 from ..errors import RelocError
+from ..features.dense import patch_offsets
 from ..mapping.patches import LandmarkPatches
 from ..mapping.store import SFM_FOLDER, SparseMap
 from ..types import Pose
@@ -57,8 +58,7 @@ def training_rays(patches: LandmarkPatches, sparse_map: SparseMap, poses: dict[s
     """Rays through every patch pixel of every observation, grouped by landmark in the order of
     ``patches.landmark_ids``; and the cubes' centres (L, 3) and sides (L,)."""
     size = patches.patch_size
-    offsets = (np.arange(size) - (size - 1) / 2)
-    grid = np.stack(np.meshgrid(offsets, offsets, indexing="xy"), axis=-1).reshape(-1, 2)  # (P*P, 2), rows along y
+    grid = patch_offsets(size)
     order = np.argsort(patches.landmark, kind="stable")
     landmark_of = patches.landmark[order]
     origins = np.zeros((len(order), 3))

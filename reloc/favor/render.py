@@ -36,10 +36,10 @@ class Rendering:
     valid: torch.Tensor  # (L, R) bool, the ray crosses the cube
 
 
-def density_shift(alpha_init: float, voxel_length: float = 1.0) -> float:
+def density_shift(alpha_init: float) -> float:
     """The shift of DVGO's softplus density activation for which density 0 gives ``alpha_init``
-    over one voxel length (lengths are in voxel units)."""
-    return math.log(math.expm1(-math.log1p(-alpha_init) / voxel_length))
+    over one voxel length (the renderer measures steps in voxel lengths)."""
+    return math.log(math.expm1(-math.log1p(-alpha_init)))
 
 
 def ray_box_intervals(origins: torch.Tensor, directions: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor

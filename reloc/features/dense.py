@@ -17,6 +17,13 @@ from ..errors import RelocError
 from .extractors import images_to_tensor, load_aliked, load_xfeat
 
 
+def patch_offsets(patch_size: int) -> np.ndarray:
+    """(P*P, 2) offsets (x, y) of a P x P patch's samples from its centre, in sample spacings,
+    row by row (row index along y, column along x)."""
+    offsets = np.arange(patch_size) - (patch_size - 1) / 2
+    return np.stack(np.meshgrid(offsets, offsets, indexing="xy"), axis=-1).reshape(-1, 2)
+
+
 @dataclass
 class DescriptorField:
     """The backbone output of one image, sampled on demand.
@@ -40,9 +47,7 @@ class DescriptorField:
     def patches(self, centres: np.ndarray, patch_size: int, spacing_px: float) -> np.ndarray:
         """Patches (N, P, P, C) of descriptors on a P x P grid with ``spacing_px`` original
         pixels between samples, centred on ``centres`` (N, 2); row index follows y, column x."""
-        offsets = (np.arange(patch_size) - (patch_size - 1) / 2) * spacing_px
-        grid = np.stack(np.meshgrid(offsets, offsets, indexing="xy"), axis=-1).reshape(-1, 2)  # (P*P, 2) as (x, y)
-        points = (np.asarray(centres, np.float64)[:, None, :] + grid[None]).reshape(-1, 2)
+        points = (np.asarray(centres, np.float64)[:, None, :] + patch_offsets(patch_size)[None] * spacing_px).reshape(-1, 2)
         return self.sample(points).reshape(len(centres), patch_size, patch_size, -1)
 
 

@@ -50,8 +50,9 @@ class ExtractFeatures(Stage):
             store = FeatureStore(self.extractor, path)
         else:
             store = FeatureStore(self.extractor)
-        for start in range(0, len(frames), max(1, self.config.batch_size)):
-            chunk = frames[start:start + max(1, self.config.batch_size)]
+        batch_size = max(1, self.config.batch_size)
+        for start in range(0, len(frames), batch_size):
+            chunk = frames[start:start + batch_size]
             images, scales = [], []
             for frame in chunk:
                 with query_timer("features", frame.name):

@@ -88,7 +88,8 @@ def observations_to_keep(point_ids: list[np.ndarray], landmarks: np.ndarray, max
         chosen = np.arange(count) if max_observations <= 0 or count <= max_observations else np.unique(
             np.round(np.linspace(0, count - 1, max_observations)).astype(int))
         keep[order[start + chosen]] = True
-    return [keypoints[keep & (images == image)] for image in range(len(point_ids))]
+    # ``images`` is non-decreasing (built image by image): split the kept keypoints per image.
+    return np.split(keypoints[keep], np.cumsum(np.bincount(images[keep], minlength=len(point_ids)))[:-1])
 
 
 def write_landmark_patches(map_dir: Path, keyframes: list[Frame], features: FeatureStore, point_ids: dict[str, np.ndarray],
