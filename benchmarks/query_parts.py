@@ -1,0 +1,82 @@
+"""Micro-benchmarks of the query-path choices in the default pipeline, each against the
+alternative it replaced, on one Strecha image; and XFeat batched extraction.
+
+    python benchmarks/query_parts.py --image ../shared/data/strecha/fountain-P11/seq1/0001.jpg \
+        --batch-images data/synthetic-7scenes-seed0/seq-01
+
+Prints the median milliseconds of 10 runs of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from reloc.datasets.base import read_image
+from reloc.features.base import prepare_image
+from reloc.features.extractors import XFeatExtractor, ExtractorConfig, stretch_contrast
+from reloc.matching.mnn import MutualNNConfig, mutual_nn
+
+
+def median_ms(function, repeats: int = 10) -> float:
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def percentile_stretch(gray: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(gray, (1, 99))
+    return np.clip((gray.astype(np.float32) - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+
+
+def torch_mutual_nn(descriptors0: np.ndarray, descriptors1: np.ndarray) -> torch.Tensor:
+    similarity = torch.from_numpy(descriptors0) @ torch.from_numpy(descriptors1).T
+    top = similarity.topk(2, dim=1)
+    return (similarity.argmax(dim=0)[top.indices[:, 0]] == torch.arange(len(descriptors0))) & (top.values[:, 0] > 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", type=Path, required=True)
+    parser.add_argument("--batch-images", type=Path, required=True, help="folder of same-size images for the batching figure")
+    args = parser.parse_args()
+    rows = [("decode, PIL", median_ms(lambda: np.asarray(Image.open(args.image).convert("RGB")))),
+            ("decode, OpenCV (reloc)", median_ms(lambda: read_image(args.image)))]
+    image, _ = prepare_image(args.image, 1024)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    rows += [("contrast stretch, np.percentile", median_ms(lambda: percentile_stretch(gray))),
+             ("contrast stretch, histogram (reloc)", median_ms(lambda: stretch_contrast(gray)))]
+    keypoints = cv2.SIFT_create(nfeatures=3000, contrastThreshold=0.02).detect(stretch_contrast(gray), None)
+    rows += [("keypoints to array, Python loop", median_ms(lambda: np.array([k.pt for k in keypoints]))),
+             ("keypoints to array, cv2.KeyPoint_convert (reloc)", median_ms(lambda: cv2.KeyPoint_convert(keypoints)))]
+    rng = np.random.default_rng(0)
+    descriptors0, descriptors1 = (rng.normal(size=(n, 128)).astype(np.float32) for n in (3000, 1500))
+    descriptors0 /= np.linalg.norm(descriptors0, axis=1, keepdims=True)
+    descriptors1 /= np.linalg.norm(descriptors1, axis=1, keepdims=True)
+    rows += [("mutual NN 3000 x 1500, torch argmax/topk", median_ms(lambda: torch_mutual_nn(descriptors0, descriptors1))),
+             ("mutual NN 3000 x 1500, numpy max reductions (reloc)", median_ms(lambda: mutual_nn(descriptors0, descriptors1, MutualNNConfig(ratio=0.8))))]
+    paths = sorted(p for p in args.batch_images.iterdir() if p.suffix in (".png", ".jpg"))[:8]
+    prepared = [prepare_image(path, 1024, XFeatExtractor.multiple) for path in paths]
+    extractor = XFeatExtractor(ExtractorConfig(max_keypoints=4096, resize_max=1024))
+    for batch in (1, 4, 8):
+        def run(batch=batch):
+            for start in range(0, len(prepared), batch):
+                chunk = prepared[start:start + batch]
+                extractor.extract_batch([image for image, _ in chunk], [scale for _, scale in chunk])
+        rows.append((f"XFeat {prepared[0][0].shape[1]}x{prepared[0][0].shape[0]}, batch {batch}, per image", median_ms(run, 3) / len(prepared)))
+    for name, ms in rows:
+        print(f"| {name} | {ms:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
