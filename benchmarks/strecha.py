@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from colmap_peer import run_scene
-from reloc.datasets.cambridge import Cambridge, read_split
+from reloc.datasets.cambridge import Cambridge, image_key, read_split
 from reloc.datasets.synthetic.appearance import Appearance, apply_appearance
 
 SCENES = ("fountain-P11", "Herz-Jesus-P8", "castle-P19")
@@ -35,6 +35,7 @@ def write_harder_copy(scene: Path, out: Path) -> Path:
         shutil.rmtree(out)
     shutil.copytree(scene, out)
     queries = {name for name, _, _ in read_split(scene / "dataset_test.txt")}
+    query_keys = {image_key(name) for name in queries}  # NVM names may differ in extension (Cambridge, synthetic)
     rng = np.random.default_rng(0)
     for name in sorted(queries):
         image = Image.open(scene / name).convert("RGB")
@@ -45,7 +46,7 @@ def write_harder_copy(scene: Path, out: Path) -> Path:
     count = int(lines[2])
     for index in range(3, 3 + count):
         tokens = lines[index].split()
-        if tokens[0] in queries:
+        if image_key(tokens[0]) in query_keys:
             tokens[1] = f"{float(tokens[1]) / 2:.6f}"
             lines[index] = " ".join(tokens)
     (out / "reconstruction.nvm").write_text("\n".join(lines) + "\n")

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .datasets import load_dataset
@@ -20,8 +20,9 @@ from .errors import RelocError
 from .eval.metrics import compute_metrics
 from .eval.report import print_metrics, write_metrics, write_report
 from .eval.results import read_results, write_results
+from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
-from .pipeline.runner import build_map, folder_bytes, localize, map_is_current
+from .pipeline.runner import build_map, folder_bytes, load_map_pipeline, localize, map_is_current
 from .pipeline.spec import SOURCES, load_pipeline, read_yaml
 
 app = typer.Typer(
@@ -66,20 +67,26 @@ def open_dataset(dataset: ScoredDataset, root: Path, images: Path | None = None,
 
 
 def node_progress(description: str):
-    """A rich progress bar over graph nodes and the callback that advances it."""
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=console, transient=False)
+    """A rich progress display: one bar over the graph's nodes, and one more for each ``track``ed
+    loop inside a node (images, queries, training steps). Returns the display, the node task, the
+    node callback and the context that routes the loops to the display."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, transient=False)
     task = progress.add_task(description, total=None)
 
     def on_node(name: str, index: int, total: int) -> None:
         progress.update(task, description=f"{description}: {name}", completed=index, total=total)
 
-    return progress, task, on_node
+    def start_task(loop: str, total: int):
+        loop_task = progress.add_task(f"  {loop}", total=total)
+        return lambda: progress.advance(loop_task)
+
+    return progress, task, on_node, reporting(start_task)
 
 
 def run_mapping(pipeline, frames, map_dir: Path, dataset: dict) -> None:
-    progress, task, on_node = node_progress("mapping")
-    with progress:
+    progress, task, on_node, loops = node_progress("mapping")
+    with progress, loops:
         run = build_map(pipeline, frames, map_dir, dataset, on_node)
         progress.update(task, description="mapping: done", completed=len(run.seconds))
     table = Table(title=f"Mapping {len(frames)} frames into {map_dir}")
@@ -91,8 +98,8 @@ def run_mapping(pipeline, frames, map_dir: Path, dataset: dict) -> None:
 
 
 def run_localization(map_dir: Path, queries, pipeline=None) -> list:
-    progress, task, on_node = node_progress(f"localizing {len(queries)} queries")
-    with progress:
+    progress, task, on_node, loops = node_progress(f"localizing {len(queries)} queries")
+    with progress, loops:
         results = localize(map_dir, queries, on_node, pipeline)
         progress.update(task, description="localization: done", completed=1, total=1)
     failed = sum(not r.success for r in results)
@@ -161,16 +168,23 @@ def eval_command(
     out: Annotated[Path, typer.Option(help="Run folder: map/, results.txt, metrics.json, report.md.")],
     images: ImagesOption = None,
     queries: QueriesOption = None,
+    map_dir: Annotated[Optional[Path], typer.Option("--map", help="Localize against this existing map folder instead of "
+                                                    "building OUT/map; only the config's localization graph runs. Compares "
+                                                    "localizers on one map (its mapping must produce what they read).")] = None,
 ):
     """Map the training split, localize the test split and score it (the map is reused when unchanged)."""
     pipeline = load_pipeline(config)
     scene = open_dataset(dataset, root, images, queries)
-    frames, query_frames = scene.frames("train"), scene.frames("test")
-    map_dir = out / "map"
-    if map_is_current(map_dir, pipeline, frames):
-        console.print(f"reusing the map in {map_dir} (same mapping config and frames)")
+    query_frames = scene.frames("test")
+    if map_dir is not None:
+        load_map_pipeline(map_dir)  # a folder that is not a map fails here, by name
+        console.print(f"localizing against the given map {map_dir}")
     else:
-        run_mapping(pipeline, frames, map_dir, {"kind": dataset.value, "root": str(root)})
+        frames, map_dir = scene.frames("train"), out / "map"
+        if map_is_current(map_dir, pipeline, frames):
+            console.print(f"reusing the map in {map_dir} (same mapping config and frames)")
+        else:
+            run_mapping(pipeline, frames, map_dir, {"kind": dataset.value, "root": str(root)})
     results = run_localization(map_dir, query_frames, pipeline)
     write_results(out / "results.txt", results)
     metrics, errors = compute_metrics({r.name: r for r in results}, scene.ground_truth(), folder_bytes(map_dir))
@@ -249,13 +263,18 @@ def synth(
     sequences: Annotated[str, typer.Option(help="MAPPING,QUERIES sequence counts.")] = "3,2",
     appearance: Annotated[str, typer.Option(help="Query appearance: a preset (none, harsh) or key=value,... with keys "
                                             "exposure, gamma, white_balance (R:G:B), noise, motion_blur, jpeg_quality.")] = "none",
+    query_offset: Annotated[float, typer.Option(help="Metres by which queries leave the mapping trajectory: each query "
+                                                "sequence follows a mapping sequence, every camera moved this far sideways "
+                                                "(left or right) and re-aimed at what the mapping camera looked at "
+                                                "(2 m ahead indoors, 8 m outdoors). 0: queries on paths of their own.")] = 0.0,
 ):
     """Generate a synthetic scene with exact ground truth in the 7-Scenes or Cambridge layout."""
     from .datasets.synthetic.appearance import parse_appearance
     from .datasets.synthetic.generate import SynthConfig, generate
 
     (mapping_frames, query_frames), (mapping_sequences, query_sequences) = parse_frames(frames), parse_frames(sequences)
-    config = SynthConfig(layout.value, seed, mapping_frames, query_frames, mapping_sequences, query_sequences, parse_appearance(appearance))
+    config = SynthConfig(layout.value, seed, mapping_frames, query_frames, mapping_sequences, query_sequences, parse_appearance(appearance),
+                         query_offset)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                         TimeElapsedColumn(), console=console)
     with progress:

@@ -19,6 +19,7 @@ from reloc.cli import app
 from reloc.errors import PipelineError
 from reloc.pipeline.cache import DiskCache
 from reloc.pipeline.engine import run_graph
+from reloc.pipeline.progress import reporting, track
 from reloc.pipeline.registry import Stage, register_stage, unregister_stage
 from reloc.pipeline.spec import load_pipeline
 from reloc.types import Frame, QueryResult
@@ -251,6 +252,42 @@ def test_eval_builds_reuses_map_and_reports_failures(tmp_path):
     result = CliRunner().invoke(app, args)
     assert "reusing the map" not in result.output
     assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 3
+
+
+def test_eval_against_a_given_map_runs_only_the_localization_graph(tmp_path):
+    scene = tmp_path / "scene"
+    write_cambridge(scene, sizes=[(64, 48)] * 5)
+    config = write_yaml(tmp_path, pipeline_dict())
+    result = CliRunner().invoke(app, ["map", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "map")])
+    assert result.exit_code == 0, result.output
+    content = pipeline_dict()
+    content["mapping"]["nodes"]["double"]["with"]["factor"] = 5.0  # would write count 5 if mapping ran
+    content["localization"]["nodes"]["loc"]["with"] = {"verb": "place"}
+    write_yaml(tmp_path, content)
+    args = ["eval", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, [*args, "--map", str(tmp_path / "map")])
+    assert result.exit_code == 0, result.output
+    assert "localizing against the given map" in result.output and not (tmp_path / "run" / "map").exists()
+    assert json.loads((tmp_path / "map" / "count.json").read_text()) == 2
+    assert "map of 2 frames cannot place" in (tmp_path / "run" / "results.txt").read_text()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["map_bytes"] > 0
+    result = CliRunner().invoke(app, [*args, "--map", str(scene)])
+    assert result.exit_code == 2 and "not a reloc map folder (no map.yaml" in result.output
+
+
+def test_track_reports_each_loop_to_the_front_end_only_inside_reporting():
+    started, advanced = [], []
+
+    def start_task(description, total):
+        started.append((description, total))
+        return lambda: advanced.append(description)
+
+    assert list(track([1, 2, 3], "outside")) == [1, 2, 3] and not started
+    with reporting(start_task):
+        assert list(track(range(4), "steps")) == [0, 1, 2, 3]
+        assert list(track([], "nothing")) == []
+    assert started == [("steps", 4), ("nothing", 0)] and advanced == ["steps"] * 4
+    assert list(track("ab", "after")) == ["a", "b"] and len(started) == 2
 
 
 def test_localize_command_on_image_folder(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import defaultdict
 
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from reloc.cli import app
 from reloc.datasets import load_dataset, read_depth_mm, read_image
 from reloc.datasets.synthetic.appearance import Appearance, apply_appearance, parse_appearance
-from reloc.datasets.synthetic.generate import SynthConfig, build_scene, generate
+from reloc.datasets.synthetic.generate import LAYOUTS, SynthConfig, build_scene, generate, plan_frames
 from reloc.datasets.synthetic.pairs import PairSampler
 from reloc.datasets.synthetic.render import Renderer, pixel_centres
 from reloc.errors import RelocError
@@ -173,3 +174,29 @@ def test_synth_cli_writes_a_loadable_scene(tmp_path):
     assert len(load_dataset("cambridge", tmp_path / "s").frames("test")) == 1
     result = CliRunner().invoke(app, ["synth", "--layout", "7scenes", "--out", str(tmp_path / "t"), "--frames", "3"])
     assert result.exit_code != 0 and "expected MAPPING,QUERIES frame counts" in result.output
+
+
+@pytest.mark.parametrize("layout", ["7scenes", "cambridge"])
+def test_off_trajectory_queries_move_sideways_and_aim_at_what_the_mapping_camera_saw(layout):
+    plain = SynthConfig(layout, seed=4, mapping_frames=40, query_frames=6, mapping_sequences=2, query_sequences=2)
+    moved = dataclasses.replace(plain, query_offset_m=0.5)
+    spec = LAYOUTS[layout]
+    scene = build_scene(spec.scene, 4)
+    planned = plan_frames(moved, scene)
+    mapping = [frame for frame in planned if frame.split == "train"]
+    assert [frame.pose.t.tolist() for frame in mapping] == [frame.pose.t.tolist() for frame in plan_frames(plain, scene) if frame.split == "train"]
+    distances = []
+    for query in (frame for frame in planned if frame.split == "test"):
+        followed = [frame.pose for frame in mapping if frame.sequence == query.sequence - 2]  # queries 3, 4 follow 1, 2
+        source = followed[np.linspace(0, len(followed) - 1, 3).round().astype(int)[query.index]]
+        distance = np.linalg.norm(query.pose.center - source.center)
+        if distance > 0.5 - 1e-9:  # not clipped to the camera region: moved exactly sideways
+            assert abs((query.pose.center - source.center) @ source.R[2]) < 1e-9
+        assert query.pose.center[2] == pytest.approx(source.center[2])
+        distances.append(distance)
+        target = query.pose.transform((source.center + spec.look_at_m * source.R[2])[None])
+        assert target[0, 2] > 0
+        np.testing.assert_allclose(query.camera.project(target)[0], [query.camera.width / 2, query.camera.height / 2], atol=1e-6)
+    assert max(distances) <= 0.5 + 1e-9 and np.isclose(distances, 0.5).sum() >= 3, distances
+    with pytest.raises(RelocError, match="query offset must be a finite distance"):
+        SynthConfig(layout, query_offset_m=-1.0)

@@ -13,6 +13,7 @@ from ..features.base import prepare_image
 from ..features.dense import dense_backbone
 from ..mapping.patches import read_landmark_patches
 from ..mapping.store import read_sparse_map
+from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
 from ..types import Frame, QueryResult
@@ -62,7 +63,7 @@ class LocalizeFavor(Stage):
         backbone = dense_backbone(fields.backbone)
         poses = keyframe_poses(map_dir)
         results = []
-        for frame in frames:
+        for frame in track(frames, f"FaVoR localization of {len(frames)} queries"):
             with query_timer("features", frame.name):
                 field_of_query = backbone(*prepare_image(frame.image_path, self.config.resize_max, backbone.multiple))
             iterations = localize_favor(field_of_query, frame.camera, poses[retrieved[frame.name][0]], fields, self.config)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..pipeline.progress import track
 from .render import RenderConfig, render_rays
 
 
@@ -115,7 +116,7 @@ def train_grids(centres: torch.Tensor, sides: torch.Tensor, rays: TrainingRays, 
     optimizer = torch.optim.Adam([grids], lr=config.learning_rate)
     permutations = ray_permutations(rays.counts, landmark_seeds)
     losses = []
-    for step in range(config.steps):
+    for step in track(range(config.steps), f"training {len(centres)} landmark fields"):
         index = step_rays(permutations, rays.counts, step, config.rays_per_step)
         loss, _ = landmark_losses(grids, centres, sides, rays, index, config)
         optimizer.zero_grad(set_to_none=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
 from ..types import Frame
@@ -51,7 +52,7 @@ class ExtractFeatures(Stage):
         else:
             store = FeatureStore(self.extractor)
         batch_size = max(1, self.config.batch_size)
-        for start in range(0, len(frames), batch_size):
+        for start in track(range(0, len(frames), batch_size), f"{self.extractor} features of {len(frames)} images"):
             chunk = frames[start:start + batch_size]
             images, scales = [], []
             for frame in chunk:

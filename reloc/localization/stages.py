@@ -15,6 +15,7 @@ from ..features.base import Features, FeatureStore
 from ..features.stages import FEATURES_FILE
 from ..mapping.store import read_sparse_map
 from ..matching import MatcherConfig, build_matcher
+from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
 from ..types import Camera, Frame, QueryResult
@@ -107,7 +108,7 @@ class LocalizePnP(Stage):
         map_features = FeatureStore.open(map_dir / FEATURES_FILE)
         matcher = build_matcher(self.config.matcher, map_features.extractor)
         results = []
-        for frame in frames:
+        for frame in track(frames, f"matching and PnP for {len(frames)} queries"):
             query = features.read(frame.name)
             size = (frame.camera.width, frame.camera.height)
 

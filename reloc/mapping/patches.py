@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import RelocError
 from ..features.base import FeatureStore, prepare_image
 from ..features.dense import dense_backbone
+from ..pipeline.progress import track
 from ..types import Frame
 
 PATCHES_FILE = "patches.h5"
@@ -111,7 +112,8 @@ def write_landmark_patches(map_dir: Path, keyframes: list[Frame], features: Feat
                    "patches": ((size, size, backbone.dim), np.float16)}
         for key, (shape, dtype) in columns.items():
             group.create_dataset(key, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(256, *shape))
-        for index, (frame, ids, keypoint_index) in enumerate(zip(keyframes, image_point_ids, kept)):
+        for index, (frame, ids, keypoint_index) in track(list(enumerate(zip(keyframes, image_point_ids, kept))),
+                                                         f"{config.backbone} patches of {len(keyframes)} keyframes"):
             if len(keypoint_index) == 0:
                 continue
             image, scale = prepare_image(frame.image_path, config.resize_max, backbone.multiple)

@@ -23,8 +23,8 @@ from ...geometry.projection import project_points
 from ...types import Camera, Pose
 from .appearance import Appearance, apply_appearance
 from .render import Renderer
-from .scenes import SCENES, SceneModel
-from .trajectory import HandheldConfig, handheld_trajectory
+from .scenes import SCENES, CameraRegion, SceneModel
+from .trajectory import WORLD_UP, HandheldConfig, handheld_trajectory, look_rotation
 from .writers import CambridgeWriter, SevenScenesWriter
 
 NVM_POINTS = 5000
@@ -39,11 +39,12 @@ class LayoutSpec:
     height: int
     focal: float
     focal_jitter: float  # per-sequence relative focal variation (Cambridge: per-image focal)
+    look_at_m: float  # off-trajectory queries aim at the point this far ahead of their mapping camera
 
 
 LAYOUTS = {
-    "7scenes": LayoutSpec(scene="room", width=640, height=480, focal=585.0, focal_jitter=0.0),
-    "cambridge": LayoutSpec(scene="courtyard", width=640, height=360, focal=560.0, focal_jitter=0.08),
+    "7scenes": LayoutSpec(scene="room", width=640, height=480, focal=585.0, focal_jitter=0.0, look_at_m=2.0),
+    "cambridge": LayoutSpec(scene="courtyard", width=640, height=360, focal=560.0, focal_jitter=0.08, look_at_m=8.0),
 }
 
 
@@ -56,12 +57,15 @@ class SynthConfig:
     mapping_sequences: int = 3
     query_sequences: int = 2
     appearance: Appearance = field(default_factory=Appearance)
+    query_offset_m: float = 0.0  # > 0: queries leave the mapping trajectory by this much (see off_trajectory_poses)
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise RelocError(f"unknown layout {self.layout!r}; use one of {', '.join(LAYOUTS)}")
         if self.mapping_frames < self.mapping_sequences or self.query_frames < self.query_sequences:
             raise RelocError("each sequence needs at least one frame: raise --frames or lower the sequence counts")
+        if not np.isfinite(self.query_offset_m) or self.query_offset_m < 0:
+            raise RelocError(f"query offset must be a finite distance >= 0 m, got {self.query_offset_m}")
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,36 @@ def plan_frames(config: SynthConfig, scene: SceneModel) -> list[PlannedFrame]:
     for sequence, (split, count, handheld, appearance) in enumerate(mapping + queries, start=1):
         focal = spec.focal * (1 + rng.uniform(-spec.focal_jitter, spec.focal_jitter))
         camera = Camera.simple_pinhole(spec.width, spec.height, focal)
-        for index, pose in enumerate(handheld_trajectory(scene.region, count, rng, handheld)):
+        if split == "test" and config.query_offset_m > 0:
+            followed = (sequence - len(mapping) - 1) % len(mapping) + 1
+            path = [frame.pose for frame in frames if frame.sequence == followed]
+            poses = off_trajectory_poses(path, count, config.query_offset_m, spec.look_at_m, scene.region, rng)
+        else:
+            poses = handheld_trajectory(scene.region, count, rng, handheld)
+        for index, pose in enumerate(poses):
             frames.append(PlannedFrame(sequence, index, split, pose, camera, appearance, int(noise_seeds.integers(2**63))))
     return frames
+
+
+def off_trajectory_poses(path: list[Pose], count: int, offset_m: float, look_at_m: float, region: CameraRegion,
+                         rng: np.random.Generator) -> list[Pose]:
+    """``count`` query poses that leave a mapping path: each takes one of ``count`` evenly spaced
+    poses of ``path``, moves its centre ``offset_m`` sideways (horizontally, perpendicular to its
+    viewing axis, left or right at random; kept inside ``region``) and re-aims it (no roll) at the
+    point ``look_at_m`` ahead of the mapping camera. The query then sees the same surfaces from
+    about atan(offset / look_at) away."""
+    poses = []
+    for index in np.linspace(0, len(path) - 1, count).round().astype(int):
+        R, centre = path[index].R, path[index].center
+        target = centre + look_at_m * R[2]  # camera z axis in world
+        sideways = np.cross(R[2], WORLD_UP)
+        side = rng.choice([-1.0, 1.0])
+        moved = np.clip(centre + side * offset_m * sideways / np.linalg.norm(sideways), region.low, region.high)
+        moved[2] = centre[2]
+        forward = (target - moved) / np.linalg.norm(target - moved)
+        yaw, pitch = np.arctan2(forward[1], forward[0]), np.arcsin(np.clip(forward[2], -1, 1))
+        poses.append(Pose.from_rotation_center(look_rotation(yaw, pitch, 0.0), moved))
+    return poses
 
 
 def write_frame(layout: str, root: Path, frame: PlannedFrame, rendering, points: np.ndarray | None) -> list[tuple[int, float, float]]:
