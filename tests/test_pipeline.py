@@ -254,12 +254,19 @@ def test_eval_builds_reuses_map_and_reports_failures(tmp_path):
     assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 3
 
 
-def test_eval_against_a_given_map_runs_only_the_localization_graph(tmp_path):
+def map_toy_scene(tmp_path, frames: int) -> tuple[Path, Path]:
+    """A Cambridge-layout scene of ``frames`` tiny images mapped by the toy pipeline into
+    ``tmp_path / "map"``; returns the scene folder and the pipeline file."""
     scene = tmp_path / "scene"
-    write_cambridge(scene, sizes=[(64, 48)] * 5)
+    write_cambridge(scene, sizes=[(64, 48)] * frames)
     config = write_yaml(tmp_path, pipeline_dict())
     result = CliRunner().invoke(app, ["map", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "map")])
     assert result.exit_code == 0, result.output
+    return scene, config
+
+
+def test_eval_against_a_given_map_runs_only_the_localization_graph(tmp_path):
+    scene, config = map_toy_scene(tmp_path, 5)
     content = pipeline_dict()
     content["mapping"]["nodes"]["double"]["with"]["factor"] = 5.0  # would write count 5 if mapping ran
     content["localization"]["nodes"]["loc"]["with"] = {"verb": "place"}
@@ -291,11 +298,7 @@ def test_track_reports_each_loop_to_the_front_end_only_inside_reporting():
 
 
 def test_localize_command_on_image_folder(tmp_path):
-    scene = tmp_path / "scene"
-    write_cambridge(scene, sizes=[(64, 48)] * 3)
-    config = write_yaml(tmp_path, pipeline_dict())
-    result = CliRunner().invoke(app, ["map", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "map")])
-    assert result.exit_code == 0, result.output
+    scene, _ = map_toy_scene(tmp_path, 3)
     result = CliRunner().invoke(app, ["localize", str(tmp_path / "map"), str(scene / "seq1" / "frame00001.png"),
                                       str(scene / "seq1" / "frame00002.png"), "--focal", "50", "--out", str(tmp_path / "r.txt")])
     assert result.exit_code == 0, result.output
