@@ -283,6 +283,111 @@ def synth(
     console.print(f"wrote {mapping_frames} mapping and {query_frames} query frames to {out}")
 
 
+class PairMatcherName(str, Enum):
+    casp = "casp"
+    casp_coarse = "casp-coarse"
+    xfeat_star = "xfeat-star"
+    aliked_lightglue = "aliked-lightglue"
+    sift = "sift"
+
+
+@app.command("match-eval")
+@reports_errors
+def match_eval(
+    matcher: Annotated[PairMatcherName, typer.Option(help="casp (CasP + HomoMatcher), casp-coarse (CasP's 1/8 matches), "
+                                                     "xfeat-star (XFeat*), aliked-lightglue, sift (RootSIFT, mutual NN + ratio 0.8).")],
+    pairs: Annotated[Path, typer.Option(help="pairs_with_gt.txt: name0 name1 rot0 rot1 K0(9) K1(9) T_0to1(16), cam1_from_cam0.")],
+    images: Annotated[Path, typer.Option(help="Folder the pair file's image names are relative to.")],
+    out: Annotated[Path, typer.Option(help="metrics.json to write (auc_5/10/20 in percent, matches_per_pair, ms_per_pair, per pair).")],
+    resize_max: Annotated[int, typer.Option(help="Long side the matcher sees, in pixels (0: original size).")] = 640,
+    max_keypoints: Annotated[int, typer.Option(help="Keypoints of the sparse matchers; XFeat*'s top-k dense cells.")] = 4096,
+    ransac_px: Annotated[float, typer.Option(help="LO-RANSAC epipolar threshold, in pixels of the matcher's resized image.")] = 1.0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+):
+    """Relative pose from a matcher's matches on image pairs with ground truth: AUC@5/10/20 degrees
+    of max(rotation error, translation direction error), matches and milliseconds per pair."""
+    import torch
+
+    from .eval.matching import evaluate_pairs, pair_metrics
+    from .matching.pairwise import PairMatcherConfig, build_pair_matcher
+
+    if threads:
+        torch.set_num_threads(threads)
+    pair_matcher = build_pair_matcher(matcher.value, PairMatcherConfig(resize_max=resize_max, max_keypoints=max_keypoints))
+    pair_count = sum(1 for line in pairs.read_text().splitlines() if line.strip() and not line.startswith("#")) if pairs.is_file() else 0
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    with progress:
+        task = progress.add_task(f"{matcher.value} on {pairs}", total=pair_count)
+        results = evaluate_pairs(pair_matcher, pairs, images, ransac_px, lambda result: progress.advance(task), resize_max)
+    metrics = pair_metrics(results)
+    metrics.update({"matcher": matcher.value, "pairs": str(pairs), "resize_max": resize_max, "max_keypoints": max_keypoints,
+                    "ransac_px": ransac_px, "per_pair": [dataclasses.asdict(r) for r in results]})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=1))
+    table = Table(title=f"{matcher.value} on {pairs} ({metrics['n_pairs']} pairs, {metrics['n_failed']} failed)")
+    for column in ("AUC@5", "AUC@10", "AUC@20", "matches/pair", "ms/pair"):
+        table.add_column(column, justify="right")
+    table.add_row(*(f"{metrics[k]:.1f}" for k in ("auc_5", "auc_10", "auc_20", "matches_per_pair")), f"{metrics['ms_per_pair']:.0f}")
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
+class TrainedModel(str, Enum):
+    casp = "casp"
+    homomatcher = "homomatcher"
+
+
+@app.command("train")
+@reports_errors
+def train_command(
+    model: Annotated[TrainedModel, typer.Argument(help="casp (coarse matcher heads) or homomatcher (fine stage).")],
+    out: Annotated[Optional[Path], typer.Option(help="Checkpoint to write (default: the shipped reloc/weights/MODEL.pt).")] = None,
+    steps: Annotated[int, typer.Option(help="Optimisation steps, each on a fresh batch.")] = 1500,
+    batch_size: Annotated[int, typer.Option(help="Image pairs per step.")] = 4,
+    width: Annotated[int, typer.Option(help="Training image width (multiple of 32).")] = 320,
+    height: Annotated[int, typer.Option(help="Training image height (multiple of 32).")] = 256,
+    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then cosine decay).")] = 1e-3,
+    photos: Annotated[str, typer.Option(help="Real photographs for homographic pairs: 'bundled' (scikit-image's), a "
+                                        "folder of .jpg/.png, or '' for synthetic scene pairs only.")] = "bundled",
+    max_baseline_m: Annotated[float, typer.Option(help="Synthetic pairs: the second camera moves up to this far.")] = 1.5,
+    max_view_angle_deg: Annotated[float, typer.Option(help="Synthetic pairs: and turns up to this many degrees.")] = 40.0,
+    min_overlap: Annotated[float, typer.Option(help="Synthetic pairs: least share of image 0 seen by image 1.")] = 0.25,
+    max_corner_shift: Annotated[float, typer.Option(help="Warped photographs: corner displacement, fraction of the side.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seeds the scenes, the pair sampling and the initial weights.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+):
+    """Train CasP or HomoMatcher on synthetic view pairs (exact correspondences from depth and
+    pose) and homographic warps of real photographs, with photometric augmentation. The XFeat
+    backbone stays frozen; the checkpoint holds the trained heads and a training summary."""
+    from .matching.training import TrainConfig
+    from .matching.training_pairs import TrainingDataConfig
+    from .matching.trained import train_and_save
+
+    if width % 32 or height % 32:
+        raise typer.BadParameter("--width and --height must be multiples of 32")
+    config = TrainConfig(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, threads=threads,
+                         data=TrainingDataConfig(width=width, height=height, photos=photos, max_baseline_m=max_baseline_m,
+                                                 max_view_angle_deg=max_view_angle_deg, min_overlap=min_overlap,
+                                                 max_corner_shift=max_corner_shift))
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[status]}"), console=console)
+    with progress:
+        task = progress.add_task(f"training {model.value}", total=steps, status="")
+
+        def on_step(step: int, record: dict) -> None:
+            status = " ".join(f"{key} {value:.3g}" for key, value in record.items() if key != "step")
+            progress.update(task, completed=step + 1, status=status)
+
+        path, summary = train_and_save(model.value, config, out, on_step)
+    table = Table(title=f"{model.value}: mean of the last 100 steps")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4g}")
+    console.print(table)
+    console.print(f"wrote {path}")
+
+
 @app.command()
 def stages():
     """List the registered stages with their inputs, outputs and config keys."""

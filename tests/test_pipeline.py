@@ -136,8 +136,8 @@ def test_valid_pipeline_order_and_edges(tmp_path):
     [
         (lambda p: p["mapping"]["nodes"]["count"].update(stage="test.nope"),
          r"pipe.yaml: mapping: node 'count': unknown stage 'test.nope' \(known stages: .*test.count"),
-        (lambda p: p["mapping"]["nodes"]["count"].update(stage="matching.casp"),
-         r"node 'count': stage 'matching.casp' is not implemented yet \(planned in issue 6"),
+        (lambda p: p["mapping"]["nodes"]["count"].update(stage="matching.mesa"),
+         r"node 'count': stage 'matching.mesa' is not implemented yet \(planned in DESIGN.md \(MESA"),
         (lambda p: p["mapping"]["nodes"]["double"]["with"].update(factr=3),
          r"node 'double': unknown config key 'with.factr' for stage 'test.scale' \(valid keys: factor, label\)"),
         (lambda p: p["mapping"]["nodes"]["double"]["with"].update(factor="big"),
@@ -312,11 +312,11 @@ def test_graph_command_prints_nodes_edges_and_planned_stages(tmp_path):
     assert result.exit_code == 0, result.output
     assert "count → double → write" in result.output and "value ← count.count" in result.output and "valid" in result.output
     content = pipeline_dict()
-    content["mapping"]["nodes"]["count"]["stage"] = "matching.casp"
+    content["mapping"]["nodes"]["count"]["stage"] = "matching.mesa"
     result = CliRunner().invoke(app, ["graph", str(write_yaml(tmp_path, content))])
-    assert result.exit_code == 0 and "not implemented yet:" in result.output and "matching.casp" in result.output
+    assert result.exit_code == 0 and "not implemented yet:" in result.output and "matching.mesa" in result.output
     result = CliRunner().invoke(app, ["eval", "--config", str(tmp_path / "pipe.yaml"), "--dataset", "7scenes", "--root", str(tmp_path), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "stage 'matching.casp' is not implemented yet" in result.output
+    assert result.exit_code == 2 and "stage 'matching.mesa' is not implemented yet" in result.output
 
 
 @pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))

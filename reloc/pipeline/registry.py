@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 from ..errors import PipelineError
 
 STAGE_MODULES = ("reloc.features.stages", "reloc.mapping.stages", "reloc.retrieval.stages", "reloc.localization.stages",
-                 "reloc.favor.stages")
+                 "reloc.localization.semidense", "reloc.favor.stages")
 
 PLANNED_STAGES = {
-    "matching.casp": "issue 6 (CasP)",
-    "matching.homomatcher": "issue 6 (HomoMatcher)",
+    "matching.mesa": "DESIGN.md (MESA area-level matching; no issue yet)",
+    "pose.neumap": "DESIGN.md (NeuMap scene-coordinate regression; no issue yet)",
 }
 
 _STAGES: dict[str, type[Stage]] = {}

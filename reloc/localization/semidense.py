@@ -1,0 +1,146 @@
+"""Localization stage ``pose.semidense_pnp``: semi-dense matching (CasP + HomoMatcher) of each
+query to its retrieved keyframes' images, landmarks lifted through the patch homographies.
+
+A keyframe landmark is observed at a keypoint of the keyframe; when CasP matched the 1/8 cell
+that holds the keypoint, HomoMatcher's homography of that cell's patch maps the keypoint into the
+query, giving a 2D-3D correspondence at the landmark's own observation (no keypoint detection in
+the query). Keyframes are matched in rounds, PnP after each, until a confident pose; a query that
+ends without one is reported failed, never given its prior.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..datasets.base import read_image
+from ..errors import RelocError
+from ..mapping.store import read_sparse_map
+from ..matching.pairwise import CaspPairMatcher, PairMatcherConfig, PreparedImage
+from ..pipeline.progress import track
+from ..pipeline.registry import Stage, register_stage
+from ..pipeline.timing import query_timer
+from ..types import Frame, QueryResult
+from .pnp import PnPConfig, PnPResult, estimate_pose
+
+KEYFRAME_IMAGES = "keyframe_images"
+
+
+@dataclass
+class KeyframeImagesConfig:
+    resize_max: int = 640  # long side of the stored copies (the matcher's input size)
+    jpeg_quality: int = 95
+
+
+def keyframe_image_path(map_dir: Path, name: str) -> Path:
+    return map_dir / KEYFRAME_IMAGES / (name.replace("/", "__") + ".jpg")
+
+
+@register_stage
+class KeyframeImages(Stage):
+    """Resized copies of the keyframe images in the map (``keyframe_images/``), so that a map
+    localizes with image matchers without its dataset."""
+
+    name = "mapping.keyframe_images"
+    Config = KeyframeImagesConfig
+    inputs = {"keyframes": list[Frame], "map_dir": Path}
+    outputs = {"folder": Path}
+
+    def run(self, keyframes: list[Frame], map_dir: Path) -> dict:
+        folder = map_dir / KEYFRAME_IMAGES
+        folder.mkdir(parents=True, exist_ok=True)
+        for frame in track(keyframes, f"storing {len(keyframes)} keyframe images"):
+            image = read_image(frame.image_path)
+            factor = min(1.0, self.config.resize_max / max(image.shape[:2]))
+            if factor < 1:
+                image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(keyframe_image_path(map_dir, frame.name)), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
+        return {"folder": folder}
+
+
+@dataclass
+class SemiDenseLocalizeConfig:
+    matcher: PairMatcherConfig = field(default_factory=PairMatcherConfig)
+    pnp: PnPConfig = field(default_factory=PnPConfig)
+    keyframes_per_round: int = 3
+    confident_inliers: int = 100  # a pose with fewer inliers goes on to the next round
+    cached_keyframes: int = 32  # prepared keyframes (backbone and fine maps) kept between queries
+
+
+@register_stage
+class SemiDenseLocalize(Stage):
+    name = "pose.semidense_pnp"
+    Config = SemiDenseLocalizeConfig
+    inputs = {"frames": list[Frame], "retrieved": dict[str, list[str]], "map_dir": Path}
+    outputs = {"results": list[QueryResult]}
+    cacheable = False
+
+    def run(self, frames: list[Frame], retrieved: dict[str, list[str]], map_dir: Path) -> dict:
+        sparse_map = read_sparse_map(map_dir)
+        matcher = CaspPairMatcher(self.config.matcher)
+        observations = self.landmark_observations(map_dir)
+
+        @functools.lru_cache(maxsize=self.config.cached_keyframes)
+        def prepared_keyframe(name: str) -> PreparedImage:
+            path = keyframe_image_path(map_dir, name)
+            if not path.is_file():
+                raise RelocError(f"{path}: keyframe image missing; the map needs the mapping.keyframe_images stage")
+            keyframe = matcher.prepare(read_image(path))
+            camera = sparse_map.cameras[name]  # the stored copy is smaller than the keyframe its keypoints are in
+            keyframe.scale = np.array([camera.width, camera.height]) / np.array(keyframe.tensor.shape[-1:-3:-1])
+            return keyframe
+
+        results = []
+        for frame in track(frames, f"semi-dense matching and PnP for {len(frames)} queries"):
+            with query_timer("matching", frame.name):
+                query = matcher.prepare(read_image(frame.image_path))
+            results.append(self.localize(frame, query, retrieved[frame.name], matcher, prepared_keyframe, sparse_map, observations))
+        return {"results": results}
+
+    @staticmethod
+    def landmark_observations(map_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per keyframe: keypoints (K, 2, original COLMAP pixels) that observe a landmark, and its ids."""
+        from ..features.base import FeatureStore
+        from ..features.stages import FEATURES_FILE
+
+        sparse_map = read_sparse_map(map_dir)
+        store = FeatureStore.open(map_dir / FEATURES_FILE)
+        observations = {}
+        for name, ids in sparse_map.point_ids.items():
+            observed = np.flatnonzero(ids >= 0)
+            observations[name] = (store.read_keypoints(name)[observed].astype(np.float64), ids[observed])
+        return observations
+
+    def localize(self, frame: Frame, query: PreparedImage, names: list[str], matcher: CaspPairMatcher,
+                 prepared_keyframe: Callable[[str], PreparedImage], sparse_map, observations) -> QueryResult:
+        """Rounds of keyframes: carry each one's landmark observations into the query, PnP."""
+        config = self.config
+        points2d, landmark_ids, seen = [], [], set()
+        estimate, rounds = PnPResult(None, np.zeros(0, bool), "no keyframe was retrieved"), []
+        best = estimate
+        for start in range(0, len(names), config.keyframes_per_round):
+            keyframes = names[start:start + config.keyframes_per_round]
+            with query_timer("matching", frame.name):
+                for name in keyframes:
+                    keypoints, ids = observations[name]
+                    mapped, valid = matcher.transfer(prepared_keyframe(name), query, keypoints)
+                    for point, landmark in zip(mapped[valid], ids[valid]):
+                        if landmark not in seen:
+                            seen.add(int(landmark))
+                            points2d.append(point)
+                            landmark_ids.append(int(landmark))
+            with query_timer("pnp", frame.name):
+                estimate = estimate_pose(np.array(points2d).reshape(-1, 2), sparse_map.points[np.array(landmark_ids, int)], frame.camera, config.pnp)
+            rounds.append({"keyframes": keyframes, "correspondences": len(points2d), "inliers": int(estimate.inliers.sum())})
+            if best.pose is None or (estimate.pose is not None and estimate.inliers.sum() > best.inliers.sum()):
+                best = estimate
+            if estimate.pose is not None and estimate.inliers.sum() >= config.confident_inliers:
+                break
+        details = {"num_matches": len(points2d), "retrieved": names, "rounds": rounds}
+        return QueryResult(frame.name, best.pose, best.reason, int(best.inliers.sum()), details=details)

