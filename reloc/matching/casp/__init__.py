@@ -1,0 +1,1 @@
+"""CasP-lite: cascaded correspondence priors for semi-dense matching (model, loss, training)."""

@@ -1,0 +1,1 @@
+"""HomoMatcher: sub-pixel matches from patch-to-patch homographies (model, training)."""
