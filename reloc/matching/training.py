@@ -57,7 +57,10 @@ def load_checkpoint(model_class, config_class, path: Path) -> nn.Module:
     if not Path(path).is_file():
         raise RelocError(f"{path}: checkpoint not found (train one with `reloc train`)")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = model_class(config_class(**checkpoint["config"]))
+    try:
+        model = model_class(config_class(**checkpoint["config"]))
+    except TypeError as error:
+        raise RelocError(f"{path}: checkpoint does not fit {model_class.__name__}: {error}") from None
     missing, unexpected = model.load_state_dict(checkpoint["state"], strict=False)
     if unexpected or any(not key.startswith("backbone.") for key in missing):
         raise RelocError(f"{path}: checkpoint does not fit {model_class.__name__}: missing {missing}, unexpected {unexpected}")
