@@ -27,18 +27,25 @@ class Features:
         return len(self.keypoints)
 
 
-def prepare_image(path: Path, resize_max: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 image resized so that its long side is at most ``resize_max`` (0: no limit) and
-    both sides are multiples of ``multiple``; and the per-axis scale (2,) from resized to
-    original pixels."""
-    image = read_image(path)
+def resize_image(image: np.ndarray, resize_max: int, multiple: int = 1, enlarge: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 image resized so that its long side is ``resize_max`` (0: no limit; at most
+    ``resize_max`` unless ``enlarge``) and both sides are multiples of ``multiple``; and the
+    per-axis scale (2,) from resized to original pixels."""
     height, width = image.shape[:2]
-    factor = min(1.0, resize_max / max(height, width)) if resize_max > 0 else 1.0
+    factor = resize_max / max(height, width) if resize_max > 0 else 1.0
+    if not enlarge:
+        factor = min(1.0, factor)
     new_width = max(multiple, int(round(width * factor / multiple)) * multiple)
     new_height = max(multiple, int(round(height * factor / multiple)) * multiple)
     if (new_width, new_height) != (width, height):
-        image = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_AREA)
+        interpolation = cv2.INTER_LINEAR if enlarge and factor >= 1 else cv2.INTER_AREA
+        image = cv2.resize(image, (new_width, new_height), interpolation=interpolation)
     return image, np.array([width / new_width, height / new_height], dtype=np.float64)
+
+
+def prepare_image(path: Path, resize_max: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The image at ``path``, shrunk by :func:`resize_image` (never enlarged)."""
+    return resize_image(read_image(path), resize_max, multiple)
 
 
 def to_original_pixels(keypoints_centered: np.ndarray, scale: np.ndarray) -> np.ndarray:

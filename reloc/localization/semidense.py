@@ -84,7 +84,7 @@ class SemiDenseLocalize(Stage):
     def run(self, frames: list[Frame], retrieved: dict[str, list[str]], map_dir: Path) -> dict:
         sparse_map = read_sparse_map(map_dir)
         matcher = CaspPairMatcher(self.config.matcher)
-        observations = self.landmark_observations(map_dir)
+        observations = self.landmark_observations(map_dir, sparse_map)
 
         @functools.lru_cache(maxsize=self.config.cached_keyframes)
         def prepared_keyframe(name: str) -> PreparedImage:
@@ -104,12 +104,11 @@ class SemiDenseLocalize(Stage):
         return {"results": results}
 
     @staticmethod
-    def landmark_observations(map_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def landmark_observations(map_dir: Path, sparse_map) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per keyframe: keypoints (K, 2, original COLMAP pixels) that observe a landmark, and its ids."""
         from ..features.base import FeatureStore
         from ..features.stages import FEATURES_FILE
 
-        sparse_map = read_sparse_map(map_dir)
         store = FeatureStore.open(map_dir / FEATURES_FILE)
         observations = {}
         for name, ids in sparse_map.point_ids.items():

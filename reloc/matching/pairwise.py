@@ -10,28 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from ..errors import RelocError
+from ..features.base import resize_image
 from ..features.extractors import AlikedExtractor, ExtractorConfig, SiftExtractor, images_to_tensor, load_xfeat
 from .backbone import Pyramid
 from .casp.model import mutual_matches
 from .lightglue import LightGlueConfig, LightGlueMatcher
 from .mnn import MutualNNConfig, mutual_nn
-
-
-def resize_image(image: np.ndarray, resize_max: int, multiple: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resized image (long side ``resize_max``, 0: original; sides multiples of ``multiple``)
-    and the per-axis scale (2,) from resized to original pixels."""
-    height, width = image.shape[:2]
-    factor = resize_max / max(height, width) if resize_max > 0 else 1.0
-    new_width = max(multiple, int(round(width * factor / multiple)) * multiple)
-    new_height = max(multiple, int(round(height * factor / multiple)) * multiple)
-    if (new_width, new_height) != (width, height):
-        image = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
-    return image, np.array([width / new_width, height / new_height])
 
 
 @dataclass
@@ -82,7 +70,7 @@ class CaspPairMatcher:
     @torch.inference_mode()
     def prepare_batch(self, images: list[np.ndarray]) -> list[PreparedImage]:
         """Images that resize to the same size go through the networks as one batch."""
-        resized = [resize_image(image, self.config.resize_max, 32) for image in images]
+        resized = [resize_image(image, self.config.resize_max, 32, enlarge=True) for image in images]
         if len({r.shape for r, _ in resized}) > 1:
             return [self.prepare(image) for image in images]
         tensor = images_to_tensor([r for r, _ in resized])
@@ -140,7 +128,7 @@ class XFeatStarMatcher:
 
     @torch.inference_mode()
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        (resized0, scale0), (resized1, scale1) = (resize_image(image, self.config.resize_max, 32) for image in (image0, image1))
+        (resized0, scale0), (resized1, scale1) = (resize_image(image, self.config.resize_max, 32, enlarge=True) for image in (image0, image1))
         points0, points1 = self.model.match_xfeat_star(images_to_tensor([resized0]), images_to_tensor([resized1]), top_k=self.config.max_keypoints)
         # kornia reports pixel centres at integers: shift to COLMAP's +0.5 before scaling.
         return (points0.double().numpy() + 0.5) * scale0, (points1.double().numpy() + 0.5) * scale1
@@ -155,7 +143,7 @@ class SparseMatcher:
         self.matcher = matcher
 
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        resized = [resize_image(image, self.config.resize_max, self.extractor.multiple) for image in (image0, image1)]
+        resized = [resize_image(image, self.config.resize_max, self.extractor.multiple, enlarge=True) for image in (image0, image1)]
         features0, features1 = (self.extractor.extract_batch([image], [scale])[0] for image, scale in resized)
         sizes = [(image.shape[1], image.shape[0]) for image in (image0, image1)]
         pairs = self.matcher(features0, features1, *sizes)
