@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.reloc-installed
-APT_PACKAGES := libusb-1.0-0 libgomp1
+APT_PACKAGES := libusb-1.0-0 libgomp1 mesa-vulkan-drivers xvfb
 
 .PHONY: setup test demo clean
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
-	    echo "Debian packages missing: $$missing (install them with apt-get as root; Open3D needs libusb-1.0-0)"; exit 1; \
+	    echo "Debian packages missing: $$missing (install them with apt-get as root; Open3D needs libusb-1.0-0, its headless renderer mesa-vulkan-drivers, the viewer's GUI test xvfb)"; exit 1; \
 	  fi; \
 	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

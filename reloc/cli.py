@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -18,12 +19,14 @@ from .datasets import load_dataset
 from .datasets.folder import ImageFolder
 from .errors import RelocError
 from .eval.metrics import compute_metrics
+from .eval.plots import PLOTS_FOLDER, write_plots
 from .eval.report import print_metrics, write_metrics, write_report
-from .eval.results import read_results, write_results
+from .eval.results import read_results, write_poses, write_results
 from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
 from .pipeline.runner import build_map, folder_bytes, load_map_pipeline, localize, map_is_current
 from .pipeline.spec import SOURCES, load_pipeline, read_yaml
+from .viz.scene import GROUND_TRUTH_FILE, load_scene
 
 app = typer.Typer(
     help="reloc: visual camera relocalization. Map a scene from posed images, then estimate the "
@@ -139,7 +142,7 @@ def map_command(
     """Build a map from the posed mapping split of a dataset."""
     pipeline = load_pipeline(config)
     frames = open_dataset(dataset, root, images, queries).frames("train")
-    run_mapping(pipeline, frames, out, {"kind": dataset.value, "root": str(root)})
+    run_mapping(pipeline, frames, out, {"kind": dataset.value, "root": str(root.resolve())})
 
 
 @app.command("localize")
@@ -184,15 +187,65 @@ def eval_command(
         if map_is_current(map_dir, pipeline, frames):
             console.print(f"reusing the map in {map_dir} (same mapping config and frames)")
         else:
-            run_mapping(pipeline, frames, map_dir, {"kind": dataset.value, "root": str(root)})
+            run_mapping(pipeline, frames, map_dir, {"kind": dataset.value, "root": str(root.resolve())})
     results = run_localization(map_dir, query_frames, pipeline)
     write_results(out / "results.txt", results)
-    metrics, errors = compute_metrics({r.name: r for r in results}, scene.ground_truth(), folder_bytes(map_dir))
+    ground_truth = scene.ground_truth()
+    write_poses(out / GROUND_TRUTH_FILE, {name: frame.pose for name, frame in ground_truth.items()})
+    metrics, errors = compute_metrics({r.name: r for r in results}, ground_truth, folder_bytes(map_dir))
     write_metrics(out / "metrics.json", metrics)
     title = f"{pipeline.name} on {root}"
-    write_report(out / "report.md", metrics, errors, title)
+    with console.status("drawing the report's figures"):
+        plots = write_plots(out, errors, load_scene(map_dir, out / "results.txt", out / GROUND_TRUTH_FILE))
+    write_report(out / "report.md", metrics, errors, title, plots)
     print_metrics(metrics, title, console)
-    console.print(f"wrote {out}/results.txt, metrics.json, report.md")
+    console.print(f"wrote {out}/results.txt, {GROUND_TRUTH_FILE}, metrics.json, report.md and {len(plots)} figures in {out / PLOTS_FOLDER}")
+
+
+@app.command("view")
+@reports_errors
+def view_command(
+    map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map' or 'reloc eval' (RUN/map).")],
+    results: Annotated[Optional[Path], typer.Option(help="Results file (RUN/results.txt) whose queries to draw: estimates, "
+                                                    "ground truth (from ground_truth.txt beside it, as 'reloc eval' writes), "
+                                                    "errors, failures.")] = None,
+    ground_truth: Annotated[Optional[Path], typer.Option(help="Ground-truth poses in the results format (default: "
+                                                         "ground_truth.txt beside --results).")] = None,
+    screenshot: Annotated[Optional[Path], typer.Option(help="Render headless to this PNG (no window, no display needed) "
+                                                       "from a viewpoint that frames the map, and exit. The view camera "
+                                                       "goes to OUT.view.json (K, cam_from_world).")] = None,
+    width: Annotated[int, typer.Option(min=64, help="Window or screenshot width in pixels.")] = 1280,
+    height: Annotated[int, typer.Option(min=64, help="Window or screenshot height in pixels.")] = 800,
+    point_size: Annotated[float, typer.Option(min=1.0, help="Landmark point size in pixels.")] = 3.0,
+    query: Annotated[Optional[str], typer.Option(help="Select this query at start (fly to it, show its matches).")] = None,
+    quit_after: Annotated[Optional[float], typer.Option(hidden=True, help="Close the window this many seconds after "
+                                                        "the first frame (smoke tests).")] = None,
+):
+    """Show a map and where each query landed: landmarks, mapping cameras, query cameras (ground
+    truth green, estimate orange, joined by a line coloured by error; failed queries red and
+    crossed), FaVoR voxels coloured by training PSNR. The window (Open3D GUI) has layer toggles,
+    point size, the queries sorted by error (select one to fly to it and see its inlier matches) and
+    a screenshot button; --screenshot renders the same scene without a display."""
+    with console.status(f"loading {map_dir}"):
+        scene = load_scene(map_dir, results, ground_truth)
+    console.print(f"{len(scene.points)} landmarks, {len(scene.keyframes)} mapping cameras, {len(scene.queries)} queries"
+                  + (f" ({sum(q.failed for q in scene.queries)} failed)" if scene.queries else "")
+                  + (f", {len(scene.voxels.centres)} FaVoR voxels" if scene.voxels is not None else ""))
+    if screenshot is not None:
+        from .viz.geometry import automatic_view, build_layers
+        from .viz.render import render_image, save_view
+
+        view = automatic_view(scene, width, height)
+        image = render_image(build_layers(scene), view, point_size)
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(screenshot)
+        save_view(view, screenshot.with_suffix(".view.json"))
+        console.print(f"wrote {screenshot}")
+        return
+    from reloc_viewer.app import run_viewer
+
+    viewer = run_viewer(scene, width, height, point_size, Path.cwd(), query, quit_after)
+    console.print(f"viewer closed after {viewer.frames_drawn} frames")
 
 
 def stage_status(stage: str, stages: dict) -> str:

@@ -158,6 +158,7 @@ def test_favor_localizes_queries_in_iterations(favor_run):
             assert result.reason.endswith(("is visible from the current pose", "< 20)")), result.reason
         else:
             assert len(iterations) == 3 and iterations[-1]["inliers"] == result.num_inliers
+            assert len(result.details["inliers"]["points2d"]) == len(result.details["inliers"]["landmarks"]) == result.num_inliers
             errors.append(pose_error(result.pose, ground_truth[name].pose)[0])
     # Queries whose prior keyframe sees no persistent landmark of this small map fail, with that reason.
     assert len(errors) >= 2 and max(errors) < 0.10, errors

@@ -20,6 +20,7 @@ from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.datasets.synthetic.textures import load_photo
 from reloc.errors import RelocError
 from reloc.eval.matching import homography_errors, pose_auc, relative_pose_error
+from reloc.eval.results import read_results
 from reloc.matching.casp.model import Casp, CaspConfig, SelectiveCrossAttention, candidate_ids, group_by_parent
 from reloc.matching.casp.train import casp_step
 from reloc.matching.homomatcher.model import HomoMatcher, apply_homography, weighted_homography
@@ -223,6 +224,9 @@ def test_casp_relocalizes_a_synthetic_scene(tmp_path):
     assert metrics["recall"]["2cm_2deg"] >= 0.5, metrics
     results = (tmp_path / "run" / "results.txt").read_text()
     assert results.count("# FAILED") == metrics["n_failed"]  # a failed query is listed as failed, never given a prior
+    for result in read_results(tmp_path / "run" / "results.txt").values():
+        if result.success:
+            assert len(result.details["inliers"]["landmarks"]) == len(result.details["inliers"]["points2d"]) == result.num_inliers
     assert len(list((tmp_path / "run" / "map" / "keyframe_images").glob("*.jpg"))) > 5
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from .metrics import RECALL_THRESHOLDS, QueryError
+from .plots import Plot
 
 WORST_SHOWN = 10
 
@@ -56,11 +58,13 @@ def print_metrics(metrics: dict, title: str, console: Console | None = None) -> 
     (console or Console()).print(table)
 
 
-def write_report(path: str | Path, metrics: dict, errors: list[QueryError], title: str) -> None:
-    """Markdown report: the summary table and the worst queries."""
+def write_report(path: str | Path, metrics: dict, errors: list[QueryError], title: str, plots: Sequence[Plot] = ()) -> None:
+    """Markdown report: the summary table, the worst queries and the figures (paths relative to the report)."""
     lines = [f"# {title}", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {name} | {value} |" for name, value in summary_rows(metrics)]
     worst = sorted(errors, key=lambda e: (e.t_cm, e.r_deg), reverse=True)[:WORST_SHOWN]
     lines += ["", f"## Worst {len(worst)} queries", "", "| query | t (cm) | R (deg) | note |", "|---|---:|---:|---|"]
     lines += [f"| {e.name} | {_fmt(e.t_cm)} | {_fmt(e.r_deg)} | {e.reason} |" for e in worst]
+    for plot in plots:
+        lines += ["", f"## {plot.title}", "", f"![{plot.title}]({plot.path.as_posix()})"]
     Path(path).write_text("\n".join(lines) + "\n")

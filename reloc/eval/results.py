@@ -34,14 +34,24 @@ def write_results(path: str | Path, results: list[QueryResult]) -> None:
         if result.pose is None:
             lines.append(f"{FAILED_PREFIX}{result.name}: {result.reason or 'no pose'}")
         else:
-            values = np.concatenate([result.pose.qvec, result.pose.t])
-            lines.append(" ".join([result.name, *(f"{v:.10g}" for v in values)]))
+            lines.append(pose_line(result.name, result.pose))
     path.write_text("\n".join(lines) + "\n")
     details = {
         r.name: {"success": r.success, "reason": r.reason, "num_inliers": r.num_inliers, "timings": r.timings, **r.details}
         for r in results
     }
     details_path(path).write_text(json.dumps(details, indent=1, default=_json_default))
+
+
+def pose_line(name: str, pose: Pose) -> str:
+    return " ".join([name, *(f"{v:.10g}" for v in np.concatenate([pose.qvec, pose.t]))])
+
+
+def write_poses(path: str | Path, poses: dict[str, Pose]) -> None:
+    """Poses alone (e.g. the ground truth of a run) in the results format, no details sidecar."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([HEADER, *(pose_line(name, pose) for name, pose in poses.items())]) + "\n")
 
 
 def _json_default(value):

@@ -43,6 +43,8 @@ class Iteration:
     inliers: int
     seconds: dict[str, float]  # render, matching, pnp
     reason: str = ""  # why this iteration found no pose
+    inlier_points2d: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) query pixels (COLMAP)
+    inlier_landmarks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (K,) ids into landmarks.h5
 
 
 def query_grid(camera: Camera, step_px: float) -> np.ndarray:
@@ -109,7 +111,9 @@ def localize_favor(field_of_query: DescriptorField, camera: Camera, prior: Pose,
         estimate = estimate_pose(points2d, fields.centres.numpy()[landmarks[matches[:, 0]]].astype(np.float64), camera, pnp)
         seconds["pnp"] = time.perf_counter() - start
         reason = "no landmark field is visible from the current pose" if len(landmarks) == 0 else estimate.reason
-        iterations.append(Iteration(estimate.pose, len(landmarks), len(matches), int(estimate.inliers.sum()), seconds, reason))
+        matched_ids = fields.landmark_ids[landmarks[matches[:, 0]]]
+        iterations.append(Iteration(estimate.pose, len(landmarks), len(matches), int(estimate.inliers.sum()), seconds, reason,
+                                    points2d[estimate.inliers], matched_ids[estimate.inliers]))
         if estimate.pose is None:
             break
         pose = estimate.pose

@@ -15,6 +15,7 @@ from ..mapping.patches import read_landmark_patches
 from ..mapping.store import read_sparse_map
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
+from ..localization.pnp import inlier_record
 from ..pipeline.timing import add_query_time, query_timer
 from ..types import Frame, QueryResult
 from .localize import FavorLocalizeConfig, localize_favor
@@ -73,7 +74,8 @@ class LocalizeFavor(Stage):
             last = iterations[-1]
             details = {"prior": retrieved[frame.name][0], "iterations": [
                 {"pose": None if it.pose is None else [*it.pose.qvec.tolist(), *it.pose.t.tolist()], "visible": it.visible,
-                 "matches": it.matches, "inliers": it.inliers, "ms": {k: 1000 * v for k, v in it.seconds.items()}} for it in iterations]}
+                 "matches": it.matches, "inliers": it.inliers, "ms": {k: 1000 * v for k, v in it.seconds.items()}} for it in iterations],
+                "inliers": inlier_record(last.inlier_points2d, last.inlier_landmarks)}
             reason = "" if last.pose is not None else f"FaVoR iteration {len(iterations)}: {last.reason}"
             results.append(QueryResult(frame.name, last.pose, reason, last.inliers, details=details))
         return {"results": results}

@@ -26,7 +26,7 @@ from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
 from ..types import Frame, QueryResult
-from .pnp import PnPConfig, PnPResult, estimate_pose
+from .pnp import PnPConfig, PnPResult, estimate_pose, inlier_record
 
 KEYFRAME_IMAGES = "keyframe_images"
 
@@ -122,7 +122,7 @@ class SemiDenseLocalize(Stage):
         config = self.config
         points2d, landmark_ids, seen = [], [], set()
         estimate, rounds = PnPResult(None, np.zeros(0, bool), "no keyframe was retrieved"), []
-        best = estimate
+        best, best_correspondences = estimate, (np.zeros((0, 2)), np.zeros(0, int))
         for start in range(0, len(names), config.keyframes_per_round):
             keyframes = names[start:start + config.keyframes_per_round]
             with query_timer("matching", frame.name):
@@ -139,7 +139,10 @@ class SemiDenseLocalize(Stage):
             rounds.append({"keyframes": keyframes, "correspondences": len(points2d), "inliers": int(estimate.inliers.sum())})
             if best.pose is None or (estimate.pose is not None and estimate.inliers.sum() > best.inliers.sum()):
                 best = estimate
+                best_correspondences = np.array(points2d).reshape(-1, 2), np.array(landmark_ids, int)
             if estimate.pose is not None and estimate.inliers.sum() >= config.confident_inliers:
                 break
-        details = {"num_matches": len(points2d), "retrieved": names, "rounds": rounds}
+        points, landmarks = best_correspondences
+        details = {"num_matches": len(points2d), "retrieved": names, "rounds": rounds,
+                   "inliers": inlier_record(points[best.inliers], landmarks[best.inliers])}
         return QueryResult(frame.name, best.pose, best.reason, int(best.inliers.sum()), details=details)

@@ -19,7 +19,7 @@ from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
 from ..types import Camera, Frame, QueryResult
-from .pnp import PnPConfig, PnPResult, estimate_pose
+from .pnp import PnPConfig, PnPResult, estimate_pose, inlier_record
 
 
 @dataclass
@@ -118,8 +118,10 @@ class LocalizePnP(Stage):
 
             outcome = localize_in_rounds(frame.name, query.keypoints, sparse_map.points, frame.camera,
                                          retrieved[frame.name], match_keyframes, self.config)
+            inliers = outcome.estimate.inliers
             details = {"num_matches": int(len(outcome.keypoint_index)), "retrieved": retrieved[frame.name],
-                       "rounds": outcome.rounds}
+                       "rounds": outcome.rounds, "inliers": inlier_record(query.keypoints[outcome.keypoint_index[inliers]],
+                                                                          outcome.landmark_index[inliers])}
             results.append(QueryResult(frame.name, outcome.estimate.pose, outcome.estimate.reason,
                                        int(outcome.estimate.inliers.sum()), details=details))
         return {"results": results}

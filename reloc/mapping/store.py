@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pycolmap
 
+from ..datasets.base import read_image
 from ..errors import RelocError
 from ..features.base import FeatureStore
 from ..types import Camera, Frame
@@ -76,17 +77,39 @@ def write_sparse_map(map_dir: Path, frames: list[Frame], keypoints: list[np.ndar
     write_reconstruction(map_dir / SFM_FOLDER, frames, keypoints, landmarks)
 
 
+def landmark_colors(frames: list[Frame], keypoints: list[np.ndarray], landmarks: Landmarks) -> np.ndarray:
+    """(L, 3) uint8 RGB of each landmark: the mean image colour at its observations (each image
+    read once; ``keypoints`` in COLMAP pixels, so pixel (x, y) lies in column floor(x))."""
+    colour_sum = np.zeros((len(landmarks.points), 3))
+    count = np.zeros(len(landmarks.points))
+    by_image: dict[int, list[tuple[int, int]]] = {}
+    for point_id, observations in enumerate(landmarks.observations):
+        for image, keypoint in observations:
+            by_image.setdefault(int(image), []).append((point_id, int(keypoint)))
+    for image, entries in by_image.items():
+        pixels = read_image(frames[image].image_path)
+        point_ids, keypoint_ids = np.array(entries).T
+        columns, rows = np.floor(keypoints[image][keypoint_ids]).astype(int).T
+        height, width = pixels.shape[:2]
+        np.add.at(colour_sum, point_ids, pixels[rows.clip(0, height - 1), columns.clip(0, width - 1)])
+        np.add.at(count, point_ids, 1)
+    return np.round(colour_sum / np.maximum(count, 1)[:, None]).astype(np.uint8)
+
+
 def write_reconstruction(folder: Path, frames: list[Frame], keypoints: list[np.ndarray], landmarks: Landmarks) -> None:
+    """The map as a COLMAP model: a camera and image per frame, a coloured point per landmark
+    (point3D id = landmark index + 1)."""
     reconstruction = pycolmap.Reconstruction()
     for image_id, (frame, points2d) in enumerate(zip(frames, keypoints), start=1):
         reconstruction.add_camera_with_trivial_rig(frame.camera.to_pycolmap(camera_id=image_id))
         image = pycolmap.Image(name=frame.name, keypoints=points2d.astype(np.float64), camera_id=image_id, image_id=image_id)
         reconstruction.add_image_with_trivial_frame(image, frame.pose.to_pycolmap())
-    for point, observations in zip(landmarks.points, landmarks.observations):
+    colors = landmark_colors(frames, keypoints, landmarks)
+    for point, observations, color in zip(landmarks.points, landmarks.observations, colors):
         track = pycolmap.Track()
         for image, keypoint in observations:
             track.add_element(int(image) + 1, int(keypoint))
-        reconstruction.add_point3D(point, track, np.zeros(3, np.uint8))
+        reconstruction.add_point3D(point, track, color)
     folder.mkdir(parents=True, exist_ok=True)
     reconstruction.write_binary(str(folder))
 

@@ -1,0 +1,1 @@
+"""The reloc viewer app (Open3D GUI), started by ``reloc view``."""

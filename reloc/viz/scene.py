@@ -1,0 +1,210 @@
+"""What the viewer and the report figures show, read from a map folder and a results file.
+
+Poses are cam_from_world; pixels follow COLMAP (centre of the top-left pixel at (0.5, 0.5)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import yaml
+
+from ..errors import RelocError, ResultsError
+from ..eval.results import read_results
+from ..favor.model import FAVOR_FILE, LandmarkFields
+from ..geometry.errors import pose_error
+from ..mapping.store import LANDMARKS_FILE, SFM_FOLDER
+from ..pipeline.runner import MAP_FILE
+from ..types import Camera, Pose
+
+GROUND_TRUTH_FILE = "ground_truth.txt"
+
+
+@dataclass
+class Keyframe:
+    name: str
+    camera: Camera
+    pose: Pose  # cam_from_world
+    image_path: Path | None  # None when the dataset folder is not where the map was built
+
+
+@dataclass
+class QueryView:
+    """One localized query. ``t_cm``/``r_deg`` are inf for a failed query and NaN without ground truth."""
+
+    name: str
+    camera: Camera | None
+    estimate: Pose | None
+    ground_truth: Pose | None
+    reason: str
+    t_cm: float
+    r_deg: float
+    image_path: Path | None
+    inlier_points2d: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) query pixels
+    inlier_landmarks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (K,) landmark ids
+    retrieved: list[str] = field(default_factory=list)  # keyframes retrieval proposed, best first
+
+    @property
+    def failed(self) -> bool:
+        return self.estimate is None
+
+    def label(self) -> str:
+        if self.failed:
+            return f"{self.name}  FAILED"
+        if math.isnan(self.t_cm):
+            return f"{self.name}  {len(self.inlier_landmarks)} inliers"
+        return f"{self.name}  {self.t_cm:.1f} cm {self.r_deg:.2f}°"
+
+
+@dataclass
+class FavorVoxels:
+    centres: np.ndarray  # (V, 3) world
+    sides: np.ndarray  # (V,) metres
+    psnr_db: np.ndarray  # (V,) training rendering PSNR
+
+
+@dataclass
+class MapScene:
+    map_dir: Path
+    points: np.ndarray  # (L, 3) world, index = landmark id
+    colors: np.ndarray  # (L, 3) float in [0, 1]
+    keyframes: list[Keyframe]
+    voxels: FavorVoxels | None
+    queries: list[QueryView]
+    reconstruction: pycolmap.Reconstruction
+
+    def focus(self) -> tuple[np.ndarray, float]:
+        """Centre (median of the landmarks, or of the cameras without landmarks) and radius (taking
+        in every camera and 90 % of the landmarks, so that stray far points do not count)."""
+        centres = [k.pose.center for k in self.keyframes]
+        centres += [p.center for q in self.queries for p in (q.estimate, q.ground_truth) if p is not None]
+        centres = np.reshape(centres, (-1, 3))
+        points = self.points[np.isfinite(self.points).all(axis=1)]
+        if len(points) + len(centres) == 0:
+            return np.zeros(3), 1.0
+        centre = np.median(points if len(points) else centres, axis=0)
+        radius = max([float(np.percentile(np.linalg.norm(points - centre, axis=1), 90))] if len(points) else [0.0])
+        radius = max([radius, *np.linalg.norm(centres - centre, axis=1)])
+        return centre, max(radius, 1e-3)
+
+    def keyframe(self, name: str) -> Keyframe | None:
+        return next((k for k in self.keyframes if k.name == name), None)
+
+    def sorted_queries(self) -> list[QueryView]:
+        """Worst first: failed queries, then by translation then rotation error."""
+        return sorted(self.queries, key=lambda q: (not q.failed, -_sortable(q.t_cm), -_sortable(q.r_deg), q.name))
+
+    def observations(self, keyframe: str) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 2) pixels of ``keyframe``'s keypoints that observe a landmark, and their landmark ids (N,)."""
+        image = self.reconstruction.find_image_with_name(keyframe)
+        if image is None:
+            raise RelocError(f"{self.map_dir / SFM_FOLDER}: has no keyframe {keyframe}")
+        observed = [p for p in image.points2D if p.has_point3D()]
+        return (np.array([p.xy for p in observed]).reshape(-1, 2),
+                np.array([p.point3D_id - 1 for p in observed], np.int64))
+
+    def best_keyframe(self, query: QueryView) -> str | None:
+        """The keyframe that observes most of the query's inlier landmarks; without inliers, the
+        first retrieved keyframe."""
+        if len(query.inlier_landmarks) == 0:
+            return query.retrieved[0] if query.retrieved else None
+        wanted = {int(i) + 1 for i in query.inlier_landmarks}
+        counts: dict[int, int] = {}
+        for point3d_id in wanted:
+            if self.reconstruction.exists_point3D(point3d_id):
+                for element in self.reconstruction.point3D(point3d_id).track.elements:
+                    counts[element.image_id] = counts.get(element.image_id, 0) + 1
+        if not counts:
+            return query.retrieved[0] if query.retrieved else None
+        return self.reconstruction.image(max(counts, key=counts.get)).name
+
+
+def _sortable(value: float) -> float:
+    return -1.0 if math.isnan(value) else value
+
+
+def load_scene(map_dir: Path, results: Path | None = None, ground_truth: Path | None = None) -> MapScene:
+    """Landmarks (coloured), keyframes and FaVoR voxels of ``map_dir``; queries from ``results``
+    with ground truth from ``ground_truth`` (default: ``ground_truth.txt`` beside the results,
+    as ``reloc eval`` writes it)."""
+    map_dir = Path(map_dir)
+    if not (map_dir / MAP_FILE).is_file():
+        raise RelocError(f"{map_dir}: not a reloc map folder (no {MAP_FILE}; build one with 'reloc map' or 'reloc eval')")
+    sfm = map_dir / SFM_FOLDER
+    if not (sfm / "images.bin").is_file():
+        raise RelocError(f"{sfm}: missing the COLMAP model of the map (images.bin); was it built with a triangulation stage?")
+    reconstruction = pycolmap.Reconstruction(str(sfm))
+    points, colors = landmark_arrays(reconstruction)
+    root = dataset_root(map_dir)
+    keyframes = [Keyframe(image.name, Camera.from_pycolmap(image.camera), Pose.from_pycolmap(image.cam_from_world()),
+                          _existing(root / image.name) if root else None)
+                 for image in sorted(reconstruction.images.values(), key=lambda image: image.name)]
+    queries = read_queries(results, ground_truth) if results is not None else []
+    return MapScene(map_dir, points, colors, keyframes, favor_voxels(map_dir), queries, reconstruction)
+
+
+def landmark_arrays(reconstruction: pycolmap.Reconstruction) -> tuple[np.ndarray, np.ndarray]:
+    """(L, 3) positions and (L, 3) colours in [0, 1] indexed by landmark id (point3D id - 1)."""
+    count = max(reconstruction.points3D, default=0)
+    points = np.full((count, 3), np.nan)
+    colors = np.zeros((count, 3))
+    for point3d_id, point in reconstruction.points3D.items():
+        points[point3d_id - 1] = point.xyz
+        colors[point3d_id - 1] = point.color / 255.0
+    return points, colors
+
+
+def dataset_root(map_dir: Path) -> Path | None:
+    content = yaml.safe_load((map_dir / MAP_FILE).read_text()) or {}
+    root = (content.get("dataset") or {}).get("root")
+    return Path(root) if root else None
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def favor_voxels(map_dir: Path) -> FavorVoxels | None:
+    path = map_dir / FAVOR_FILE
+    if not path.is_file():
+        return None
+    fields = LandmarkFields.load(path)
+    return FavorVoxels(fields.centres.numpy().astype(np.float64), fields.sides.numpy().astype(np.float64),
+                       fields.psnr_db.numpy().astype(np.float64))
+
+
+def read_queries(results_path: Path, ground_truth_path: Path | None = None) -> list[QueryView]:
+    """Queries of a results file (and its details sidecar), with errors against the ground truth."""
+    results = read_results(results_path)
+    ground_truth_path = ground_truth_path or Path(results_path).with_name(GROUND_TRUTH_FILE)
+    truth = read_results(ground_truth_path) if Path(ground_truth_path).is_file() else {}
+    unknown = sorted(set(truth) - set(results))
+    if truth and unknown:
+        raise ResultsError(f"{ground_truth_path}: has queries that {results_path} lacks, e.g. {unknown[0]}")
+    return [query_view(result, truth[name].pose if name in truth else None) for name, result in results.items()]
+
+
+def query_view(result, ground_truth: Pose | None) -> QueryView:
+    details = result.details
+    camera = None
+    if "camera" in details:
+        entry = details["camera"]
+        camera = Camera(entry["model"], int(entry["width"]), int(entry["height"]), tuple(entry["params"]))
+    if ground_truth is None:
+        t_cm = r_deg = math.nan
+    elif result.pose is None:
+        t_cm = r_deg = math.inf
+    else:
+        t_m, r_deg = pose_error(result.pose, ground_truth)
+        t_cm = 100.0 * t_m
+    inliers = details.get("inliers") or {}
+    image = details.get("image")
+    return QueryView(result.name, camera, result.pose, ground_truth, result.reason, t_cm, r_deg,
+                     Path(image) if image else None,
+                     np.array(inliers.get("points2d", []), np.float64).reshape(-1, 2),
+                     np.array(inliers.get("landmarks", []), np.int64),
+                     list(details.get("retrieved") or ([details["prior"]] if "prior" in details else [])))
