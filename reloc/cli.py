@@ -26,7 +26,7 @@ from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
 from .pipeline.runner import build_map, folder_bytes, load_map_pipeline, localize, map_is_current
 from .pipeline.spec import SOURCES, load_pipeline, read_yaml
-from .viz.scene import GROUND_TRUTH_FILE, load_scene
+from .viz.scene import GROUND_TRUTH_FILE, has_sparse_model, load_scene
 
 app = typer.Typer(
     help="reloc: visual camera relocalization. Map a scene from posed images, then estimate the "
@@ -196,7 +196,8 @@ def eval_command(
     write_metrics(out / "metrics.json", metrics)
     title = f"{pipeline.name} on {root}"
     with console.status("drawing the report's figures"):
-        plots = write_plots(out, errors, load_scene(map_dir, out / "results.txt", out / GROUND_TRUTH_FILE))
+        map_scene = load_scene(map_dir, out / "results.txt", out / GROUND_TRUTH_FILE) if has_sparse_model(map_dir) else None
+        plots = write_plots(out, errors, map_scene)
     write_report(out / "report.md", metrics, errors, title, plots)
     print_metrics(metrics, title, console)
     console.print(f"wrote {out}/results.txt, {GROUND_TRUTH_FILE}, metrics.json, report.md and {len(plots)} figures in {out / PLOTS_FOLDER}")

@@ -238,7 +238,9 @@ def test_eval_builds_reuses_map_and_reports_failures(tmp_path):
     results = (tmp_path / "run" / "results.txt").read_text()
     assert "# FAILED seq1/frame00001.png: no result from the pipeline" in results
     assert "# FAILED seq1/frame00004.png: map of 2 frames cannot localize" in results
-    assert "Worst 4 queries" in (tmp_path / "run" / "report.md").read_text()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Worst 4 queries" in report and "](plots/cumulative_errors.png)" in report
+    assert "matches" not in report  # a map without landmarks has no matches to draw
 
     content = pipeline_dict()
     content["localization"]["nodes"]["loc"]["with"] = {"verb": "place"}

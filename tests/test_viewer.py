@@ -172,6 +172,13 @@ def test_headless_screenshot_draws_landmarks_and_frustums_where_they_project(run
     assert background.mean() > 0.5
 
 
+def start_xvfb() -> tuple[subprocess.Popen, str]:
+    """Xvfb on a display number it picks itself (free), and that display's name."""
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return xvfb, f":{xvfb.stdout.readline().strip()}"
+
+
 def grab_screen(display: str) -> np.ndarray | None:
     try:
         return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
@@ -185,14 +192,10 @@ def test_gui_starts_under_xvfb_shows_the_map_and_exits(run):
     frustum colour on screen), selects the worst query and closes itself. Its first frame can hang
     now and then, so each attempt has a timeout and the test retries."""
     attempts = []
-    for attempt in range(3):
-        display_number = 90 + attempt + (os.getpid() % 50) * 3
-        display = f":{display_number}"
-        xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(3):
+        xvfb, display = start_xvfb()
         viewer = None
         try:
-            time.sleep(1.0)
             env = {**os.environ, "DISPLAY": display}
             viewer = subprocess.Popen([RELOC, "view", str(run / "run" / "map"), "--results", str(run / "run" / "results_failed.txt"),
                                        "--query", FAILED_QUERY, "--width", "1200", "--height", "760", "--quit-after", "6"],

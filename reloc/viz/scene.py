@@ -135,7 +135,7 @@ def load_scene(map_dir: Path, results: Path | None = None, ground_truth: Path | 
     if not (map_dir / MAP_FILE).is_file():
         raise RelocError(f"{map_dir}: not a reloc map folder (no {MAP_FILE}; build one with 'reloc map' or 'reloc eval')")
     sfm = map_dir / SFM_FOLDER
-    if not (sfm / "images.bin").is_file():
+    if not has_sparse_model(map_dir):
         raise RelocError(f"{sfm}: missing the COLMAP model of the map (images.bin); was it built with a triangulation stage?")
     reconstruction = pycolmap.Reconstruction(str(sfm))
     points, colors = landmark_arrays(reconstruction)
@@ -145,6 +145,10 @@ def load_scene(map_dir: Path, results: Path | None = None, ground_truth: Path | 
                  for image in sorted(reconstruction.images.values(), key=lambda image: image.name)]
     queries = read_queries(results, ground_truth) if results is not None else []
     return MapScene(map_dir, points, colors, keyframes, favor_voxels(map_dir), queries, reconstruction)
+
+
+def has_sparse_model(map_dir: Path) -> bool:
+    return (Path(map_dir) / SFM_FOLDER / "images.bin").is_file()
 
 
 def landmark_arrays(reconstruction: pycolmap.Reconstruction) -> tuple[np.ndarray, np.ndarray]:
