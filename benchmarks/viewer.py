@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from reloc.viz.render import render_image
 from reloc.viz.scene import load_scene
 
 RELOC = str(Path(sys.executable).with_name("reloc"))
+PEAK_MEMORY_OF = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+                  "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # kB, that command alone
 
 
 def seconds(function, *args):
@@ -43,12 +44,12 @@ def headless(run: Path, out: Path, width: int, height: int) -> dict:
     view = automatic_view(scene, width, height)
     _, first_render_s = seconds(render_image, layers, view)
     _, second_render_s = seconds(render_image, layers, view)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    command = [RELOC, "view", str(run / "map"), "--results", str(run / "results.txt"), "--screenshot", str(out),
+               "--width", str(width), "--height", str(height)]
     start = time.perf_counter()
-    subprocess.run([RELOC, "view", str(run / "map"), "--results", str(run / "results.txt"), "--screenshot", str(out),
-                    "--width", str(width), "--height", str(height)], check=True, capture_output=True)
+    peak_kb = subprocess.run([sys.executable, "-c", PEAK_MEMORY_OF, *command], check=True, capture_output=True, text=True).stdout
     command_s = time.perf_counter() - start
-    peak_mb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+    peak_mb = int(peak_kb.strip().splitlines()[-1]) / 1024
     worst = scene.sorted_queries()[0].name if scene.queries else None
     return {"landmarks": int(np.isfinite(scene.points).all(axis=1).sum()), "keyframes": len(scene.keyframes),
             "queries": len(scene.queries), "voxels": 0 if scene.voxels is None else len(scene.voxels.centres),
@@ -93,26 +94,32 @@ def gui(run: Path, out: Path, query: str | None, width: int, height: int) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--strecha", type=Path, required=True)
+    parser.add_argument("--strecha", type=Path, help="Strecha folder (Cambridge layout scenes)")
     parser.add_argument("--scene", default="castle-P19")
+    parser.add_argument("--run", type=Path, help="Measure this existing 'reloc eval' run folder instead (no eval, no screenshots kept)")
     parser.add_argument("--config", type=Path, default=Path("configs/favor.yaml"))
     parser.add_argument("--out", type=Path, default=Path("runs/viewer"))
     parser.add_argument("--images", type=Path, default=Path("docs/images"))
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=800)
     args = parser.parse_args()
-    run = args.out / args.scene
-    subprocess.run([RELOC, "eval", "--config", str(args.config), "--dataset", "cambridge", "--root", str(args.strecha / args.scene),
-                    "--out", str(run)], check=True)
-    args.images.mkdir(parents=True, exist_ok=True)
-    figures = headless(run, args.images / f"viewer-{args.scene}-headless.png", args.width, args.height)
-    print(f"| {args.scene} | {figures['landmarks']} | {figures['keyframes']} | {figures['queries']} | {figures['voxels']} "
+    if args.run is not None:
+        run, name, images = args.run, args.run.name, args.out
+    else:
+        run, name, images = args.out / args.scene, args.scene, args.images
+        subprocess.run([RELOC, "eval", "--config", str(args.config), "--dataset", "cambridge", "--root", str(args.strecha / args.scene),
+                        "--out", str(run)], check=True)
+    images.mkdir(parents=True, exist_ok=True)
+    figures = headless(run, images / f"viewer-{name}-headless.png", args.width, args.height)
+    print("| map | landmarks | mapping cameras | queries | FaVoR voxels | load s | layers s | first render s | render s "
+          "| `reloc view --screenshot` s | its peak MB |")
+    print(f"| {name} | {figures['landmarks']} | {figures['keyframes']} | {figures['queries']} | {figures['voxels']} "
           f"| {figures['load_s']:.2f} | {figures['layers_s']:.2f} | {figures['first_render_s']:.2f} | {figures['render_s']:.2f} "
           f"| {figures['command_s']:.1f} | {figures['peak_mb']:.0f} |")
     if shutil.which("Xvfb") is None:
         print("Xvfb is not installed: no GUI measurement")
         return
-    shown = gui(run, args.images / f"viewer-{args.scene}-gui.png", figures["worst"], args.width, args.height)
+    shown = gui(run, images / f"viewer-{name}-gui.png", figures["worst"], args.width, args.height)
     print(f"GUI: map on screen after {shown['on_screen_s']} s; exit code {shown['returncode']}; {shown['last_line']}")
 
 

@@ -232,6 +232,8 @@ def view_command(
     console.print(f"{len(scene.points)} landmarks, {len(scene.keyframes)} mapping cameras, {len(scene.queries)} queries"
                   + (f" ({sum(q.failed for q in scene.queries)} failed)" if scene.queries else "")
                   + (f", {len(scene.voxels.centres)} FaVoR voxels" if scene.voxels is not None else ""))
+    if len(scene.colors) and not scene.colors.any():
+        console.print("[yellow]the landmarks have no colours (the map was built before reloc stored them): rebuild the map to see them")
     if screenshot is not None:
         from .viz.geometry import automatic_view, build_layers
         from .viz.render import render_image, save_view

@@ -55,6 +55,7 @@ class ViewerWindow:
         self.screenshot_dir = screenshot_dir
         self.queries = scene.sorted_queries()
         self.flight: Flight | None = None
+        self.selected_label = None  # 3D label at the selected query's camera
         self.frames_drawn = 0
         self.window = gui.Application.instance.create_window(f"reloc view — {scene.map_dir}", width, height)
         em = self.window.theme.font_size
@@ -134,7 +135,11 @@ class ViewerWindow:
         query = self.queries[index]
         self.query_label.text = query_summary(query)
         pose = query.estimate or query.ground_truth
+        if self.selected_label is not None:
+            self.widget.remove_3d_label(self.selected_label)
+            self.selected_label = None
         if pose is not None:
+            self.selected_label = self.widget.add_3d_label(pose.center, query.name)
             self.flight = Flight(self._current_view(), viewpoint_behind(pose, frustum_depth(self.scene)), time.monotonic())
         self._show_matches(query)
         self.window.post_redraw()
