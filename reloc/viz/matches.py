@@ -18,6 +18,7 @@ from .scene import MapScene, QueryView
 
 PANEL_HEIGHT = 480
 MAX_LINES = 300
+TITLE_HEIGHT = 40  # pixels above the images for the two title lines
 
 
 def scaled_image(path, height: int) -> tuple[np.ndarray, float]:
@@ -37,8 +38,8 @@ def matches_figure(scene: MapScene, query: QueryView, height: int = PANEL_HEIGHT
     right, key_scale = (scaled_image(keyframe.image_path, height) if keyframe and keyframe.image_path
                         else (np.full((height, height, 3), 255, np.uint8), 1.0))
     canvas = np.concatenate([left, right], axis=1)
-    figure = Figure(figsize=(canvas.shape[1] / 100, canvas.shape[0] / 100 + 0.5), dpi=100)
-    axes = figure.add_axes((0, 0, 1, canvas.shape[0] / (canvas.shape[0] + 50)))
+    figure = Figure(figsize=(canvas.shape[1] / 100, (canvas.shape[0] + TITLE_HEIGHT) / 100), dpi=100)
+    axes = figure.add_axes((0, 0, 1, canvas.shape[0] / (canvas.shape[0] + TITLE_HEIGHT)))
     axes.imshow(canvas)
     axes.set_axis_off()
     inliers = query.inlier_points2d * scale - 0.5  # COLMAP pixels to matplotlib's pixel-centre coordinates
@@ -69,7 +70,7 @@ def match_title(query: QueryView, keyframe: str | None) -> str:
         outcome = f"{len(query.inlier_landmarks)} inliers"
     else:
         outcome = f"{query.t_cm:.1f} cm, {query.r_deg:.2f}°, {len(query.inlier_landmarks)} inliers"
-    return f"{query.name} — {outcome}  |  keyframe: {keyframe or 'none'}"
+    return f"{query.name}: {outcome}\nmapping image: {keyframe or 'none'}"
 
 
 def figure_to_array(figure: Figure) -> np.ndarray:

@@ -17,7 +17,7 @@ from ..errors import RelocError, ResultsError
 from ..eval.results import read_results
 from ..favor.model import FAVOR_FILE, LandmarkFields
 from ..geometry.errors import pose_error
-from ..mapping.store import LANDMARKS_FILE, SFM_FOLDER
+from ..mapping.store import SFM_FOLDER
 from ..pipeline.runner import MAP_FILE
 from ..types import Camera, Pose
 

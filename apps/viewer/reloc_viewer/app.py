@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import open3d as o3d
 from open3d.visualization import gui, rendering
 
 from reloc.errors import RelocError
-from reloc.viz.geometry import BACKGROUND, Layer, automatic_view, build_layers, frustum_depth
+from reloc.viz.geometry import BACKGROUND, automatic_view, build_layers, frustum_depth
 from reloc.viz.matches import figure_to_array, matches_figure
 from reloc.viz.render import add_layers, material
 from reloc.viz.scene import MapScene, QueryView
@@ -151,6 +152,8 @@ class ViewerWindow:
             self.status.text = str(error)
             return
         pixels = figure_to_array(figure)
+        width = int((PANEL_WIDTH_EM - 1.2) * self.window.theme.font_size)
+        pixels = cv2.resize(pixels, (width, max(1, round(pixels.shape[0] * width / pixels.shape[1]))), interpolation=cv2.INTER_AREA)
         self.matches_image.update_image(o3d.geometry.Image(np.ascontiguousarray(pixels)))
         self.window.set_needs_layout()
 
