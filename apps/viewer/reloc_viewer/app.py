@@ -100,6 +100,7 @@ class ViewerWindow:
         self.query_label = gui.Label("select a query to fly to it")
         panel.add_child(self.query_label)
         self.matches_image = gui.ImageWidget()
+        self.matches_image.visible = False  # until a query is selected (empty, it shows an error box)
         panel.add_child(self.matches_image)
         button = gui.Button("Screenshot")
         button.set_on_clicked(self.take_screenshot)
@@ -155,6 +156,7 @@ class ViewerWindow:
         width = int((PANEL_WIDTH_EM - 1.2) * self.window.theme.font_size)
         pixels = cv2.resize(pixels, (width, max(1, round(pixels.shape[0] * width / pixels.shape[1]))), interpolation=cv2.INTER_AREA)
         self.matches_image.update_image(o3d.geometry.Image(np.ascontiguousarray(pixels)))
+        self.matches_image.visible = True
         self.window.set_needs_layout()
 
     def _current_view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
