@@ -136,6 +136,7 @@ class ViewerWindow:
             return
         query = self.queries[index]
         self.query_label.text = query_summary(query)
+        self._show_matches(query)  # reads two images: before the flight starts, so that it is seen whole
         pose = query.estimate or query.ground_truth
         if self.selected_label is not None:
             self.widget.remove_3d_label(self.selected_label)
@@ -143,7 +144,6 @@ class ViewerWindow:
         if pose is not None:
             self.selected_label = self.widget.add_3d_label(pose.center, query.name)
             self.flight = Flight(self._current_view(), viewpoint_behind(pose, frustum_depth(self.scene)), time.monotonic())
-        self._show_matches(query)
         self.window.post_redraw()
 
     def _show_matches(self, query: QueryView) -> None:
