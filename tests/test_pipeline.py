@@ -225,7 +225,7 @@ def test_execution_timing_and_cache_invalidation(tmp_path):
     assert CALLS == ["test.count", "test.scale"] and run.output("double.value") == 12
 
 
-def test_eval_builds_reuses_map_and_reports_failures(tmp_path):
+def test_eval_builds_reuses_map_and_reports_failures(tmp_path, monkeypatch):
     scene = tmp_path / "scene"
     write_cambridge(scene, sizes=[(64, 48)] * 5)
     config = write_yaml(tmp_path, pipeline_dict())
@@ -254,6 +254,11 @@ def test_eval_builds_reuses_map_and_reports_failures(tmp_path):
     result = CliRunner().invoke(app, args)
     assert "reusing the map" not in result.output
     assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 3
+    assert "reusing the map" in CliRunner().invoke(app, args).output
+    monkeypatch.setattr(Scale, "version", "2")  # a stage whose outputs changed: maps built before are rebuilt
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "reusing the map" not in result.output
+    assert "count (cached)" in result.output and "double (cached)" not in result.output
 
 
 def map_toy_scene(tmp_path, frames: int) -> tuple[Path, Path]:

@@ -34,6 +34,7 @@ class TriangulateConfig:
 @register_stage
 class Triangulate(Stage):
     name = "mapping.triangulate"
+    version = "2"  # 2: landmark colours in the COLMAP model
     Config = TriangulateConfig
     inputs = {"frames": list[Frame], "features": FeatureStore, "map_dir": Path}
     outputs = {"keyframes": list[Frame]}

@@ -37,7 +37,7 @@ class Stage:
     Config: ClassVar[type] = NoConfig
     inputs: ClassVar[dict[str, Any]] = {}
     outputs: ClassVar[dict[str, Any]] = {}
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "1"  # raise it when the outputs change: cached outputs and maps built before are rebuilt
     cacheable: ClassVar[bool] = True
 
     def __init__(self, config: Any):

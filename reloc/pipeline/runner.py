@@ -37,11 +37,13 @@ def package_versions() -> dict[str, str]:
 
 
 def mapping_key(pipeline: Pipeline, frames: list[Frame]) -> str:
-    return fingerprint([pipeline.section_raw("mapping"), pipeline.seed, frames])
+    stage_versions = {name: node.stage.version for name, node in pipeline.mapping.nodes.items()}
+    return fingerprint([pipeline.section_raw("mapping"), pipeline.seed, frames, stage_versions])
 
 
 def map_is_current(map_dir: Path, pipeline: Pipeline, frames: list[Frame]) -> bool:
-    """True when ``map_dir`` was built by the same mapping graph and seed from the same frames."""
+    """True when ``map_dir`` was built by the same mapping graph (same stage versions) and seed
+    from the same frames."""
     path = map_dir / MAP_FILE
     if not path.is_file():
         return False
