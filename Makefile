@@ -1,5 +1,6 @@
 # `make test` and `make demo` each create or refresh .venv (when pyproject.toml, constraints.txt or
-# this file changed), install the Debian packages the project needs when run as root, then run.
+# this file changed), install the Debian packages the project needs when run as root (python3-venv
+# too where Python is Debian's and lacks ensurepip), then run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,12 +12,13 @@ APT_PACKAGES := libusb-1.0-0 libgomp1 mesa-vulkan-drivers xvfb
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt Makefile
-	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+	  test -x $(BIN)/python || $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
-	    echo "Debian packages missing: $$missing (install them with apt-get as root; Open3D needs libusb-1.0-0, its headless renderer mesa-vulkan-drivers, the viewer's GUI test xvfb)"; exit 1; \
+	    echo "Debian packages missing: $$missing (install them with apt-get as root; Open3D needs libusb-1.0-0, its headless renderer mesa-vulkan-drivers, the viewer's GUI test xvfb, and Debian's own Python needs python3-venv to make .venv)"; exit 1; \
 	  fi; \
 	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

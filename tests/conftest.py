@@ -1,14 +1,29 @@
 """Shared fixtures. Real data lives in ../shared/data beside the checkout; tests that need it skip
-cleanly when it is absent."""
+cleanly when it is absent.
+
+``RELOC_TORCH_THREADS=N`` runs the suite with ``torch.set_num_threads(N)``: results must not depend
+on the thread count (nor on ``OMP_NUM_THREADS``), and this is how that is checked."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = os.environ.get("RELOC_TORCH_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"torch threads: {torch.get_num_threads()} (RELOC_TORCH_THREADS={os.environ.get('RELOC_TORCH_THREADS', 'unset')}), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
 
 
 def shared_path(*parts: str) -> Path:

@@ -17,7 +17,7 @@ from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.favor.model import FAVOR_FILE, LandmarkFields, keyframe_poses, training_rays
 from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
 from reloc.eval.results import read_results
-from reloc.favor.train import TrainConfig, TrainingRays, train_grids
+from reloc.favor.train import TrainConfig, TrainingRays, initial_grids, train_grids
 from reloc.geometry.errors import pose_error
 from reloc.mapping.patches import read_landmark_patches
 from reloc.mapping.store import read_sparse_map
@@ -95,17 +95,34 @@ def landmark_rays(seed: int, centre: np.ndarray, count: int = 1500):
     return origins + torch.from_numpy(centre).float(), directions, targets, basis
 
 
-def test_one_landmark_renders_its_descriptor_at_held_out_viewing_directions():
-    origins, directions, targets, basis = landmark_rays(0, np.zeros(3))
-    rays = TrainingRays(origins, directions, targets, torch.tensor([0]), torch.tensor([len(origins)]))
-    config = TrainConfig(steps=150, rays_per_step=256)
-    trained = train_grids(torch.zeros(1, 3), torch.tensor([SIDE]), rays, np.array([0]), config)
-    assert trained.losses[-1] < 0.5 * trained.losses[0]
+def held_out_error(grids: torch.Tensor, basis: torch.Tensor, config: TrainConfig) -> float:
+    """Mean 1 - cosine between rendered and true descriptors on rays from viewpoints that no
+    training ray came from (elevations and azimuths between the training ones)."""
     held_out = viewpoints([12, 28], [30, 90, 150, 210, 270, 330])
-    test_origins, test_directions, test_targets = camera_rays(held_out, 500, basis, np.random.default_rng(1))
-    rendering = render_rays(trained.grids, torch.zeros(1, 3), torch.tensor([SIDE]), test_origins[None], test_directions[None], config.render)
-    cosine = (rendering.descriptors[0] * test_targets).sum(dim=-1)
-    assert rendering.valid.all() and cosine.mean() >= 0.9, float(cosine.mean())
+    origins, directions, targets = camera_rays(held_out, 500, basis, np.random.default_rng(1))
+    rendering = render_rays(grids, torch.zeros(1, 3), torch.tensor([SIDE]), origins[None], directions[None], config.render)
+    assert rendering.valid.all()
+    return float(1 - (rendering.descriptors[0] * targets).sum(dim=-1).mean())
+
+
+def test_one_landmark_learns_the_descriptors_it_renders_at_held_out_viewing_directions():
+    """The field starts at the landmark's mean descriptor, which already scores a cosine of about
+    0.96 on these rays. Training must cut the held-out error (1 - cosine) tenfold against that start
+    and against the same training on shuffled targets (which can learn the mean and nothing more).
+    Measured: 0.042 at the start, 0.042 after shuffled training, 4e-5 after training."""
+    origins, directions, targets, basis = landmark_rays(0, np.zeros(3))
+    config = TrainConfig(steps=150, rays_per_step=256)
+
+    def train(targets: torch.Tensor):
+        rays = TrainingRays(origins, directions, targets, torch.tensor([0]), torch.tensor([len(origins)]))
+        return rays, train_grids(torch.zeros(1, 3), torch.tensor([SIDE]), rays, np.array([0]), config)
+
+    rays, trained = train(targets)
+    _, shuffled = train(targets[torch.from_numpy(np.random.default_rng(5).permutation(len(targets)))])
+    assert trained.losses[-1] < 0.5 * trained.losses[0]
+    error = held_out_error(trained.grids, basis, config)
+    start, chance = held_out_error(initial_grids(rays, config.grid_size), basis, config), held_out_error(shuffled.grids, basis, config)
+    assert error < 0.1 * start and error < 0.1 * chance, (error, start, chance)
     assert float(trained.psnr_db[0]) > config.min_psnr_db
 
 
@@ -160,8 +177,12 @@ def test_favor_localizes_queries_in_iterations(favor_run):
             assert len(iterations) == 3 and iterations[-1]["inliers"] == result.num_inliers
             assert len(result.details["inliers"]["points2d"]) == len(result.details["inliers"]["landmarks"]) == result.num_inliers
             errors.append(pose_error(result.pose, ground_truth[name].pose)[0])
-    # Queries whose prior keyframe sees no persistent landmark of this small map fail, with that reason.
-    assert len(errors) >= 2 and max(errors) < 0.10, errors
+    # Every query has over half its view mapped, yet FaVoR renders from one prior, retrieval's
+    # top-1 keyframe: for 3 of the 6 it sees no landmark field of this small map (1200 landmarks)
+    # and for a fourth too few inliers; those fail with that reason (several priors are a later
+    # issue's). Measured: the other 2 within 2 cm. That share must hold, and a returned pose is
+    # never more than 5 cm off.
+    assert len(errors) >= 2 and max(errors) < 0.05, errors
 
 
 def test_training_rays_pass_through_their_landmark(favor_map):

@@ -15,12 +15,14 @@ import torch
 from typer.testing import CliRunner
 
 from reloc.cli import app
+from reloc.datasets import load_dataset
 from reloc.datasets.pairs import read_pairs_with_gt
 from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.datasets.synthetic.textures import load_photo
 from reloc.errors import RelocError
 from reloc.eval.matching import homography_errors, pose_auc, relative_pose_error
 from reloc.eval.results import read_results
+from reloc.geometry.errors import pose_error
 from reloc.matching.casp.model import Casp, CaspConfig, SelectiveCrossAttention, candidate_ids, group_by_parent
 from reloc.matching.casp.train import casp_step
 from reloc.matching.homomatcher.model import HomoMatcher, apply_homography, weighted_homography
@@ -29,6 +31,8 @@ from reloc.matching.trained import load_trained
 from reloc.matching.training import load_checkpoint
 from reloc.matching.training_pairs import PairBatch, TrainingDataConfig, TrainingPairs
 from reloc.types import Pose
+
+from .overlap import mapped_share
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +49,7 @@ def test_selective_attention_never_looks_outside_the_prior_regions():
         changed = others.clone()
         changed[0, outside] = torch.randn(len(outside), 4, 16) * 10
         after = attention(children, changed, prior)
-        assert torch.equal(after[0, 0], before[0, 0])  # token 0 attends only to parents 0, 3, 7
+        torch.testing.assert_close(after[0, 0], before[0, 0], atol=1e-6, rtol=0)  # token 0 attends only to parents 0, 3, 7
         assert not torch.allclose(after[0, 1], before[0, 1])  # token 1 attends to parent 1 and 2, which changed
         inside = others.clone()
         inside[0, 7] = torch.randn(4, 16) * 10
@@ -213,20 +217,28 @@ def test_match_eval_on_real_strecha_pairs(tmp_path, strecha_fountain):
 
 def test_casp_relocalizes_a_synthetic_scene(tmp_path):
     """configs/casp.yaml end to end: keyframe landmarks carried into the queries through the
-    patch homographies. Measured: 2 of these 4 queries within 1 cm, one reported failed, one
-    wrong (20 inliers) — semi-dense relocalization is not yet as reliable as the default's."""
+    patch homographies. The query that sees nothing mapped is reported failed. Measured on the
+    other 3: 2 within 1 cm, one wrong (2.4 m off with 23 inliers) — semi-dense relocalization is
+    not yet as reliable as the default, which gets all 3 within 0.2 cm (test_baseline). The test
+    holds that share: at least 2 of the 3 within 2 cm, at most one wrong pose."""
     scene = tmp_path / "scene"
     generate(SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1), scene)
     result = CliRunner().invoke(app, ["eval", "--config", str(ROOT / "configs" / "casp.yaml"), "--dataset", "7scenes",
                                       "--root", str(scene), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["recall"]["2cm_2deg"] >= 0.5, metrics
-    results = (tmp_path / "run" / "results.txt").read_text()
-    assert results.count("# FAILED") == metrics["n_failed"]  # a failed query is listed as failed, never given a prior
-    for result in read_results(tmp_path / "run" / "results.txt").values():
-        if result.success:
-            assert len(result.details["inliers"]["landmarks"]) == len(result.details["inliers"]["points2d"]) == result.num_inliers
+    results = read_results(tmp_path / "run" / "results.txt")
+    assert (tmp_path / "run" / "results.txt").read_text().count("# FAILED") == metrics["n_failed"]
+    shares, truth = mapped_share(scene), load_dataset("7scenes", scene).ground_truth()
+    within, wrong = [], []
+    for name, outcome in results.items():
+        if shares[name] < 0.05:
+            assert outcome.pose is None, name  # a failed query is listed as failed, never given a prior
+        elif outcome.pose is not None:
+            dt, dr = pose_error(outcome.pose, truth[name].pose)
+            (within if dt < 0.02 and dr < 2.0 else wrong).append(name)
+            assert len(outcome.details["inliers"]["landmarks"]) == len(outcome.details["inliers"]["points2d"]) == outcome.num_inliers
+    assert len(within) >= 2 and len(wrong) <= 1, (within, wrong)
     assert len(list((tmp_path / "run" / "map" / "keyframe_images").glob("*.jpg"))) > 5
 
 

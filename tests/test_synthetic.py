@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -34,61 +33,40 @@ def cambridge_scene(tmp_path_factory):
     return root
 
 
-def interior_vertices(mesh) -> tuple[np.ndarray, dict[int, set[int]]]:
-    """Vertices inside a subdivided quad (six incident triangles) and each vertex's triangles."""
-    incident = defaultdict(set)
-    for triangle, corners in enumerate(mesh.triangles):
-        for vertex in corners:
-            incident[int(vertex)].add(triangle)
-    return np.array([v for v, triangles in incident.items() if len(triangles) == 6]), incident
+def rerendered_fraction(renderer: Renderer, frame) -> float:
+    """Fraction of pixels of the written image that the generator's renderer gives back, within
+    one grey level, from the pose and camera the loader read (plain appearance: the written image
+    is the rendering rounded to uint8). Measured: 1.0 for loaded poses (the text files round them
+    to 7-9 digits); 0.61-0.99 for a pose 1 mm or 0.02 degrees off or a focal length 0.2 % off."""
+    written = read_image(frame.image_path).astype(int)
+    rendered = apply_appearance(renderer.render(frame.pose, frame.camera).rgb, Appearance(), np.random.default_rng(0)).astype(int)
+    return float(np.mean(np.abs(rendered - written).max(axis=2) <= 1))
 
 
-def check_vertices_land_on_their_triangles(renderer: Renderer, frame, rng) -> int:
-    """Project visible interior vertices with the loaded pose and camera; the rendered triangle at
-    a pixel centre within 0.5 px (per axis) of the projection must be incident to the vertex."""
-    mesh = renderer.scene.mesh
-    vertices, incident = interior_vertices(mesh)
-    vertices = rng.choice(vertices, size=min(4000, len(vertices)), replace=False)
-    pixels, inside = project_points(mesh.vertices[vertices], frame.pose, frame.camera)
-    margin = (pixels[:, 0] > 1) & (pixels[:, 0] < frame.camera.width - 1) & (pixels[:, 1] > 1) & (pixels[:, 1] < frame.camera.height - 1)
-    candidates, pixels = vertices[inside & margin], pixels[inside & margin]
-    depth_to_vertex = frame.pose.transform(mesh.vertices[candidates])[:, 2]
-    visible = np.abs(renderer.cast(frame.pose, frame.camera, pixels).depth - depth_to_vertex) < 1e-4
-    ids = renderer.render(frame.pose, frame.camera).triangle_ids
-    checked = 0
-    for vertex, pixel in zip(candidates[visible], pixels[visible]):
-        near = {(int(np.floor(pixel[0] - 0.5)) + dx, int(np.floor(pixel[1] - 0.5)) + dy) for dx in (0, 1) for dy in (0, 1)}
-        assert any(ids[y, x] in incident[int(vertex)] for x, y in near), f"{frame.name}: vertex {vertex} at {pixel}"
-        checked += 1
-    return checked
-
-
-def test_sevenscenes_round_trip_ids_and_depth(sevenscenes_scene, rng):
+def test_sevenscenes_loaded_poses_rerender_the_written_images_and_depth(sevenscenes_scene):
     dataset = load_dataset("7scenes", sevenscenes_scene)
     train, test = dataset.frames("train"), dataset.frames("test")
     assert [f.name.split("/")[0] for f in train] == ["seq-01"] * 2 + ["seq-02"] * 2
     assert [f.name for f in test] == ["seq-03/frame-000000.color.png", "seq-03/frame-000001.color.png"]
     renderer = Renderer(build_scene("room", 3))
-    checked = 0
     for frame in train + test:
         assert frame.camera.K.tolist() == [[585, 0, 320], [0, 585, 240], [0, 0, 1]]
         assert read_image(frame.image_path).shape == (480, 640, 3)
-        checked += check_vertices_land_on_their_triangles(renderer, frame, rng)
+        assert rerendered_fraction(renderer, frame) > 0.999, frame.name
         raycast = renderer.cast(frame.pose, frame.camera, pixel_centres(640, 480)).depth.reshape(480, 640)
         loaded = read_depth_mm(frame.depth_path)
         valid = np.isfinite(loaded)
         assert valid.mean() > 0.99  # a closed room: every ray hits something
         assert np.abs(loaded[valid] - raycast[valid]).max() <= 0.001
-    assert checked > 100
 
 
-def test_cambridge_round_trip_ids_focal_and_nvm_points(cambridge_scene, rng):
+def test_cambridge_loaded_poses_rerender_the_written_images_focal_and_nvm_points(cambridge_scene):
     dataset = load_dataset("cambridge", cambridge_scene)
     frames = dataset.frames("train") + dataset.frames("test")
     assert len(frames) == 8 and frames[0].name == "seq1/frame00001.png"
     assert len({f.camera.params[0] for f in frames}) == 3  # a focal length per sequence, read per image from the NVM
     renderer = Renderer(build_scene("courtyard", 5))
-    assert sum(check_vertices_land_on_their_triangles(renderer, frame, rng) for frame in frames) > 50
+    assert all(rerendered_fraction(renderer, frame) > 0.999 for frame in frames)
 
     lines = (cambridge_scene / "reconstruction.nvm").read_text().splitlines()
     num_cameras = int(lines[2])

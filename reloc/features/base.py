@@ -19,12 +19,26 @@ from ..errors import RelocError
 
 @dataclass
 class Features:
+    """One image's local features; extractors return them in canonical order (descending score,
+    ties by position)."""
+
     keypoints: np.ndarray  # (N, 2) float32, COLMAP convention, original image pixels
     descriptors: np.ndarray  # (N, D) float32, L2-normalised
     scores: np.ndarray  # (N,) float32
 
     def __len__(self) -> int:
         return len(self.keypoints)
+
+    def in_canonical_order(self) -> Features:
+        """The same features sorted by descending score, ties broken by position (y, then x), so
+        that one image always gives the same arrays whatever order the extractor produced."""
+        order = canonical_order(self.keypoints, self.scores)
+        return Features(self.keypoints[order], self.descriptors[order], self.scores[order])
+
+
+def canonical_order(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Indices (N,) sorting keypoints (N, 2) by descending ``scores`` (N,), then by y, then by x."""
+    return np.lexsort((keypoints[:, 0], keypoints[:, 1], -scores))
 
 
 def resize_image(image: np.ndarray, resize_max: int, multiple: int = 1, enlarge: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..weights import wheel_weights
-from .base import Features, to_original_pixels
+from .base import Features, canonical_order, to_original_pixels
 
 
 @dataclass
@@ -61,7 +61,7 @@ class XFeatExtractor:
     def extract_batch(self, images: list[np.ndarray], scales: list[np.ndarray]) -> list[Features]:
         outputs = self.model.detectAndCompute(images_to_tensor(images))
         return [Features(to_original_pixels(output["keypoints"].numpy(), scale), output["descriptors"].numpy().astype(np.float32),
-                         output["scores"].numpy().astype(np.float32)) for output, scale in zip(outputs, scales)]
+                         output["scores"].numpy().astype(np.float32)).in_canonical_order() for output, scale in zip(outputs, scales)]
 
 
 class AlikedExtractor:
@@ -78,7 +78,7 @@ class AlikedExtractor:
     def extract_batch(self, images: list[np.ndarray], scales: list[np.ndarray]) -> list[Features]:
         outputs = self.model(images_to_tensor(images))
         return [Features(to_original_pixels(output.keypoints.numpy(), scale), output.descriptors.numpy().astype(np.float32),
-                         output.keypoint_scores.numpy().astype(np.float32)) for output, scale in zip(outputs, scales)]
+                         output.keypoint_scores.numpy().astype(np.float32)).in_canonical_order() for output, scale in zip(outputs, scales)]
 
 
 def stretch_contrast(gray: np.ndarray) -> np.ndarray:
@@ -113,8 +113,9 @@ class SiftExtractor:
         if not keypoints:
             return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), np.zeros(0, np.float32))
         responses = np.array([keypoint.response for keypoint in keypoints], np.float32)
-        order = np.argsort(-responses, kind="stable")[: self.config.max_keypoints]
-        points = cv2.KeyPoint_convert(keypoints)[order].astype(np.float64)
+        points = cv2.KeyPoint_convert(keypoints).astype(np.float64)
+        order = canonical_order(points, responses)[: self.config.max_keypoints]
+        points = points[order]
         root = np.sqrt(descriptors[order] / np.maximum(descriptors[order].sum(axis=1, keepdims=True), 1e-8))
         return Features(to_original_pixels(points, scale), root.astype(np.float32), responses[order])
 

@@ -39,6 +39,7 @@ class ExtractFeatures(Stage):
     flat). A batch's network time is shared equally among its frames in the per-query timings."""
 
     extractor: str
+    version = "2"  # keypoints in canonical order (Features.in_canonical_order)
     Config = FeatureStageConfig
     inputs = {"frames": list[Frame], "map_dir": Path}
     outputs = {"features": FeatureStore}
