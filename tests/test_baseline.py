@@ -24,7 +24,8 @@ from reloc.features.extractors import EXTRACTORS, ExtractorConfig
 from reloc.features.stages import XFeatFeatures, batches_of_same_size
 from reloc.geometry.errors import pose_error
 from reloc.localization.pnp import PnPConfig, estimate_pose
-from reloc.localization.stages import LocalizeConfig, correspondences_2d3d, localize_in_rounds
+from reloc.localization.rounds import localize_in_rounds
+from reloc.localization.stages import correspondences_2d3d
 from reloc.mapping.keyframes import covisible_pairs, select_keyframes
 from reloc.mapping.tracks import build_tracks, epipolar_errors
 from reloc.mapping.triangulation import TriangulationConfig, triangulate_tracks
@@ -152,6 +153,10 @@ def test_relocalize_synthetic_scene_end_to_end(tmp_path):
             assert outcome.pose is not None, (name, outcome.reason)
             dt, dr = pose_error(outcome.pose, truth[name].pose)
             assert dt < 0.01 and dr < 0.5, (name, dt, dr)
+    xfeat = Path(__file__).resolve().parents[1] / "configs" / "xfeat.yaml"
+    result = CliRunner().invoke(app, ["eval", "--config", str(xfeat), "--dataset", "7scenes", "--root", str(scene),
+                                      "--out", str(tmp_path / "xfeat-run"), "--map", str(tmp_path / "run" / "map")])
+    assert result.exit_code == 2 and "the map's features are sift, but the localization graph extracts xfeat" in result.output
 
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(tmp_path / "noise.png")
     mapping = {f.name: f for f in load_dataset("7scenes", scene).frames("train")}
@@ -181,28 +186,38 @@ def test_correspondences_follow_retrieval_order_and_stop_when_enough():
     assert sorted(landmarks.tolist()) == [10, 12]  # keypoint 1 of "a" has no landmark; "b" is never matched
 
 
+def cumulative(matches: dict[str, tuple[np.ndarray, np.ndarray]], keypoints: np.ndarray, calls: list[list[str]]):
+    """A rounds callback over fixed per-keyframe matches (keypoint index, landmark id): every
+    correspondence of the keyframes matched so far, as query pixels and landmark ids."""
+    found = []
+
+    def correspondences(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(names)
+        found.extend(matches[name] for name in names)
+        keypoint_index, landmark_ids = (np.concatenate(parts) for parts in zip(*found))
+        return keypoints[keypoint_index], landmark_ids
+
+    return correspondences
+
+
 def test_localization_rounds_go_on_only_while_pnp_fails():
     rng = np.random.default_rng(0)
     truth = look_at(np.array([0.0, -3.0, 0.5]), [0, 0, 0.5])
     points = rng.uniform(-1, 1, (200, 3))
     keypoints = CAMERA.project(truth.transform(points))
-    wrong = (np.arange(100), rng.permutation(200)[:100])  # matches to the wrong landmarks
-    right = (np.arange(100, 200), np.arange(100, 200))
+    wrong = rng.permutation(200)[:100]  # keypoints 0-99 matched to the wrong landmarks
+    matches = {"a": (np.arange(50), wrong[:50]), "b": (np.arange(50, 100), wrong[50:]),
+               "c": (np.arange(100, 150), np.arange(100, 150)), "d": (np.arange(150, 200), np.arange(150, 200)), "e": None}
+    pnp = PnPConfig(max_error_px=2.0, min_inliers=30)
     calls = []
-
-    def match_keyframes(names):
-        calls.append(names)
-        return wrong if names == ["a", "b"] else right
-
-    config = LocalizeConfig(pnp=PnPConfig(max_error_px=2.0, min_inliers=30), keyframes_per_round=2)
-    outcome = localize_in_rounds("q", keypoints, points, CAMERA, ["a", "b", "c", "d", "e"], match_keyframes, config)
+    outcome = localize_in_rounds("q", ["a", "b", "c", "d", "e"], cumulative(matches, keypoints, calls), points, CAMERA, pnp, 2)
     assert calls == [["a", "b"], ["c", "d"]]  # "e" is never matched: round 2 found the pose
     assert outcome.rounds[0]["inliers"] < 30 <= outcome.rounds[1]["inliers"]
-    assert outcome.rounds[1]["correspondences"] == 200
+    assert outcome.rounds[1]["correspondences"] == 200 and len(outcome.landmark_ids) == 200
     dt, dr = pose_error(outcome.estimate.pose, truth)
     assert dt < 1e-3 and dr < 0.01
     calls.clear()
-    outcome = localize_in_rounds("q", keypoints, points, CAMERA, ["c", "d", "a", "b"], match_keyframes, config)
+    outcome = localize_in_rounds("q", ["c", "d", "a", "b"], cumulative(matches, keypoints, calls), points, CAMERA, pnp, 2)
     assert calls == [["c", "d"]] and outcome.estimate.pose is not None
 
 
@@ -211,24 +226,32 @@ def test_localization_rounds_go_on_until_a_confident_pose():
     truth = look_at(np.array([0.5, -3.0, 0.5]), [0, 0, 0.5])
     points = rng.uniform(-1, 1, (300, 3))
     keypoints = CAMERA.project(truth.transform(points))
-    rounds = {"a": (np.arange(40), np.arange(40)), "b": (np.arange(40, 140), np.arange(40, 140)),
-              "c": (np.arange(140, 300), np.arange(140, 300))}
-    config = LocalizeConfig(pnp=PnPConfig(max_error_px=2.0, min_inliers=20), keyframes_per_round=1, confident_inliers=100)
-    outcome = localize_in_rounds("q", keypoints, points, CAMERA, ["a", "b", "c"], lambda names: rounds[names[0]], config)
+    matches = {"a": (np.arange(40), np.arange(40)), "b": (np.arange(40, 140), np.arange(40, 140)),
+               "c": (np.arange(140, 300), np.arange(140, 300))}
+    outcome = localize_in_rounds("q", ["a", "b", "c"], cumulative(matches, keypoints, []), points, CAMERA,
+                                 PnPConfig(max_error_px=2.0, min_inliers=20), keyframes_per_round=1, confident_inliers=100)
     assert [r["inliers"] for r in outcome.rounds] == [40, 140]  # 40 inliers is a pose, not yet a confident one
-    assert outcome.estimate.inliers.sum() == 140 and len(outcome.keypoint_index) == 140
+    assert outcome.estimate.inliers.sum() == 140 and len(outcome.points2d) == 140
+
+
+def test_localization_rounds_keep_the_round_with_the_most_inliers():
+    rng = np.random.default_rng(3)
+    truth = look_at(np.array([0.2, -3.0, 0.5]), [0, 0, 0.5])
+    points = rng.uniform(-1, 1, (300, 3))
+    keypoints = CAMERA.project(truth.transform(points))
+    keypoints[60:] += rng.uniform(-200, 200, (240, 2))  # round 2 adds only outliers
+    matches = {"a": (np.arange(60), np.arange(60)), "b": (np.arange(60, 300), np.arange(60, 300))}
+    outcome = localize_in_rounds("q", ["a", "b"], cumulative(matches, keypoints, []), points, CAMERA,
+                                 PnPConfig(max_error_px=2.0, min_inliers=20), keyframes_per_round=1, confident_inliers=100)
+    assert len(outcome.rounds) == 2 and outcome.estimate.inliers.sum() == 60 and len(outcome.points2d) == 60
 
 
 def test_localization_rounds_report_failure_after_the_last_round():
     rng = np.random.default_rng(1)
     points = rng.uniform(-1, 1, (100, 3))
     keypoints = rng.uniform(0, 480, (100, 2))
-
-    def match_keyframes(names):
-        return np.arange(100), rng.permutation(100)
-
-    config = LocalizeConfig(pnp=PnPConfig(min_inliers=30), keyframes_per_round=1)
-    outcome = localize_in_rounds("q", keypoints, points, CAMERA, ["a", "b", "c"], match_keyframes, config)
+    matches = {name: (np.arange(100), rng.permutation(100)) for name in "abc"}
+    outcome = localize_in_rounds("q", ["a", "b", "c"], cumulative(matches, keypoints, []), points, CAMERA, PnPConfig(min_inliers=30), 1)
     assert outcome.estimate.pose is None and outcome.estimate.reason.startswith(("too few inliers", "PnP RANSAC"))
     assert len(outcome.rounds) == 3
 

@@ -17,10 +17,13 @@ from typer.testing import CliRunner
 
 from reloc.cli import app
 from reloc.errors import PipelineError
+from reloc.features.base import FeatureStore
+from reloc.features.stages import XFeatFeatures
 from reloc.pipeline.cache import DiskCache
 from reloc.pipeline.engine import run_graph
 from reloc.pipeline.progress import reporting, track
 from reloc.pipeline.registry import Stage, register_stage, unregister_stage
+from reloc.pipeline.runner import load_map_pipeline
 from reloc.pipeline.spec import load_pipeline
 from reloc.types import Frame, QueryResult
 
@@ -68,6 +71,25 @@ class WriteCount(Stage):
 
 
 @dataclass
+class LabelConfig:
+    label: str = "a"
+
+
+class WriteLabel(Stage):
+    """Cacheable, and writes its label into the map folder: what a cached node must not fake."""
+
+    name = "test.write_label"
+    Config = LabelConfig
+    inputs = {"value": int, "map_dir": Path}
+    outputs = {"label": str}
+
+    def run(self, value, map_dir):
+        CALLS.append(self.name)
+        (map_dir / "label.txt").write_text(self.config.label)
+        return {"label": self.config.label}
+
+
+@dataclass
 class FailAllConfig:
     verb: str = "localize"
 
@@ -87,11 +109,11 @@ class FailAll(Stage):
 
 @pytest.fixture(autouse=True)
 def test_stages():
-    for stage in (CountFrames, Scale, WriteCount, FailAll):
+    for stage in (CountFrames, Scale, WriteCount, WriteLabel, FailAll):
         register_stage(stage)
     CALLS.clear()
     yield
-    for stage in (CountFrames, Scale, WriteCount, FailAll):
+    for stage in (CountFrames, Scale, WriteCount, WriteLabel, FailAll):
         unregister_stage(stage.name)
 
 
@@ -172,6 +194,39 @@ def test_validation_errors_name_node_and_key(tmp_path, change, message):
     assert re.search(message, load_error(tmp_path, content))
 
 
+USER_STAGE = """
+from dataclasses import dataclass
+from reloc.pipeline.registry import Stage
+
+@dataclass
+class TripleConfig:
+    offset: int = 0
+
+class Triple(Stage):
+    name = "user.triple"
+    Config = TripleConfig
+    inputs = {"value": int}
+    outputs = {"value": int}
+
+    def run(self, value):
+        return {"value": 3 * value + self.config.offset}
+"""
+
+
+def test_a_stage_from_a_module_outside_reloc_plugs_in_by_its_import_path(tmp_path, monkeypatch):
+    (tmp_path / "user_stages.py").write_text(USER_STAGE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    content = pipeline_dict(triple={"stage": "user_stages:Triple", "with": {"offset": 1}, "inputs": {"value": "double.value"}})
+    pipeline = load_pipeline(write_yaml(tmp_path, content))
+    run = run_graph(pipeline.mapping, {"dataset.frames": frames(2), "map.dir": tmp_path})
+    assert run.output("triple.value") == 13  # 2 frames, doubled, tripled, plus 1
+    assert pipeline.resolved()["mapping"]["nodes"]["triple"]["stage"] == "user_stages:Triple"  # what map.yaml keeps
+    content["mapping"]["nodes"]["triple"]["stage"] = "user_stages:Missing"
+    assert "stage 'user_stages:Missing': module 'user_stages' has no Stage subclass 'Missing'" in load_error(tmp_path, content)
+    content["mapping"]["nodes"]["triple"]["stage"] = "no_such_module:Triple"
+    assert "stage 'no_such_module:Triple': cannot import module 'no_such_module'" in load_error(tmp_path, content)
+
+
 def test_wrong_type_at_output_and_cycle(tmp_path):
     content = pipeline_dict()
     content["localization"]["nodes"]["n"] = {"stage": "test.count", "inputs": {"frames": "queries.frames"}}
@@ -223,6 +278,71 @@ def test_execution_timing_and_cache_invalidation(tmp_path):
     CALLS.clear()
     run = run_graph(changed.mapping, {**sources, "dataset.frames": frames(4)}, cache)
     assert CALLS == ["test.count", "test.scale"] and run.output("double.value") == 12
+
+
+def labelled_pipeline(label: str) -> dict:
+    return pipeline_dict(label={"stage": "test.write_label", "with": {"label": label},
+                                "inputs": {"value": "count.count", "map_dir": "map.dir"}})
+
+
+def test_cached_node_is_not_reused_over_files_another_run_wrote(tmp_path):
+    """Config A, then B, then A again into one map folder: the third run finds A's cache entry,
+    but label.txt is B's, so the node runs again and the folder holds A's files."""
+    cache, sources = DiskCache(tmp_path / "map" / "cache"), {"dataset.frames": frames(3), "map.dir": tmp_path / "map"}
+    (tmp_path / "map").mkdir()
+    graphs = {label: load_pipeline(write_yaml(tmp_path, labelled_pipeline(label))).mapping for label in "ab"}
+    for label in "aba":
+        CALLS.clear()
+        run = run_graph(graphs[label], sources, cache, artifacts=tmp_path / "map")
+        assert "label" not in run.cached and "test.write_label" in CALLS
+        assert (tmp_path / "map" / "label.txt").read_text() == label and run.written["label"] == ["label.txt"]
+    run = run_graph(graphs["a"], sources, cache, artifacts=tmp_path / "map")
+    assert "label" in run.cached and run.output("label.label") == "a"  # files unchanged: served from cache
+
+
+def test_eval_a_b_a_leaves_the_map_of_a(tmp_path):
+    scene = tmp_path / "scene"
+    write_cambridge(scene, sizes=[(64, 48)] * 3)
+    args = ["eval", "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "run")]
+    configs = {}
+    for label in "ab":
+        configs[label] = tmp_path / f"{label}.yaml"
+        configs[label].write_text(yaml.safe_dump(labelled_pipeline(label)))
+    for label in "aba":
+        result = CliRunner().invoke(app, [*args, "--config", str(configs[label])])
+        assert result.exit_code == 0, result.output
+        record = yaml.safe_load((tmp_path / "run" / "map" / "map.yaml").read_text())
+        assert record["pipeline"]["mapping"]["nodes"]["label"]["with"] == {"label": label}
+        assert (tmp_path / "run" / "map" / "label.txt").read_text() == label
+    assert record["artifacts"] == {"count.json": {"node": "write", "stage": "test.write_count", "version": "1"},
+                                   "label.txt": {"node": "label", "stage": "test.write_label", "version": "1"}}
+
+
+def test_changed_stage_default_rebuilds_the_map_and_the_map_keeps_its_settings(tmp_path, monkeypatch):
+    scene, config = map_toy_scene(tmp_path, 3)
+    args = ["eval", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "run")]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert "reusing the map" in CliRunner().invoke(app, args).output
+
+    @dataclass
+    class NewDefaults:
+        factor: float = 1.0
+        label: str = "y"  # was "x", and the stage's version did not change
+
+    monkeypatch.setattr(Scale, "Config", NewDefaults)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "reusing the map" not in result.output
+    record = yaml.safe_load((tmp_path / "run" / "map" / "map.yaml").read_text())
+    assert record["pipeline"]["mapping"]["nodes"]["double"]["with"] == {"factor": 2.0, "label": "y"}
+    assert load_map_pipeline(tmp_path / "run" / "map").mapping.nodes["double"].config.label == "y"
+
+
+def test_query_features_of_another_extractor_than_the_map_are_refused(tmp_path):
+    FeatureStore("sift", tmp_path / "features.h5")
+    stage = XFeatFeatures(XFeatFeatures.Config(save=False))
+    with pytest.raises(PipelineError, match=r"features.h5: the map's features are sift, but the localization graph extracts "
+                                            r"xfeat \(stage features.xfeat\)"):
+        stage.run(frames(1), tmp_path)
 
 
 def test_eval_builds_reuses_map_and_reports_failures(tmp_path, monkeypatch):

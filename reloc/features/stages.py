@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import PipelineError
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
@@ -34,6 +35,18 @@ def batches_of_same_size(images: list[np.ndarray]) -> Iterator[list[int]]:
             start = end
 
 
+def check_map_extractor(map_dir: Path, stage: str, extractor: str) -> None:
+    """Query features are matched against the map's: refuse a map whose features come from
+    another extractor, before extracting anything."""
+    path = map_dir / FEATURES_FILE
+    if not path.is_file():
+        return
+    map_extractor = FeatureStore.open(path).extractor
+    if map_extractor != extractor:
+        raise PipelineError(f"{path}: the map's features are {map_extractor}, but the localization graph extracts {extractor} "
+                            f"(stage {stage}); localize with the config that built the map, or rebuild the map with this one")
+
+
 class ExtractFeatures(Stage):
     """Extract local features of every frame, ``batch_size`` images at a time (memory stays
     flat). A batch's network time is shared equally among its frames in the per-query timings."""
@@ -45,13 +58,14 @@ class ExtractFeatures(Stage):
     outputs = {"features": FeatureStore}
 
     def run(self, frames: list[Frame], map_dir: Path) -> dict:
-        extractor = EXTRACTORS[self.extractor](self.config)
         if self.config.save:
             path = map_dir / FEATURES_FILE
             path.unlink(missing_ok=True)
             store = FeatureStore(self.extractor, path)
         else:
+            check_map_extractor(map_dir, self.name, self.extractor)
             store = FeatureStore(self.extractor)
+        extractor = EXTRACTORS[self.extractor](self.config)
         batch_size = max(1, self.config.batch_size)
         for start in track(range(0, len(frames), batch_size), f"{self.extractor} features of {len(frames)} images"):
             chunk = frames[start:start + batch_size]

@@ -15,53 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..datasets.base import read_image
 from ..errors import RelocError
+from ..mapping.keyframe_images import keyframe_image_path
 from ..mapping.store import read_sparse_map
 from ..matching.pairwise import CaspPairMatcher, PairMatcherConfig, PreparedImage
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
 from ..types import Frame, QueryResult
-from .pnp import PnPConfig, PnPResult, estimate_pose, inlier_record
-
-KEYFRAME_IMAGES = "keyframe_images"
-
-
-@dataclass
-class KeyframeImagesConfig:
-    resize_max: int = 640  # long side of the stored copies (the matcher's input size)
-    jpeg_quality: int = 95
-
-
-def keyframe_image_path(map_dir: Path, name: str) -> Path:
-    return map_dir / KEYFRAME_IMAGES / (name.replace("/", "__") + ".jpg")
-
-
-@register_stage
-class KeyframeImages(Stage):
-    """Resized copies of the keyframe images in the map (``keyframe_images/``), so that a map
-    localizes with image matchers without its dataset."""
-
-    name = "mapping.keyframe_images"
-    Config = KeyframeImagesConfig
-    inputs = {"keyframes": list[Frame], "map_dir": Path}
-    outputs = {"folder": Path}
-
-    def run(self, keyframes: list[Frame], map_dir: Path) -> dict:
-        folder = map_dir / KEYFRAME_IMAGES
-        folder.mkdir(parents=True, exist_ok=True)
-        for frame in track(keyframes, f"storing {len(keyframes)} keyframe images"):
-            image = read_image(frame.image_path)
-            factor = min(1.0, self.config.resize_max / max(image.shape[:2]))
-            if factor < 1:
-                image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-            cv2.imwrite(str(keyframe_image_path(map_dir, frame.name)), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
-        return {"folder": folder}
+from .pnp import PnPConfig, inlier_record
+from .rounds import localize_in_rounds
 
 
 @dataclass
@@ -118,31 +84,26 @@ class SemiDenseLocalize(Stage):
 
     def localize(self, frame: Frame, query: PreparedImage, names: list[str], matcher: CaspPairMatcher,
                  prepared_keyframe: Callable[[str], PreparedImage], sparse_map, observations) -> QueryResult:
-        """Rounds of keyframes: carry each one's landmark observations into the query, PnP."""
-        config = self.config
-        points2d, landmark_ids, seen = [], [], set()
-        estimate, rounds = PnPResult(None, np.zeros(0, bool), "no keyframe was retrieved"), []
-        best, best_correspondences = estimate, (np.zeros((0, 2)), np.zeros(0, int))
-        for start in range(0, len(names), config.keyframes_per_round):
-            keyframes = names[start:start + config.keyframes_per_round]
-            with query_timer("matching", frame.name):
-                for name in keyframes:
-                    keypoints, ids = observations[name]
-                    mapped, valid = matcher.transfer(prepared_keyframe(name), query, keypoints)
-                    for point, landmark in zip(mapped[valid], ids[valid]):
-                        if landmark not in seen:
-                            seen.add(int(landmark))
-                            points2d.append(point)
-                            landmark_ids.append(int(landmark))
-            with query_timer("pnp", frame.name):
-                estimate = estimate_pose(np.array(points2d).reshape(-1, 2), sparse_map.points[np.array(landmark_ids, int)], frame.camera, config.pnp)
-            rounds.append({"keyframes": keyframes, "correspondences": len(points2d), "inliers": int(estimate.inliers.sum())})
-            if best.pose is None or (estimate.pose is not None and estimate.inliers.sum() > best.inliers.sum()):
-                best = estimate
-                best_correspondences = np.array(points2d).reshape(-1, 2), np.array(landmark_ids, int)
-            if estimate.pose is not None and estimate.inliers.sum() >= config.confident_inliers:
-                break
-        points, landmarks = best_correspondences
-        details = {"num_matches": len(points2d), "retrieved": names, "rounds": rounds,
-                   "inliers": inlier_record(points[best.inliers], landmarks[best.inliers])}
-        return QueryResult(frame.name, best.pose, best.reason, int(best.inliers.sum()), details=details)
+        """Keyframe rounds (:mod:`.rounds`) whose correspondences are each keyframe's landmark
+        observations carried into the query, the first carried copy of a landmark kept."""
+        points2d: list[np.ndarray] = []
+        landmark_ids: list[int] = []
+        seen: set[int] = set()
+
+        def correspondences(keyframes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            for name in keyframes:
+                keypoints, ids = observations[name]
+                mapped, valid = matcher.transfer(prepared_keyframe(name), query, keypoints)
+                for point, landmark in zip(mapped[valid], ids[valid]):
+                    if int(landmark) not in seen:
+                        seen.add(int(landmark))
+                        points2d.append(point)
+                        landmark_ids.append(int(landmark))
+            return np.array(points2d).reshape(-1, 2), np.array(landmark_ids, np.int64)
+
+        outcome = localize_in_rounds(frame.name, names, correspondences, sparse_map.points, frame.camera, self.config.pnp,
+                                     self.config.keyframes_per_round, self.config.confident_inliers)
+        inliers = outcome.estimate.inliers
+        details = {"num_matches": len(points2d), "retrieved": names, "rounds": outcome.rounds,
+                   "inliers": inlier_record(outcome.points2d[inliers], outcome.landmark_ids[inliers])}
+        return QueryResult(frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), details=details)

@@ -1,11 +1,10 @@
 """Localization stage ``pose.pnp``: match each query to its retrieved keyframes, lift the matches
-to the keyframes' landmarks and estimate the pose with LO-RANSAC PnP, in rounds of retrieved
-keyframes until a pose is found. A query with too few inliers after the last round is reported
-failed; it never receives its retrieval prior."""
+to the keyframes' landmarks and estimate the pose with LO-RANSAC PnP, in keyframe rounds
+(:mod:`.rounds`). A query with too few inliers after the last round is reported failed; it never
+receives its retrieval prior."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from ..mapping.store import read_sparse_map
 from ..matching import MatcherConfig, build_matcher
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
-from ..pipeline.timing import query_timer
-from ..types import Camera, Frame, QueryResult
-from .pnp import PnPConfig, PnPResult, estimate_pose, inlier_record
+from ..types import Frame, QueryResult
+from .pnp import PnPConfig, inlier_record
+from .rounds import Correspondences, localize_in_rounds
 
 
 @dataclass
@@ -53,47 +52,6 @@ def correspondences_2d3d(query: Features, retrieved: list[str], map_features: Fe
     return keypoint_index, landmark_index
 
 
-@dataclass
-class RoundsResult:
-    estimate: PnPResult
-    keypoint_index: np.ndarray  # (N,) query keypoint of each 2D-3D correspondence given to the last PnP
-    landmark_index: np.ndarray  # (N,) landmark id of each
-    rounds: list[dict]  # per round: keyframes matched, correspondences so far, PnP inliers
-
-
-def localize_in_rounds(name: str, keypoints: np.ndarray, points: np.ndarray, camera: Camera, retrieved: list[str],
-                       match_keyframes: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
-                       config: LocalizeConfig) -> RoundsResult:
-    """Estimate the pose of query ``name`` (keypoints (N, 2), COLMAP pixels) against landmarks
-    ``points`` (L, 3, world): PnP on the correspondences of the first ``keyframes_per_round``
-    retrieved keyframes; while PnP fails or finds fewer than ``confident_inliers`` inliers, add
-    the next round's correspondences and estimate again. The answer is the pose of the round with
-    the most inliers. ``match_keyframes(names)`` returns (keypoint index, landmark index) arrays
-    for keyframes."""
-    per_round = config.keyframes_per_round or max(1, len(retrieved))
-    keypoint_index, landmark_index = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    estimate = PnPResult(None, np.zeros(0, bool), "no keyframe was retrieved")
-    best = RoundsResult(estimate, keypoint_index, landmark_index, [])
-    rounds = []
-    for start in range(0, len(retrieved), per_round):
-        keyframes = retrieved[start:start + per_round]
-        with query_timer("matching", name):
-            new_keypoints, new_landmarks = match_keyframes(keyframes)
-            if len(new_keypoints):
-                pairs = np.unique(np.stack([np.concatenate([keypoint_index, new_keypoints]),
-                                            np.concatenate([landmark_index, new_landmarks])], axis=1), axis=0)
-                keypoint_index, landmark_index = pairs[:, 0], pairs[:, 1]
-        with query_timer("pnp", name):
-            estimate = estimate_pose(keypoints[keypoint_index], points[landmark_index], camera, config.pnp)
-        rounds.append({"keyframes": keyframes, "correspondences": int(len(keypoint_index)), "inliers": int(estimate.inliers.sum())})
-        if best.estimate.pose is None or (estimate.pose is not None and estimate.inliers.sum() > best.estimate.inliers.sum()):
-            best = RoundsResult(estimate, keypoint_index, landmark_index, rounds)
-        if estimate.pose is not None and estimate.inliers.sum() >= config.confident_inliers:
-            break
-    best.rounds = rounds
-    return best
-
-
 @register_stage
 class LocalizePnP(Stage):
     name = "pose.pnp"
@@ -104,24 +62,31 @@ class LocalizePnP(Stage):
 
     def run(self, frames: list[Frame], features: FeatureStore, retrieved: dict[str, list[str]], map_dir: Path) -> dict:
         sparse_map = read_sparse_map(map_dir)
-        sizes = {name: (camera.width, camera.height) for name, camera in sparse_map.cameras.items()}
         map_features = FeatureStore.open(map_dir / FEATURES_FILE)
         matcher = build_matcher(self.config.matcher, map_features.extractor)
         results = []
         for frame in track(frames, f"matching and PnP for {len(frames)} queries"):
             query = features.read(frame.name)
-            size = (frame.camera.width, frame.camera.height)
-
-            def match_keyframes(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-                return correspondences_2d3d(query, names, map_features, sparse_map.point_ids, matcher, size, sizes,
-                                            self.config.enough_correspondences)
-
-            outcome = localize_in_rounds(frame.name, query.keypoints, sparse_map.points, frame.camera,
-                                         retrieved[frame.name], match_keyframes, self.config)
+            correspondences = self.keyframe_matches(query, (frame.camera.width, frame.camera.height), map_features, sparse_map, matcher)
+            outcome = localize_in_rounds(frame.name, retrieved[frame.name], correspondences, sparse_map.points, frame.camera,
+                                         self.config.pnp, self.config.keyframes_per_round, self.config.confident_inliers)
             inliers = outcome.estimate.inliers
-            details = {"num_matches": int(len(outcome.keypoint_index)), "retrieved": retrieved[frame.name],
-                       "rounds": outcome.rounds, "inliers": inlier_record(query.keypoints[outcome.keypoint_index[inliers]],
-                                                                          outcome.landmark_index[inliers])}
-            results.append(QueryResult(frame.name, outcome.estimate.pose, outcome.estimate.reason,
-                                       int(outcome.estimate.inliers.sum()), details=details))
+            details = {"num_matches": int(len(outcome.landmark_ids)), "retrieved": retrieved[frame.name], "rounds": outcome.rounds,
+                       "inliers": inlier_record(outcome.points2d[inliers], outcome.landmark_ids[inliers])}
+            results.append(QueryResult(frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), details=details))
         return {"results": results}
+
+    def keyframe_matches(self, query: Features, size: tuple[int, int], map_features: FeatureStore, sparse_map, matcher) -> Correspondences:
+        """The rounds' correspondence source: matches of the query's keypoints to each round's
+        keyframes, accumulated as unique (keypoint, landmark) pairs in sorted order."""
+        sizes = {name: (camera.width, camera.height) for name, camera in sparse_map.cameras.items()}
+        pairs: set[tuple[int, int]] = set()
+
+        def correspondences(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            keypoint_index, landmark_ids = correspondences_2d3d(query, names, map_features, sparse_map.point_ids, matcher, size, sizes,
+                                                                self.config.enough_correspondences)
+            pairs.update(zip(keypoint_index.tolist(), landmark_ids.tolist()))
+            keypoint_index, landmark_ids = np.array(sorted(pairs), np.int64).reshape(-1, 2).T
+            return query.keypoints[keypoint_index], landmark_ids
+
+        return correspondences

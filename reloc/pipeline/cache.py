@@ -2,7 +2,9 @@
 
 A node's key is the hash of its stage name and version, its resolved config and the keys of its
 inputs (the keys of upstream nodes, or the fingerprints of sources), so a changed config or
-changed data upstream never reuses a stale result.
+changed data upstream never reuses a stale result. A cache entry keeps, beside the node's return
+value, the content hash of every file the node wrote, so that the engine can tell whether those
+files are still the ones the value describes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+CACHE_FOLDER = "cache"  # inside the map folder; not part of the map
 
 
 def fingerprint(value: Any) -> str:
@@ -53,32 +57,67 @@ def _feed(digest, value: Any) -> None:
         raise TypeError(f"cannot fingerprint a {type(value).__name__}; sources must be plain data")
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime in ns) of every file below ``folder`` except its cache, by relative path."""
+    if not folder.is_dir():
+        return {}
+    cache = folder / CACHE_FOLDER
+    state = {}
+    for path in folder.rglob("*"):
+        if path.is_file() and cache not in path.parents:
+            stat = path.stat()
+            state[str(path.relative_to(folder))] = (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+def file_digests(folder: Path, paths: list[str]) -> dict[str, str | None]:
+    """SHA-256 of each file ``folder / path`` (None for a missing one), by relative path."""
+    return {path: file_sha256(folder / path) if (folder / path).is_file() else None for path in paths}
+
+
+@dataclasses.dataclass
+class CacheEntry:
+    """A node's return value and the SHA-256 of the files it wrote (relative paths)."""
+
+    outputs: dict[str, Any]
+    files: dict[str, str | None]
+
+
 def node_key(stage_name: str, stage_version: str, config: Any, input_keys: dict[str, str]) -> str:
     config_json = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
     return fingerprint([stage_name, stage_version, config_json, input_keys])
 
 
 class DiskCache:
-    """Pickled node outputs in ``folder/<node>-<key>.pkl``. The files are written by reloc
-    itself (never load a cache folder from an untrusted source: pickle can run code)."""
+    """Pickled :class:`CacheEntry` objects in ``folder/<node>-<key>.entry.pkl``. The files are
+    written by reloc itself (never load a cache folder from an untrusted source: pickle can run
+    code)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
 
     def _path(self, node: str, key: str) -> Path:
-        return self.folder / f"{node}-{key[:32]}.pkl"
+        return self.folder / f"{node}-{key[:32]}.entry.pkl"
 
-    def load(self, node: str, key: str) -> dict[str, Any] | None:
+    def load(self, node: str, key: str) -> CacheEntry | None:
         path = self._path(node, key)
         if not path.is_file():
             return None
         with path.open("rb") as file:
             return pickle.load(file)
 
-    def store(self, node: str, key: str, outputs: dict[str, Any]) -> None:
+    def store(self, node: str, key: str, entry: CacheEntry) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self._path(node, key)
         temporary = path.with_suffix(".tmp")
         with temporary.open("wb") as file:
-            pickle.dump(outputs, file, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(entry, file, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, path)

@@ -1,24 +1,33 @@
-"""Topological execution of a validated graph, with per-node timing and caching."""
+"""Topological execution of a validated graph, with per-node timing and caching.
+
+A node is served from the cache only when its key matches (stage, version, resolved config,
+input keys) and every file it wrote into the artifact folder (the map folder) is still there
+with the content it had when the node ran: a cached return value never stands for files that
+another run has since replaced.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import PipelineError
-from .cache import DiskCache, fingerprint, node_key
+from .cache import CacheEntry, DiskCache, file_digests, fingerprint, folder_state, node_key
 from .spec import Graph
 
 
 @dataclass
 class GraphRun:
-    """Outputs by "node.output" (and sources by name), seconds per node, nodes served from cache."""
+    """Outputs by "node.output" (and sources by name), seconds per node, nodes served from cache,
+    and the files (paths relative to the artifact folder) each node wrote, cached or not."""
 
     values: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     cached: set[str] = field(default_factory=set)
+    written: dict[str, list[str]] = field(default_factory=dict)
 
     def output(self, ref: str) -> Any:
         return self.values[ref]
@@ -29,8 +38,11 @@ def run_graph(
     sources: dict[str, Any],
     cache: DiskCache | None = None,
     on_node: Callable[[str, int, int], None] | None = None,
+    artifacts: Path | None = None,
 ) -> GraphRun:
-    """Run every node in topological order. ``on_node(name, index, total)`` is called before each."""
+    """Run every node in topological order. ``on_node(name, index, total)`` is called before each.
+    ``artifacts``: the folder nodes write files into (the map folder), watched so that a cached
+    node is reused only while its files are unchanged."""
     missing = sorted(set(graph.sources) - set(sources))
     if missing:
         raise PipelineError(f"{graph.section}: source '{missing[0]}' was not provided")
@@ -43,16 +55,23 @@ def run_graph(
         input_keys = {port: keys[ref] for port, ref in node.inputs.items()}
         key = node_key(node.stage.name, node.stage.version, node.config, input_keys)
         start = time.perf_counter()
-        outputs = cache.load(name, key) if cache is not None and node.stage.cacheable else None
-        if outputs is not None:
+        entry = cache.load(name, key) if cache is not None and node.stage.cacheable else None
+        if entry is not None and artifacts is not None and file_digests(artifacts, list(entry.files)) != entry.files:
+            entry = None
+        if entry is not None:
             run.cached.add(name)
         else:
+            before = folder_state(artifacts) if artifacts is not None else {}
             outputs = node.build().run(**{port: run.values[ref] for port, ref in node.inputs.items()})
             _check_outputs(name, node.stage, outputs)
+            after = folder_state(artifacts) if artifacts is not None else {}
+            written = sorted(path for path, state in after.items() if before.get(path) != state)
+            entry = CacheEntry(outputs, file_digests(artifacts, written) if artifacts is not None else {})
             if cache is not None and node.stage.cacheable:
-                cache.store(name, key, outputs)
+                cache.store(name, key, entry)
         run.seconds[name] = time.perf_counter() - start
-        for output, value in outputs.items():
+        run.written[name] = sorted(entry.files)
+        for output, value in entry.outputs.items():
             run.values[f"{name}.{output}"] = value
             keys[f"{name}.{output}"] = fingerprint([key, output])
     return run

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 from ..errors import PipelineError
 
-STAGE_MODULES = ("reloc.features.stages", "reloc.mapping.stages", "reloc.retrieval.stages", "reloc.localization.stages",
-                 "reloc.localization.semidense", "reloc.favor.stages")
+STAGE_MODULES = ("reloc.features.stages", "reloc.mapping.stages", "reloc.mapping.keyframe_images", "reloc.retrieval.stages",
+                 "reloc.localization.stages", "reloc.localization.semidense", "reloc.favor.stages")
 
 PLANNED_STAGES = {
     "matching.mesa": "DESIGN.md (MESA area-level matching; no issue yet)",
@@ -71,8 +71,26 @@ def registered_stages() -> dict[str, type[Stage]]:
     return dict(sorted(_STAGES.items()))
 
 
+def imported_stage(reference: str, where: str) -> type[Stage]:
+    """The :class:`Stage` subclass ``package.module:Class``; ``where`` prefixes the error."""
+    module_name, _, class_name = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise PipelineError(f"{where}: stage '{reference}': cannot import module '{module_name}' ({error})") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Stage)):
+        raise PipelineError(f"{where}: stage '{reference}': module '{module_name}' has no Stage subclass '{class_name}'")
+    if not dataclasses.is_dataclass(cls.Config):
+        raise PipelineError(f"{where}: stage '{reference}': its Config must be a dataclass")
+    return cls
+
+
 def stage_class(name: str, where: str) -> type[Stage]:
-    """The class registered as ``name``; ``where`` prefixes the error (file and node)."""
+    """The class registered as ``name``, or imported when ``name`` is ``package.module:Class``;
+    ``where`` prefixes the error (file and node)."""
+    if ":" in name:
+        return imported_stage(name, where)
     stages = registered_stages()
     if name in stages:
         return stages[name]

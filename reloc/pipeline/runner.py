@@ -16,13 +16,12 @@ import yaml
 
 from ..errors import PipelineError
 from ..types import Frame, QueryResult
-from .cache import DiskCache, fingerprint
+from .cache import CACHE_FOLDER, DiskCache, fingerprint
 from .engine import GraphRun, run_graph
 from .spec import Pipeline, load_pipeline
 from .timing import recording
 
 MAP_FILE = "map.yaml"
-CACHE_FOLDER = "cache"
 VERSIONED_PACKAGES = ("reloc", "torch", "kornia", "pycolmap", "poselib", "open3d-cpu", "numpy")
 
 
@@ -37,8 +36,10 @@ def package_versions() -> dict[str, str]:
 
 
 def mapping_key(pipeline: Pipeline, frames: list[Frame]) -> str:
+    """Hash of the mapping graph with its resolved configs (a changed stage default changes it),
+    the stage versions, the seed and the mapping frames."""
     stage_versions = {name: node.stage.version for name, node in pipeline.mapping.nodes.items()}
-    return fingerprint([pipeline.section_raw("mapping"), pipeline.seed, frames, stage_versions])
+    return fingerprint([pipeline.resolved()["mapping"], pipeline.seed, frames, stage_versions])
 
 
 def map_is_current(map_dir: Path, pipeline: Pipeline, frames: list[Frame]) -> bool:
@@ -71,10 +72,12 @@ def build_map(
         {"dataset.frames": frames, "map.dir": map_dir},
         cache=DiskCache(map_dir / CACHE_FOLDER),
         on_node=on_node,
+        artifacts=map_dir,
     )
     record = {
-        "pipeline": pipeline.raw,
+        "pipeline": pipeline.resolved(),
         "mapping_key": mapping_key(pipeline, frames),
+        "artifacts": artifact_producers(pipeline, run),
         "dataset": {**dataset, "n_frames": len(frames)},
         "mapping_seconds": {name: round(s, 4) for name, s in run.seconds.items()},
         "versions": package_versions(),
@@ -82,6 +85,17 @@ def build_map(
     }
     (map_dir / MAP_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
     return run
+
+
+def artifact_producers(pipeline: Pipeline, run: GraphRun) -> dict[str, dict]:
+    """Each top-level file or folder of the map (``features.h5``, ``sfm``) with the node, stage
+    and stage version that wrote it."""
+    producers = {}
+    for name, paths in run.written.items():
+        stage = pipeline.mapping.nodes[name].stage
+        for path in paths:
+            producers[Path(path).parts[0]] = {"node": name, "stage": stage.name, "version": stage.version}
+    return dict(sorted(producers.items()))
 
 
 def load_map_pipeline(map_dir: Path) -> Pipeline:

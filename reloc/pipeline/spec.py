@@ -23,6 +23,7 @@ and ``map.dir`` (the map folder being written); localization gets ``queries.fram
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class Node:
     stage: type[Stage]
     config: Any
     inputs: dict[str, str]  # input port -> "node.output" or source name
+    stage_ref: str  # as the pipeline names it: a registered name or "package.module:Class"
 
     def build(self) -> Stage:
         return self.stage(self.config)
@@ -80,10 +82,22 @@ class Pipeline:
     seed: int
     mapping: Graph
     localization: Graph
-    raw: dict  # the YAML content, as written into map.yaml
+    raw: dict  # the YAML content as read
 
-    def section_raw(self, section: str) -> dict:
-        return self.raw.get(section, {})
+    def resolved(self) -> dict:
+        """The pipeline as YAML-safe data with every node's config written out in full, defaults
+        included: what a map records, so that it keeps its settings when stage defaults change."""
+        content: dict[str, Any] = {"name": self.name, "description": self.description, "seed": self.seed}
+        for graph in (self.mapping, self.localization):
+            nodes = {name: {"stage": node.stage_ref, "with": plain_config(node.config), "inputs": dict(node.inputs)}
+                     for name, node in graph.nodes.items()}
+            content[graph.section] = {"nodes": nodes, **({"output": graph.output} if graph.output else {})}
+        return content
+
+
+def plain_config(config: Any) -> dict:
+    """A resolved dataclass config as plain data (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
 def read_yaml(path: Path) -> dict:
@@ -207,7 +221,7 @@ def build_graph(path: Path, section: str, content: Any) -> Graph:
         if not isinstance(wiring, dict):
             raise PipelineError(f"{node_where}: key 'inputs' must map input names to 'node.output'")
         _check_inputs(node_where, stage, wiring)
-        nodes[name] = Node(name, stage, resolve_config(node_where, stage, raw.get("with")), dict(wiring))
+        nodes[name] = Node(name, stage, resolve_config(node_where, stage, raw.get("with")), dict(wiring), str(raw["stage"]))
     for name, node in nodes.items():
         for port, ref in node.inputs.items():
             provided = _port_type(f"{where}: node '{name}'", port, ref, nodes, sources)

@@ -1,0 +1,57 @@
+"""The keyframe-rounds loop every keyframe-matching localizer shares.
+
+Retrieved keyframes are matched a round at a time; after each round PnP runs on every 2D-3D
+correspondence found so far. The rounds go on until a pose has ``confident_inliers`` inliers;
+the answer is the round with the most inliers. A query whose best round has no pose is reported
+failed with PnP's reason, never given a prior. What varies between localizers is how a round's
+keyframes give correspondences: the ``correspondences`` callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..pipeline.timing import query_timer
+from ..types import Camera
+from .pnp import PnPConfig, PnPResult, estimate_pose
+
+Correspondences = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class RoundsResult:
+    estimate: PnPResult  # of the round with the most inliers
+    points2d: np.ndarray  # (N, 2) query pixels (COLMAP) of that round's correspondences
+    landmark_ids: np.ndarray  # (N,) landmark id of each
+    rounds: list[dict]  # per round: keyframes matched, correspondences so far, PnP inliers
+
+
+def localize_in_rounds(name: str, retrieved: list[str], correspondences: Correspondences, points: np.ndarray, camera: Camera,
+                       pnp: PnPConfig, keyframes_per_round: int = 0, confident_inliers: int = 0) -> RoundsResult:
+    """Estimate the pose of query ``name`` against landmarks ``points`` (L, 3, world).
+
+    ``correspondences(keyframes)`` matches the query to a round's keyframes and returns every
+    correspondence so far (this round's and the earlier ones'): query pixels (N, 2, COLMAP) and
+    landmark ids (N,). ``keyframes_per_round`` 0 puts all retrieved keyframes in one round;
+    ``confident_inliers`` 0 stops at the first pose. Matching and PnP time go to the query's
+    "matching" and "pnp" timings."""
+    per_round = keyframes_per_round or max(1, len(retrieved))
+    empty = (np.zeros((0, 2)), np.zeros(0, np.int64))
+    best = RoundsResult(PnPResult(None, np.zeros(0, bool), "no keyframe was retrieved"), *empty, [])
+    rounds = []
+    for start in range(0, len(retrieved), per_round):
+        keyframes = retrieved[start:start + per_round]
+        with query_timer("matching", name):
+            points2d, landmark_ids = correspondences(keyframes)
+        with query_timer("pnp", name):
+            estimate = estimate_pose(points2d, points[landmark_ids], camera, pnp)
+        rounds.append({"keyframes": keyframes, "correspondences": int(len(landmark_ids)), "inliers": int(estimate.inliers.sum())})
+        if best.estimate.pose is None or (estimate.pose is not None and estimate.inliers.sum() > best.estimate.inliers.sum()):
+            best = RoundsResult(estimate, points2d, landmark_ids, rounds)
+        if estimate.pose is not None and estimate.inliers.sum() >= confident_inliers:
+            break
+    best.rounds = rounds
+    return best
