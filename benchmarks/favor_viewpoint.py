@@ -32,13 +32,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from strecha import SCENES, write_harder_copy
 
 from reloc.datasets.cambridge import Cambridge
+from reloc.favor.model import LandmarkFields
 from reloc.geometry.errors import pose_error
+from reloc.io.map_folder import FAVOR_FILE
 from reloc.pipeline.runner import folder_bytes
-from reloc.favor.model import FAVOR_FILE, LandmarkFields
 from reloc.types import Pose
-from strecha import SCENES, write_harder_copy
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SYNTHETIC = ["--layout", "cambridge", "--seed", "1", "--frames", "120,40", "--sequences", "2,2", "--query-offset", "2.0"]

@@ -23,8 +23,14 @@ import numpy as np
 import torch
 
 from reloc.datasets.base import read_image
-from reloc.eval.matching import (evaluate_pairs, homography_errors, hpatches_sequence, mean_matching_accuracy, pair_metrics,
-                                 read_homography)
+from reloc.eval.matching import (
+    evaluate_pairs,
+    homography_errors,
+    hpatches_sequence,
+    mean_matching_accuracy,
+    pair_metrics,
+    read_homography,
+)
 from reloc.matching.casp.model import mutual_matches
 from reloc.matching.pairwise import PairMatcherConfig, build_pair_matcher
 

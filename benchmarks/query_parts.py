@@ -20,7 +20,7 @@ from PIL import Image
 
 from reloc.datasets.base import read_image
 from reloc.features.base import prepare_image
-from reloc.features.extractors import XFeatExtractor, ExtractorConfig, stretch_contrast
+from reloc.features.extractors import ExtractorConfig, XFeatExtractor, stretch_contrast
 from reloc.matching.mnn import MutualNNConfig, mutual_nn
 
 

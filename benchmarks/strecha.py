@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from colmap_peer import run_scene
 from PIL import Image
 
-from colmap_peer import run_scene
 from reloc.datasets.cambridge import Cambridge, image_key, read_split
 from reloc.datasets.synthetic.appearance import Appearance, apply_appearance
 

@@ -21,12 +21,12 @@ from .errors import RelocError
 from .eval.metrics import compute_metrics
 from .eval.plots import PLOTS_FOLDER, write_plots
 from .eval.report import print_metrics, write_metrics, write_report
-from .eval.results import read_results, write_poses, write_results
+from .io.results import GROUND_TRUTH_FILE, read_results, write_poses, write_results
 from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
 from .pipeline.runner import build_map, folder_bytes, load_map_pipeline, localize, map_is_current
 from .pipeline.spec import SOURCES, load_pipeline, read_yaml
-from .viz.scene import GROUND_TRUTH_FILE, has_sparse_model, load_scene
+from .viz.scene import has_sparse_model, load_scene
 
 app = typer.Typer(
     help="reloc: visual camera relocalization. Map a scene from posed images, then estimate the "
@@ -415,9 +415,9 @@ def train_command(
     """Train CasP or HomoMatcher on synthetic view pairs (exact correspondences from depth and
     pose) and homographic warps of real photographs, with photometric augmentation. The XFeat
     backbone stays frozen; the checkpoint holds the trained heads and a training summary."""
+    from .matching.trained import train_and_save
     from .matching.training import TrainConfig
     from .matching.training_pairs import TrainingDataConfig
-    from .matching.trained import train_and_save
 
     if width % 32 or height % 32:
         raise typer.BadParameter("--width and --height must be multiples of 32")

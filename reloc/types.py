@@ -1,6 +1,6 @@
 """Core types: cameras (COLMAP models), poses (cam_from_world), frames and query results.
 
-Conventions (see DESIGN.md):
+Conventions (see docs/design.md):
 - A pose maps world to camera coordinates: ``x_cam = R @ x_world + t``; centre ``-R.T @ t``.
 - Pixels follow COLMAP: the centre of the top-left pixel is (0.5, 0.5).
 """

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from reloc.datasets.synthetic.pairs import PairSampler
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -46,3 +48,10 @@ def sevenscenes_stairs() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def training_pair():
+    """Two views of a synthetic room (480x360) with dense ground-truth correspondences."""
+    sampler = PairSampler("room", seed=4, width=480, height=360, max_baseline_m=0.3, max_angle_deg=10, min_overlap=0.6)
+    return sampler.sample(np.random.default_rng(1))

@@ -79,6 +79,7 @@ def test_unknown_backbone_is_named():
         dense_backbone("dino")
 
 
+@pytest.mark.slow
 def test_map_keeps_patches_of_persistent_landmarks(tmp_path):
     scene = tmp_path / "scene"
     generate(SynthConfig("7scenes", seed=3, mapping_frames=30, query_frames=2, mapping_sequences=1, query_sequences=1), scene)

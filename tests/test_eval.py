@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +13,11 @@ from reloc.cli import app
 from reloc.datasets import load_dataset
 from reloc.errors import ResultsError
 from reloc.eval.metrics import compute_metrics
-from reloc.eval.results import read_results, write_results
 from reloc.geometry.rotation import axis_angle_to_rotmat
+from reloc.io.results import read_results, write_results
 from reloc.types import Pose, QueryResult
+
+from .layouts import write_cambridge
 
 
 def perturbed(pose: Pose, rng, shift_m: float, angle_deg: float) -> Pose:
@@ -56,8 +59,15 @@ def test_score_exact_errors_on_real_ground_truth(kind, scene_fixture, request, t
     assert list(metrics["recall"]) == ["1cm_1deg", "2cm_2deg", "5cm_5deg", "25cm_2deg", "50cm_5deg", "500cm_10deg"]
 
 
-def test_failed_queries_round_trip_and_count_as_infinite(tmp_path, strecha_fountain):
-    queries = load_dataset("cambridge", strecha_fountain).frames("test")
+@pytest.fixture
+def generated_scene(tmp_path) -> Path:
+    """A Cambridge-layout scene written here: one mapping image and four queries."""
+    write_cambridge(tmp_path / "scene", sizes=[(64, 48)] * 5)
+    return tmp_path / "scene"
+
+
+def test_failed_queries_round_trip_and_count_as_infinite(tmp_path, generated_scene):
+    queries = load_dataset("cambridge", generated_scene).frames("test")
     results = [QueryResult(queries[0].name, None, "too few inliers (3 < 12)", timings={"pnp": 0.5})]
     results += [QueryResult(f.name, f.pose, num_inliers=100, timings={"pnp": 0.1}) for f in queries[1:]]
     write_results(tmp_path / "r.txt", results)
@@ -69,9 +79,9 @@ def test_failed_queries_round_trip_and_count_as_infinite(tmp_path, strecha_fount
     assert metrics["timing_s"] == {"pnp": pytest.approx(0.1)}
 
 
-def test_all_failed_writes_strict_json(tmp_path, strecha_fountain):
+def test_all_failed_writes_strict_json(tmp_path, generated_scene):
     (tmp_path / "empty.txt").write_text("")
-    metrics, output = score(tmp_path / "empty.txt", "cambridge", strecha_fountain, tmp_path / "m.json")
+    metrics, output = score(tmp_path / "empty.txt", "cambridge", generated_scene, tmp_path / "m.json")
     assert metrics["median_t_cm"] is None and metrics["n_failed"] == metrics["n_queries"]
     assert "failed" in output
 
@@ -92,9 +102,9 @@ def test_results_file_errors(tmp_path, content, message):
         read_results(tmp_path / "r.txt")
 
 
-def test_score_rejects_names_not_in_dataset_and_missing_files(tmp_path, strecha_fountain):
+def test_score_rejects_names_not_in_dataset_and_missing_files(tmp_path, generated_scene):
     (tmp_path / "r.txt").write_text("seq1/9999.jpg 1 0 0 0 0 0 0\n")
-    result = CliRunner().invoke(app, ["score", str(tmp_path / "r.txt"), "--dataset", "cambridge", "--root", str(strecha_fountain)])
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "r.txt"), "--dataset", "cambridge", "--root", str(generated_scene)])
     assert result.exit_code == 2 and "not queries of this dataset, e.g. 'seq1/9999.jpg'" in result.output
-    result = CliRunner().invoke(app, ["score", str(tmp_path / "nope.txt"), "--dataset", "cambridge", "--root", str(strecha_fountain)])
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "nope.txt"), "--dataset", "cambridge", "--root", str(generated_scene)])
     assert result.exit_code == 2 and "nope.txt: results file does not exist" in result.output

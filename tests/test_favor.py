@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 from reloc.cli import app
 from reloc.datasets import load_dataset
 from reloc.datasets.synthetic.generate import SynthConfig, generate
-from reloc.favor.model import FAVOR_FILE, LandmarkFields, keyframe_poses, training_rays
+from reloc.favor.model import LandmarkFields, keyframe_poses, training_rays
 from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
-from reloc.eval.results import read_results
 from reloc.favor.train import TrainConfig, TrainingRays, initial_grids, train_grids
 from reloc.geometry.errors import pose_error
+from reloc.io.map_folder import FAVOR_FILE
+from reloc.io.results import read_results
 from reloc.mapping.patches import read_landmark_patches
 from reloc.mapping.store import read_sparse_map
 
@@ -163,6 +164,7 @@ def favor_map(favor_run):
     return favor_run / "run" / "map"
 
 
+@pytest.mark.slow
 def test_favor_localizes_queries_in_iterations(favor_run):
     ground_truth = load_dataset("7scenes", favor_run / "scene").ground_truth()
     results = read_results(favor_run / "run" / "results.txt")
@@ -185,6 +187,7 @@ def test_favor_localizes_queries_in_iterations(favor_run):
     assert len(errors) >= 2 and max(errors) < 0.05, errors
 
 
+@pytest.mark.slow
 def test_training_rays_pass_through_their_landmark(favor_map):
     patches, sparse_map = read_landmark_patches(favor_map), read_sparse_map(favor_map)
     rays, centres, sides = training_rays(patches, sparse_map, keyframe_poses(favor_map))
@@ -197,6 +200,7 @@ def test_training_rays_pass_through_their_landmark(favor_map):
     assert int(rays.counts.sum()) == len(patches.landmark) * patches.patch_size ** 2
 
 
+@pytest.mark.slow
 def test_trained_fields_render_the_observed_descriptors(favor_map):
     fields = LandmarkFields.load(favor_map / FAVOR_FILE)
     patches, sparse_map = read_landmark_patches(favor_map), read_sparse_map(favor_map)

@@ -19,6 +19,7 @@ from reloc.cli import app
 from reloc.errors import PipelineError
 from reloc.features.base import FeatureStore
 from reloc.features.stages import XFeatFeatures
+from reloc.io.map_folder import FAVOR_FILE
 from reloc.pipeline.cache import DiskCache
 from reloc.pipeline.engine import run_graph
 from reloc.pipeline.progress import reporting, track
@@ -159,7 +160,7 @@ def test_valid_pipeline_order_and_edges(tmp_path):
         (lambda p: p["mapping"]["nodes"]["count"].update(stage="test.nope"),
          r"pipe.yaml: mapping: node 'count': unknown stage 'test.nope' \(known stages: .*test.count"),
         (lambda p: p["mapping"]["nodes"]["count"].update(stage="matching.mesa"),
-         r"node 'count': stage 'matching.mesa' is not implemented yet \(planned in DESIGN.md \(MESA"),
+         r"node 'count': stage 'matching.mesa' is not implemented yet \(planned in docs/design.md \(MESA"),
         (lambda p: p["mapping"]["nodes"]["double"]["with"].update(factr=3),
          r"node 'double': unknown config key 'with.factr' for stage 'test.scale' \(valid keys: factor, label\)"),
         (lambda p: p["mapping"]["nodes"]["double"]["with"].update(factor="big"),
@@ -407,6 +408,16 @@ def test_eval_against_a_given_map_runs_only_the_localization_graph(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["map_bytes"] > 0
     result = CliRunner().invoke(app, [*args, "--map", str(scene)])
     assert result.exit_code == 2 and "not a reloc map folder (no map.yaml" in result.output
+
+
+def test_a_map_without_an_artifact_the_localizer_reads_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    scene, _ = map_toy_scene(tmp_path, 3)
+    monkeypatch.setattr(FailAll, "needs", (FAVOR_FILE,))
+    result = CliRunner().invoke(app, ["localize", str(tmp_path / "map"), str(scene / "seq1" / "frame00001.png"), "--focal", "50",
+                                      "--out", str(tmp_path / "r.txt")])
+    assert result.exit_code == 2 and not (tmp_path / "r.txt").exists()
+    assert (f"{tmp_path / 'map' / 'favor.pt'}: missing, and localization node 'loc' reads it; it is built by a mapping node with "
+            "stage favor.train (as in configs/favor-aliked.yaml, configs/favor.yaml)") in result.output
 
 
 def test_track_reports_each_loop_to_the_front_end_only_inside_reporting():

@@ -23,11 +23,20 @@ from reloc.datasets.base import read_image
 from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.eval.metrics import QueryError
 from reloc.eval.plots import cumulative_errors, worst_queries
-from reloc.eval.results import read_results, write_results
+from reloc.io.results import read_results, write_results
 from reloc.types import QueryResult
-from reloc.viz.geometry import ESTIMATE_COLOR, FAILED_COLOR, GROUND_TRUTH_COLOR, MAPPING_COLOR, frustum_corners, frustum_depth
+from reloc.viz.geometry import (
+    ESTIMATE_COLOR,
+    FAILED_COLOR,
+    GROUND_TRUTH_COLOR,
+    MAPPING_COLOR,
+    frustum_corners,
+    frustum_depth,
+)
 from reloc.viz.render import load_view
 from reloc.viz.scene import load_scene
+
+pytestmark = pytest.mark.slow
 
 RELOC = str(Path(sys.executable).with_name("reloc"))
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"

@@ -68,7 +68,7 @@ def median_timings(results: dict[str, QueryResult]) -> dict[str, float]:
 def compute_metrics(
     results: dict[str, QueryResult], ground_truth: dict[str, Frame], map_bytes: int | None = None
 ) -> tuple[dict, list[QueryError]]:
-    """``metrics.json`` content (keys as in DESIGN.md) and the per-query errors."""
+    """``metrics.json`` content (keys as in docs/design.md) and the per-query errors."""
     errors = query_errors(results, ground_truth)
     if not errors:
         raise ResultsError("the dataset has no queries to score")

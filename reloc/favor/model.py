@@ -17,12 +17,11 @@ import torch
 
 from ..errors import RelocError
 from ..features.dense import patch_offsets
+from ..io.map_folder import SFM_FOLDER
 from ..mapping.patches import LandmarkPatches
-from ..mapping.store import SFM_FOLDER, SparseMap
+from ..mapping.store import SparseMap
 from ..types import Pose
 from .train import TrainingRays
-
-FAVOR_FILE = "favor.pt"
 
 
 @dataclass

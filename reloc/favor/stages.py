@@ -11,15 +11,16 @@ import numpy as np
 
 from ..features.base import prepare_image
 from ..features.dense import dense_backbone
+from ..io.map_folder import FAVOR_FILE, SFM_FOLDER
+from ..localization.pnp import inlier_record
 from ..mapping.patches import read_landmark_patches
 from ..mapping.store import read_sparse_map
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
-from ..localization.pnp import inlier_record
 from ..pipeline.timing import add_query_time, query_timer
 from ..types import Frame, QueryResult
 from .localize import FavorLocalizeConfig, localize_favor
-from .model import FAVOR_FILE, LandmarkFields, keyframe_poses, training_rays
+from .model import LandmarkFields, keyframe_poses, training_rays
 from .train import TrainConfig, train_grids
 
 
@@ -31,7 +32,7 @@ class TrainFavor(Stage):
     outputs = {"fields": Path}
 
     def run(self, patches: Path, map_dir: Path) -> dict:
-        landmark_patches = read_landmark_patches(map_dir)
+        landmark_patches = read_landmark_patches(patches)
         sparse_map = read_sparse_map(map_dir)
         rays, centres, sides = training_rays(landmark_patches, sparse_map, keyframe_poses(map_dir))
         ids = np.unique(landmark_patches.landmark)
@@ -55,6 +56,7 @@ class LocalizeFavor(Stage):
 
     name = "favor.localize"
     Config = FavorQueryConfig
+    needs = (FAVOR_FILE, SFM_FOLDER)
     inputs = {"frames": list[Frame], "retrieved": dict[str, list[str]], "map_dir": Path}
     outputs = {"results": list[QueryResult]}
     cacheable = False

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PipelineError
+from ..io.map_folder import FEATURES_FILE
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
 from ..types import Frame
 from .base import FeatureStore, prepare_image
 from .extractors import EXTRACTORS, ExtractorConfig
-
-FEATURES_FILE = "features.h5"
 
 
 @dataclass

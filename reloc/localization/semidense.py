@@ -19,6 +19,7 @@ import numpy as np
 
 from ..datasets.base import read_image
 from ..errors import RelocError
+from ..io.map_folder import FEATURES_FILE, KEYFRAME_IMAGES, LANDMARKS_FILE
 from ..mapping.keyframe_images import keyframe_image_path
 from ..mapping.store import read_sparse_map
 from ..matching.pairwise import CaspPairMatcher, PairMatcherConfig, PreparedImage
@@ -43,6 +44,7 @@ class SemiDenseLocalizeConfig:
 class SemiDenseLocalize(Stage):
     name = "pose.semidense_pnp"
     Config = SemiDenseLocalizeConfig
+    needs = (FEATURES_FILE, LANDMARKS_FILE, KEYFRAME_IMAGES)
     inputs = {"frames": list[Frame], "retrieved": dict[str, list[str]], "map_dir": Path}
     outputs = {"results": list[QueryResult]}
     cacheable = False
@@ -73,7 +75,6 @@ class SemiDenseLocalize(Stage):
     def landmark_observations(map_dir: Path, sparse_map) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per keyframe: keypoints (K, 2, original COLMAP pixels) that observe a landmark, and its ids."""
         from ..features.base import FeatureStore
-        from ..features.stages import FEATURES_FILE
 
         store = FeatureStore.open(map_dir / FEATURES_FILE)
         observations = {}

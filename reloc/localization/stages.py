@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..features.base import Features, FeatureStore
-from ..features.stages import FEATURES_FILE
+from ..io.map_folder import FEATURES_FILE, LANDMARKS_FILE
 from ..mapping.store import read_sparse_map
 from ..matching import MatcherConfig, build_matcher
 from ..pipeline.progress import track
@@ -56,6 +56,7 @@ def correspondences_2d3d(query: Features, retrieved: list[str], map_features: Fe
 class LocalizePnP(Stage):
     name = "pose.pnp"
     Config = LocalizeConfig
+    needs = (FEATURES_FILE, LANDMARKS_FILE)
     inputs = {"frames": list[Frame], "features": FeatureStore, "retrieved": dict[str, list[str]], "map_dir": Path}
     outputs = {"results": list[QueryResult]}
     cacheable = False

@@ -9,11 +9,10 @@ from pathlib import Path
 import cv2
 
 from ..datasets.base import read_image
+from ..io.map_folder import KEYFRAME_IMAGES
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..types import Frame
-
-KEYFRAME_IMAGES = "keyframe_images"
 
 
 @dataclass

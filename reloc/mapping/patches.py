@@ -24,10 +24,9 @@ import numpy as np
 from ..errors import RelocError
 from ..features.base import FeatureStore, prepare_image
 from ..features.dense import dense_backbone
+from ..io.map_folder import PATCHES_FILE
 from ..pipeline.progress import track
 from ..types import Frame
-
-PATCHES_FILE = "patches.h5"
 
 
 @dataclass
@@ -129,8 +128,9 @@ def write_landmark_patches(map_dir: Path, keyframes: list[Frame], features: Feat
         return len(group["landmark"])
 
 
-def read_landmark_patches(map_dir: Path) -> LandmarkPatches:
-    path = map_dir / PATCHES_FILE
+def read_landmark_patches(path: Path) -> LandmarkPatches:
+    """The landmark patches of ``path``: a ``patches.h5`` file, or a map folder holding one."""
+    path = path / PATCHES_FILE if path.is_dir() else path
     if not path.is_file():
         raise RelocError(f"{path}: missing; the map has no landmark patches (add a mapping.patches node to mapping)")
     with h5py.File(path, "r") as file:

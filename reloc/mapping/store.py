@@ -14,11 +14,9 @@ import pycolmap
 from ..datasets.base import read_image
 from ..errors import RelocError
 from ..features.base import FeatureStore
+from ..io.map_folder import LANDMARKS_FILE, SFM_FOLDER
 from ..types import Camera, Frame
 from .triangulation import Landmarks
-
-LANDMARKS_FILE = "landmarks.h5"
-SFM_FOLDER = "sfm"
 
 
 @dataclass

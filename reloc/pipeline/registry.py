@@ -18,8 +18,8 @@ STAGE_MODULES = ("reloc.features.stages", "reloc.mapping.stages", "reloc.mapping
                  "reloc.localization.stages", "reloc.localization.semidense", "reloc.favor.stages")
 
 PLANNED_STAGES = {
-    "matching.mesa": "DESIGN.md (MESA area-level matching; no issue yet)",
-    "pose.neumap": "DESIGN.md (NeuMap scene-coordinate regression; no issue yet)",
+    "matching.mesa": "docs/design.md (MESA area-level matching)",
+    "pose.neumap": "docs/design.md (NeuMap scene-coordinate regression)",
 }
 
 _STAGES: dict[str, type[Stage]] = {}
@@ -38,6 +38,7 @@ class Stage:
     inputs: ClassVar[dict[str, Any]] = {}
     outputs: ClassVar[dict[str, Any]] = {}
     version: ClassVar[str] = "1"  # raise it when the outputs change: cached outputs and maps built before are rebuilt
+    needs: ClassVar[tuple[str, ...]] = ()  # map artifacts (reloc.io.map_folder) a localization stage reads
     cacheable: ClassVar[bool] = True
 
     def __init__(self, config: Any):

@@ -15,13 +15,13 @@ from pathlib import Path
 import yaml
 
 from ..errors import PipelineError
+from ..io.map_folder import MAP_FILE, read_map_record, require_artifacts
 from ..types import Frame, QueryResult
 from .cache import CACHE_FOLDER, DiskCache, fingerprint
 from .engine import GraphRun, run_graph
 from .spec import Pipeline, load_pipeline
 from .timing import recording
 
-MAP_FILE = "map.yaml"
 VERSIONED_PACKAGES = ("reloc", "torch", "kornia", "pycolmap", "poselib", "open3d-cpu", "numpy")
 
 
@@ -99,13 +99,10 @@ def artifact_producers(pipeline: Pipeline, run: GraphRun) -> dict[str, dict]:
 
 
 def load_map_pipeline(map_dir: Path) -> Pipeline:
-    path = map_dir / MAP_FILE
-    if not path.is_file():
-        raise PipelineError(f"{map_dir}: not a reloc map folder (no {MAP_FILE}; build one with 'reloc map')")
-    content = yaml.safe_load(path.read_text()) or {}
+    content = read_map_record(map_dir)
     if "pipeline" not in content:
-        raise PipelineError(f"{path}: has no 'pipeline' entry; rebuild the map with 'reloc map'")
-    return load_pipeline(path, content["pipeline"])
+        raise PipelineError(f"{map_dir / MAP_FILE}: has no 'pipeline' entry; rebuild the map with 'reloc map'")
+    return load_pipeline(map_dir / MAP_FILE, content["pipeline"])
 
 
 def localize(
@@ -115,12 +112,13 @@ def localize(
     pipeline: Pipeline | None = None,
 ) -> list[QueryResult]:
     """Localize ``queries`` against a map folder with the localization graph of ``pipeline``, by
-    default the one stored in the map.
+    default the one stored in the map. A map without an artifact the graph reads is refused first.
 
     Every query gets exactly one result, in query order; a query the graph left out is reported
     failed.
     """
     pipeline = pipeline if pipeline is not None else load_map_pipeline(map_dir)
+    require_artifacts(map_dir, {name: node.stage.needs for name, node in pipeline.localization.nodes.items()})
     with recording() as timings:
         run = run_graph(pipeline.localization, {"queries.frames": queries, "map.dir": map_dir}, on_node=on_node)
     by_name = {result.name: result for result in run.output(pipeline.localization.output)}

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from ..features.base import FeatureStore
+from ..io.map_folder import GLOBAL_FILE
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
 from ..types import Frame
-from .vlad import GLOBAL_FILE, RetrievalIndex, VladConfig, VladQueryConfig, kmeans, vlad
+from .vlad import RetrievalIndex, VladConfig, VladQueryConfig, kmeans, vlad
 
 
 @register_stage
@@ -40,6 +41,7 @@ class BuildVladIndex(Stage):
 class QueryVladIndex(Stage):
     name = "retrieval.vlad_query"
     Config = VladQueryConfig
+    needs = (GLOBAL_FILE,)
     inputs = {"frames": list[Frame], "features": FeatureStore, "map_dir": Path}
     outputs = {"retrieved": dict[str, list[str]]}
     cacheable = False

@@ -13,8 +13,6 @@ import torch
 from ..errors import RelocError
 from ..types import Pose
 
-GLOBAL_FILE = "global.h5"
-
 
 @dataclass
 class VladConfig:

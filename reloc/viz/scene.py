@@ -11,17 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
-import yaml
 
 from ..errors import RelocError, ResultsError
-from ..eval.results import read_results
-from ..favor.model import FAVOR_FILE, LandmarkFields
+from ..favor.model import LandmarkFields
 from ..geometry.errors import pose_error
-from ..mapping.store import SFM_FOLDER
-from ..pipeline.runner import MAP_FILE
+from ..io.map_folder import FAVOR_FILE, SFM_FOLDER, read_map_record
+from ..io.results import GROUND_TRUTH_FILE, read_results
 from ..types import Camera, Pose
-
-GROUND_TRUTH_FILE = "ground_truth.txt"
 
 
 @dataclass
@@ -132,14 +128,13 @@ def load_scene(map_dir: Path, results: Path | None = None, ground_truth: Path | 
     with ground truth from ``ground_truth`` (default: ``ground_truth.txt`` beside the results,
     as ``reloc eval`` writes it)."""
     map_dir = Path(map_dir)
-    if not (map_dir / MAP_FILE).is_file():
-        raise RelocError(f"{map_dir}: not a reloc map folder (no {MAP_FILE}; build one with 'reloc map' or 'reloc eval')")
+    record = read_map_record(map_dir)
     sfm = map_dir / SFM_FOLDER
     if not has_sparse_model(map_dir):
         raise RelocError(f"{sfm}: missing the COLMAP model of the map (images.bin); was it built with a triangulation stage?")
     reconstruction = pycolmap.Reconstruction(str(sfm))
     points, colors = landmark_arrays(reconstruction)
-    root = dataset_root(map_dir)
+    root = dataset_root(record)
     keyframes = [Keyframe(image.name, Camera.from_pycolmap(image.camera), Pose.from_pycolmap(image.cam_from_world()),
                           _existing(root / image.name) if root else None)
                  for image in sorted(reconstruction.images.values(), key=lambda image: image.name)]
@@ -162,9 +157,9 @@ def landmark_arrays(reconstruction: pycolmap.Reconstruction) -> tuple[np.ndarray
     return points, colors
 
 
-def dataset_root(map_dir: Path) -> Path | None:
-    content = yaml.safe_load((map_dir / MAP_FILE).read_text()) or {}
-    root = (content.get("dataset") or {}).get("root")
+def dataset_root(record: dict) -> Path | None:
+    """The folder of the dataset a map was built from, as its ``map.yaml`` record names it."""
+    root = (record.get("dataset") or {}).get("root")
     return Path(root) if root else None
 
 

@@ -17,6 +17,8 @@ import numpy as np
 from ..errors import ResultsError
 from ..types import Pose, QueryResult
 
+GROUND_TRUTH_FILE = "ground_truth.txt"  # beside a run's results: the queries' ground-truth poses
+
 HEADER = "# reloc results: name qw qx qy qz tx ty tz (cam_from_world). Failed queries are comments: FAILED name: reason"
 FAILED_PREFIX = "# FAILED "
 

@@ -1,0 +1,1 @@
+"""What reloc reads and writes on disk: the map folder and results files."""

@@ -1,0 +1,79 @@
+"""The map folder: every artifact a mapping graph can write into it, which stage writes it, its
+format version, and the check that a map holds what a localization graph needs.
+
+A map folder holds ``map.yaml`` (the resolved pipeline that built it, its mapping key, which node
+wrote each artifact) and the artifacts below. Stages name these files through the constants here,
+and localization stages declare the ones they read in ``Stage.needs``; a map that lacks one is
+refused before anything runs, with the file and the stage (and shipped configs) that build it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import PipelineError
+
+MAP_FILE = "map.yaml"
+FEATURES_FILE = "features.h5"
+LANDMARKS_FILE = "landmarks.h5"
+SFM_FOLDER = "sfm"
+GLOBAL_FILE = "global.h5"
+PATCHES_FILE = "patches.h5"
+KEYFRAME_IMAGES = "keyframe_images"
+FAVOR_FILE = "favor.pt"
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str  # file or folder name inside the map folder
+    built_by: tuple[str, ...]  # stages that write it
+    format_version: int  # raised with the writer's stage version when the layout changes
+    content: str
+
+
+ARTIFACTS = {artifact.name: artifact for artifact in (
+    Artifact(FEATURES_FILE, ("features.sift", "features.xfeat", "features.aliked"), 1,
+             "keypoints (COLMAP pixels), float16 descriptors and scores per mapping image; the extractor as an attribute"),
+    Artifact(LANDMARKS_FILE, ("mapping.triangulate",), 1,
+             "landmark points, a representative descriptor each, the landmark id of every keyframe keypoint, keyframe cameras"),
+    Artifact(SFM_FOLDER, ("mapping.triangulate",), 1, "a pycolmap reconstruction of the keyframes and landmarks (opens in COLMAP)"),
+    Artifact(GLOBAL_FILE, ("retrieval.vlad",), 1, "VLAD vocabulary and one VLAD vector (and pose) per keyframe"),
+    Artifact(PATCHES_FILE, ("mapping.patches",), 1, "dense-descriptor patches around the observations of persistent landmarks"),
+    Artifact(KEYFRAME_IMAGES, ("mapping.keyframe_images",), 1, "resized JPEG copies of the keyframe images"),
+    Artifact(FAVOR_FILE, ("favor.train",), 1, "FaVoR voxel descriptor fields, one per kept landmark"),
+)}
+
+
+def configs_with_stages(stages: tuple[str, ...], folder: Path = SHIPPED_CONFIGS) -> list[str]:
+    """Names of the shipped pipeline files whose mapping graph uses one of ``stages``."""
+    names = []
+    for path in sorted(folder.glob("*.yaml")):
+        nodes = ((yaml.safe_load(path.read_text()) or {}).get("mapping") or {}).get("nodes") or {}
+        if any(isinstance(node, dict) and node.get("stage") in stages for node in nodes.values()):
+            names.append(f"configs/{path.name}")
+    return names
+
+
+def require_artifacts(map_dir: Path, needs: dict[str, tuple[str, ...]]) -> None:
+    """Refuse a map that lacks an artifact a localization node reads. ``needs``: node name ->
+    artifact names (the node's ``stage.needs``)."""
+    for node, artifacts in needs.items():
+        for name in artifacts:
+            if not (map_dir / name).exists():
+                artifact = ARTIFACTS[name]
+                configs = configs_with_stages(artifact.built_by)
+                shipped = f" (as in {', '.join(configs)})" if configs else ""
+                raise PipelineError(f"{map_dir / name}: missing, and localization node '{node}' reads it; it is built by a mapping "
+                                    f"node with stage {' or '.join(artifact.built_by)}{shipped}: rebuild the map with such a config")
+
+
+def read_map_record(map_dir: Path) -> dict:
+    """The content of ``map.yaml``; a folder without one is not a map."""
+    path = map_dir / MAP_FILE
+    if not path.is_file():
+        raise PipelineError(f"{map_dir}: not a reloc map folder (no {MAP_FILE}; build one with 'reloc map')")
+    return yaml.safe_load(path.read_text()) or {}

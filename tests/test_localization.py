@@ -1,0 +1,114 @@
+"""Localization: PnP against exact synthetic correspondences, 2D-3D matching in retrieval order, the
+keyframe-rounds loop."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reloc.features.base import Features, FeatureStore
+from reloc.geometry.errors import pose_error
+from reloc.localization.pnp import PnPConfig, estimate_pose
+from reloc.localization.rounds import localize_in_rounds
+from reloc.localization.stages import correspondences_2d3d
+from reloc.matching import MatcherConfig, build_matcher
+
+from .cameras import CAMERA, look_at
+
+
+def test_pnp_recovers_pose_with_outliers_and_reports_failure(rng):
+    pose = look_at(np.array([0.3, -3.0, 1.2]), [0, 0, 1.0])
+    points = rng.uniform([-2, -1, 0], [2, 1, 3], (300, 3))
+    pixels = CAMERA.project(pose.transform(points)) + rng.normal(0, 0.5, (300, 2))
+    pixels[:90] = rng.uniform(0, 640, (90, 2))  # 30 % outliers
+    result = estimate_pose(pixels, points, CAMERA, PnPConfig(max_error_px=3.0, min_inliers=20))
+    dt, dr = pose_error(result.pose, pose)
+    assert dt < 0.01 and dr < 0.1 and result.inliers[90:].mean() > 0.95 and result.inliers[:90].mean() < 0.1
+    garbage = estimate_pose(rng.uniform(0, 640, (50, 2)), points[:50], CAMERA, PnPConfig(min_inliers=20))
+    assert garbage.pose is None and garbage.reason.startswith(("too few inliers", "PnP RANSAC found no pose"))
+    few = estimate_pose(pixels[:10], points[:10], CAMERA, PnPConfig(min_inliers=20))
+    assert few.pose is None and few.reason == "too few 2D-3D matches (10 < 20)"
+
+
+def test_correspondences_follow_retrieval_order_and_stop_when_enough():
+    descriptors = np.eye(6, dtype=np.float32)
+    query = Features(np.zeros((6, 2), np.float32), descriptors, np.ones(6, np.float32))
+    store = FeatureStore("sift")
+    store.write("a", Features(np.zeros((3, 2), np.float32), descriptors[:3], np.ones(3, np.float32)))
+    store.write("b", Features(np.zeros((3, 2), np.float32), descriptors[3:], np.ones(3, np.float32)))
+    point_ids = {"a": np.array([10, -1, 12]), "b": np.array([20, 21, 22])}
+    sizes = {"a": (640, 480), "b": (640, 480)}
+    matcher = build_matcher(MatcherConfig(), "sift")
+    keypoints, landmarks = correspondences_2d3d(query, ["a", "b"], store, point_ids, matcher, (640, 480), sizes)
+    assert sorted(zip(keypoints.tolist(), landmarks.tolist())) == [(0, 10), (2, 12), (3, 20), (4, 21), (5, 22)]
+    keypoints, landmarks = correspondences_2d3d(query, ["a", "b"], store, point_ids, matcher, (640, 480), sizes, enough=2)
+    assert sorted(landmarks.tolist()) == [10, 12]  # keypoint 1 of "a" has no landmark; "b" is never matched
+
+
+def cumulative(matches: dict[str, tuple[np.ndarray, np.ndarray]], keypoints: np.ndarray, calls: list[list[str]]):
+    """A rounds callback over fixed per-keyframe matches (keypoint index, landmark id): every
+    correspondence of the keyframes matched so far, as query pixels and landmark ids."""
+    found = []
+
+    def correspondences(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(names)
+        found.extend(matches[name] for name in names)
+        keypoint_index, landmark_ids = (np.concatenate(parts) for parts in zip(*found))
+        return keypoints[keypoint_index], landmark_ids
+
+    return correspondences
+
+
+def test_localization_rounds_go_on_only_while_pnp_fails():
+    rng = np.random.default_rng(0)
+    truth = look_at(np.array([0.0, -3.0, 0.5]), [0, 0, 0.5])
+    points = rng.uniform(-1, 1, (200, 3))
+    keypoints = CAMERA.project(truth.transform(points))
+    wrong = rng.permutation(200)[:100]  # keypoints 0-99 matched to the wrong landmarks
+    matches = {"a": (np.arange(50), wrong[:50]), "b": (np.arange(50, 100), wrong[50:]),
+               "c": (np.arange(100, 150), np.arange(100, 150)), "d": (np.arange(150, 200), np.arange(150, 200)), "e": None}
+    pnp = PnPConfig(max_error_px=2.0, min_inliers=30)
+    calls = []
+    outcome = localize_in_rounds("q", ["a", "b", "c", "d", "e"], cumulative(matches, keypoints, calls), points, CAMERA, pnp, 2)
+    assert calls == [["a", "b"], ["c", "d"]]  # "e" is never matched: round 2 found the pose
+    assert outcome.rounds[0]["inliers"] < 30 <= outcome.rounds[1]["inliers"]
+    assert outcome.rounds[1]["correspondences"] == 200 and len(outcome.landmark_ids) == 200
+    dt, dr = pose_error(outcome.estimate.pose, truth)
+    assert dt < 1e-3 and dr < 0.01
+    calls.clear()
+    outcome = localize_in_rounds("q", ["c", "d", "a", "b"], cumulative(matches, keypoints, calls), points, CAMERA, pnp, 2)
+    assert calls == [["c", "d"]] and outcome.estimate.pose is not None
+
+
+def test_localization_rounds_go_on_until_a_confident_pose():
+    rng = np.random.default_rng(2)
+    truth = look_at(np.array([0.5, -3.0, 0.5]), [0, 0, 0.5])
+    points = rng.uniform(-1, 1, (300, 3))
+    keypoints = CAMERA.project(truth.transform(points))
+    matches = {"a": (np.arange(40), np.arange(40)), "b": (np.arange(40, 140), np.arange(40, 140)),
+               "c": (np.arange(140, 300), np.arange(140, 300))}
+    outcome = localize_in_rounds("q", ["a", "b", "c"], cumulative(matches, keypoints, []), points, CAMERA,
+                                 PnPConfig(max_error_px=2.0, min_inliers=20), keyframes_per_round=1, confident_inliers=100)
+    assert [r["inliers"] for r in outcome.rounds] == [40, 140]  # 40 inliers is a pose, not yet a confident one
+    assert outcome.estimate.inliers.sum() == 140 and len(outcome.points2d) == 140
+
+
+def test_localization_rounds_keep_the_round_with_the_most_inliers():
+    rng = np.random.default_rng(3)
+    truth = look_at(np.array([0.2, -3.0, 0.5]), [0, 0, 0.5])
+    points = rng.uniform(-1, 1, (300, 3))
+    keypoints = CAMERA.project(truth.transform(points))
+    keypoints[60:] += rng.uniform(-200, 200, (240, 2))  # round 2 adds only outliers
+    matches = {"a": (np.arange(60), np.arange(60)), "b": (np.arange(60, 300), np.arange(60, 300))}
+    outcome = localize_in_rounds("q", ["a", "b"], cumulative(matches, keypoints, []), points, CAMERA,
+                                 PnPConfig(max_error_px=2.0, min_inliers=20), keyframes_per_round=1, confident_inliers=100)
+    assert len(outcome.rounds) == 2 and outcome.estimate.inliers.sum() == 60 and len(outcome.points2d) == 60
+
+
+def test_localization_rounds_report_failure_after_the_last_round():
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-1, 1, (100, 3))
+    keypoints = rng.uniform(0, 480, (100, 2))
+    matches = {name: (np.arange(100), rng.permutation(100)) for name in "abc"}
+    outcome = localize_in_rounds("q", ["a", "b", "c"], cumulative(matches, keypoints, []), points, CAMERA, PnPConfig(min_inliers=30), 1)
+    assert outcome.estimate.pose is None and outcome.estimate.reason.startswith(("too few inliers", "PnP RANSAC"))
+    assert len(outcome.rounds) == 3
