@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	touch $@
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 DEMO_SCENE := data/synthetic-7scenes-seed0

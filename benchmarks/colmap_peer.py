@@ -41,8 +41,13 @@ def run_scene(root: Path, work: Path) -> str:
     train, test = dataset.frames("train"), dataset.frames("test")
     database_path = work / "database.db"
     start = time.perf_counter()
-    pycolmap.extract_features(database_path, root, image_names=[f.name for f in train + test],
-                              camera_mode=pycolmap.CameraMode.PER_IMAGE, device=pycolmap.Device.cpu)
+    pycolmap.extract_features(
+        database_path,
+        root,
+        image_names=[f.name for f in train + test],
+        camera_mode=pycolmap.CameraMode.PER_IMAGE,
+        device=pycolmap.Device.cpu,
+    )
     extraction_s = (time.perf_counter() - start) / (len(train) + len(test))
     set_known_cameras(database_path, {frame.name: frame.camera for frame in train + test})
     start = time.perf_counter()
@@ -59,7 +64,9 @@ def run_scene(root: Path, work: Path) -> str:
     for image in database.read_all_images():
         if image.name in poses:
             keypoints = database.read_keypoints(image.image_id)[:, :2].astype(np.float64)
-            entry = pycolmap.Image(name=image.name, keypoints=keypoints, camera_id=image.camera_id, image_id=image.image_id)
+            entry = pycolmap.Image(
+                name=image.name, keypoints=keypoints, camera_id=image.camera_id, image_id=image.image_id
+            )
             reconstruction.add_image_with_trivial_frame(entry, poses[image.name].to_pycolmap())
     database.close()
     reconstruction = pycolmap.triangulate_points(reconstruction, database_path, root, work / "triangulated")
@@ -79,16 +86,27 @@ def run_scene(root: Path, work: Path) -> str:
                     points2d.append(keypoints[query_index])
                     points3d.append(reconstruction.point3D(point2d.point3D_id).xyz)
         start = time.perf_counter()
-        result = pycolmap.estimate_and_refine_absolute_pose(np.array(points2d), np.array(points3d), query.camera.to_pycolmap()) if len(points2d) >= 4 else None
+        result = (
+            pycolmap.estimate_and_refine_absolute_pose(
+                np.array(points2d), np.array(points3d), query.camera.to_pycolmap()
+            )
+            if len(points2d) >= 4
+            else None
+        )
         pnp_s.append(time.perf_counter() - start)
-        errors.append(pose_error(Pose.from_pycolmap(result["cam_from_world"]), query.pose) if result else (np.inf, np.inf))
+        errors.append(
+            pose_error(Pose.from_pycolmap(result["cam_from_world"]), query.pose) if result else (np.inf, np.inf)
+        )
     database.close()
     t_cm = np.median([100 * e[0] for e in errors])
     r_deg = np.median([e[1] for e in errors])
     per_query_ms = 1000 * (extraction_s + matching_per_pair_s * len(train) + np.median(pnp_s))
     failed = sum(not np.isfinite(e[0]) for e in errors)
-    return (f"| colmap (pycolmap) | {root.name} | {failed}/{len(test)} | {t_cm:.2f} | {r_deg:.2f} | "
-            f"{per_query_ms:.0f} ({1000 * extraction_s:.0f} + {1000 * matching_per_pair_s * len(train):.0f} + {1000 * np.median(pnp_s):.0f}) |")
+    return (
+        f"| colmap (pycolmap) | {root.name} | {failed}/{len(test)} | {t_cm:.2f} | {r_deg:.2f} | "
+        f"{per_query_ms:.0f} ({1000 * extraction_s:.0f} + {1000 * matching_per_pair_s * len(train):.0f} + "
+        f"{1000 * np.median(pnp_s):.0f}) |"
+    )
 
 
 def main() -> None:

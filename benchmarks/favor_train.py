@@ -25,15 +25,23 @@ def main() -> None:
     parser.add_argument("--landmarks", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
-    rays, centres, sides = training_rays(read_landmark_patches(args.map_dir), read_sparse_map(args.map_dir), keyframe_poses(args.map_dir))
+    rays, centres, sides = training_rays(
+        read_landmark_patches(args.map_dir), read_sparse_map(args.map_dir), keyframe_poses(args.map_dir)
+    )
     count = min(args.landmarks, len(centres))
     end = int(rays.starts[count - 1] + rays.counts[count - 1])
-    subset = TrainingRays(rays.origins[:end], rays.directions[:end], rays.targets[:end], rays.starts[:count], rays.counts[:count])
+    subset = TrainingRays(
+        rays.origins[:end], rays.directions[:end], rays.targets[:end], rays.starts[:count], rays.counts[:count]
+    )
     start = time.perf_counter()
     trained = train_grids(centres[:count], sides[:count], subset, np.arange(count), TrainConfig(steps=args.steps))
     seconds = time.perf_counter() - start
-    print(f"{count} landmarks, {end} rays, {args.steps} steps: {seconds:.1f} s ({1000 * seconds / count:.0f} ms per landmark); "
-          f"loss {trained.losses[0]:.2f} -> {trained.losses[-1]:.2f}; PSNR median {float(trained.psnr_db.median()):.1f} dB")
+    print(
+        f"{count} landmarks, {end} rays, {args.steps} steps: {seconds:.1f} s ({1000 * seconds / count:.0f} ms per "
+        "landmark); "
+        f"loss {trained.losses[0]:.2f} -> {trained.losses[-1]:.2f}; PSNR median "
+        f"{float(trained.psnr_db.median()):.1f} dB"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """FaVoR against the baseline feature-matching localizer on the same maps and queries, where the
 queries see the scene from viewpoints the map does not have.
 
-    python benchmarks/favor_viewpoint.py --strecha ../shared/data/strecha --out runs/favor-viewpoint [--configs favor favor-aliked]
+    python benchmarks/favor_viewpoint.py --strecha ../shared/data/strecha --out runs/favor-viewpoint \\
+        [--configs favor favor-aliked]
 
 Scenes:
 
@@ -42,7 +43,18 @@ from reloc.pipeline.runner import folder_bytes
 from reloc.types import Pose
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SYNTHETIC = ["--layout", "cambridge", "--seed", "1", "--frames", "120,40", "--sequences", "2,2", "--query-offset", "2.0"]
+SYNTHETIC = [
+    "--layout",
+    "cambridge",
+    "--seed",
+    "1",
+    "--frames",
+    "120,40",
+    "--sequences",
+    "2,2",
+    "--query-offset",
+    "2.0",
+]
 SPLIT_HEADER_LINES = 3
 
 
@@ -65,14 +77,30 @@ def write_sparse_copy(scene: Path, out: Path) -> Path:
 def synthetic_scene(out: Path) -> Path:
     if not (out / "synthetic.yaml").is_file():
         shutil.rmtree(out, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "reloc.cli", "synth", *SYNTHETIC, "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "reloc.cli", "synth", *SYNTHETIC, "--out", str(out)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out
 
 
 def evaluate(config: str, root: Path, run: Path, map_dir: Path | None = None) -> dict:
     shutil.rmtree(run, ignore_errors=True)
-    command = [sys.executable, "-m", "reloc.cli", "eval", "--config", str(CONFIGS / f"{config}.yaml"), "--dataset", "cambridge",
-               "--root", str(root), "--out", str(run)]
+    command = [
+        sys.executable,
+        "-m",
+        "reloc.cli",
+        "eval",
+        "--config",
+        str(CONFIGS / f"{config}.yaml"),
+        "--dataset",
+        "cambridge",
+        "--root",
+        str(root),
+        "--out",
+        str(run),
+    ]
     subprocess.run(command + (["--map", str(map_dir)] if map_dir else []), check=True, stdout=subprocess.DEVNULL)
     return json.loads((run / "metrics.json").read_text())
 
@@ -84,9 +112,12 @@ def cell(value: float | None) -> str:
 def summary_row(pipeline: str, scene: str, metrics: dict) -> str:
     timing = metrics["timing_s"]
     stages = " + ".join(f"{name} {1000 * seconds:.0f}" for name, seconds in timing.items())
-    return (f"| {pipeline} | {scene} | {metrics['n_failed']}/{metrics['n_queries']} | {cell(metrics['median_t_cm'])} "
-            f"| {cell(metrics['median_r_deg'])} | {100 * metrics['recall']['2cm_2deg']:.0f} % | {100 * metrics['recall']['5cm_5deg']:.0f} % "
-            f"| {1000 * sum(timing.values()):.0f} ({stages}) |")
+    return (
+        f"| {pipeline} | {scene} | {metrics['n_failed']}/{metrics['n_queries']} | {cell(metrics['median_t_cm'])} "
+        f"| {cell(metrics['median_r_deg'])} | {100 * metrics['recall']['2cm_2deg']:.0f} % | "
+        f"{100 * metrics['recall']['5cm_5deg']:.0f} % "
+        f"| {1000 * sum(timing.values()):.0f} ({stages}) |"
+    )
 
 
 def iteration_rows(pipeline: str, scene: str, run: Path, root: Path) -> list[str]:
@@ -96,20 +127,34 @@ def iteration_rows(pipeline: str, scene: str, run: Path, root: Path) -> list[str
     truth = dataset.ground_truth()
     keyframes = {frame.name: frame.pose for frame in dataset.frames("train")}
     details = json.loads((run / "results.details.json").read_text())
-    steps_by_iteration = [{name: {"pose": keyframes[d["prior"]], "inliers": None, "ms": {}} for name, d in details.items()}]
+    steps_by_iteration = [
+        {name: {"pose": keyframes[d["prior"]], "inliers": None, "ms": {}} for name, d in details.items()}
+    ]
     for index in range(max(len(d["iterations"]) for d in details.values())):
-        steps_by_iteration.append({name: {"pose": Pose.from_qvec_tvec(step["pose"][:4], step["pose"][4:]), "inliers": step["inliers"],
-                                          "ms": step["ms"]}
-                                   for name, d in details.items() if index < len(d["iterations"])
-                                   for step in [d["iterations"][index]] if step["pose"] is not None})
+        steps_by_iteration.append(
+            {
+                name: {
+                    "pose": Pose.from_qvec_tvec(step["pose"][:4], step["pose"][4:]),
+                    "inliers": step["inliers"],
+                    "ms": step["ms"],
+                }
+                for name, d in details.items()
+                if index < len(d["iterations"])
+                for step in [d["iterations"][index]]
+                if step["pose"] is not None
+            }
+        )
     rows = []
     for index, steps in enumerate(steps_by_iteration):
         errors = np.array([pose_error(step["pose"], truth[name].pose) for name, step in steps.items()]).reshape(-1, 2)
         inliers = [step["inliers"] for step in steps.values() if step["inliers"] is not None]
         ms = [sum(step["ms"].values()) for step in steps.values() if step["ms"]]
-        rows.append(f"| {pipeline} | {scene} | {index or 'prior'} | {len(steps)}/{len(details)} "
-                    f"| {cell(100 * np.median(errors[:, 0]) if len(errors) else None)} | {cell(np.median(errors[:, 1]) if len(errors) else None)} "
-                    f"| {f'{np.median(inliers):.0f}' if inliers else '-'} | {f'{np.median(ms):.0f}' if ms else '-'} |")
+        rows.append(
+            f"| {pipeline} | {scene} | {index or 'prior'} | {len(steps)}/{len(details)} "
+            f"| {cell(100 * np.median(errors[:, 0]) if len(errors) else None)} | "
+            f"{cell(np.median(errors[:, 1]) if len(errors) else None)} "
+            f"| {f'{np.median(inliers):.0f}' if inliers else '-'} | {f'{np.median(ms):.0f}' if ms else '-'} |"
+        )
     return rows
 
 
@@ -131,23 +176,39 @@ def viewpoint_change(root: Path) -> str:
 def map_size_row(scene: str, config: str, map_dir: Path) -> str:
     fields = LandmarkFields.load(map_dir / FAVOR_FILE)
     size = (map_dir / FAVOR_FILE).stat().st_size
-    return (f"| {config} | {scene} | {len(fields.landmark_ids)} | {fields.grids.shape[1] - 1} | {size / len(fields.landmark_ids):.0f} "
-            f"| {size / 1e6:.2f} | {folder_bytes(map_dir) / 1e6:.1f} |")
+    return (
+        f"| {config} | {scene} | {len(fields.landmark_ids)} | {fields.grids.shape[1] - 1} | "
+        f"{size / len(fields.landmark_ids):.0f} "
+        f"| {size / 1e6:.2f} | {folder_bytes(map_dir) / 1e6:.1f} |"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--strecha", type=Path, required=True, help="folder of the Strecha scenes (../shared/data/strecha)")
+    parser.add_argument(
+        "--strecha", type=Path, required=True, help="folder of the Strecha scenes (../shared/data/strecha)"
+    )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--configs", nargs="+", default=["favor"], help="FaVoR configs; the first one's map also serves the baseline")
+    parser.add_argument(
+        "--configs", nargs="+", default=["favor"], help="FaVoR configs; the first one's map also serves the baseline"
+    )
     parser.add_argument("--scenes", nargs="+", default=[*SCENES, "synthetic-offtrack"])
     args = parser.parse_args()
-    summary = ["| pipeline | scene | failed | median t (cm) | median R (deg) | recall 2cm/2deg | recall 5cm/5deg | ms/query (stages) |",
-               "|---|---|---:|---:|---:|---:|---:|---|"]
-    iterations = ["| pipeline | scene | iteration | localized | median t (cm) | median R (deg) | median inliers | ms (render + matching + pnp) |",
-                  "|---|---|---|---:|---:|---:|---:|---:|"]
+    summary = [
+        "| pipeline | scene | failed | median t (cm) | median R (deg) | recall 2cm/2deg | recall 5cm/5deg | "
+        "ms/query (stages) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    iterations = [
+        "| pipeline | scene | iteration | localized | median t (cm) | median R (deg) | median inliers | ms (render "
+        "+ matching + pnp) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     viewpoints = ["| scene | nearest mapping camera to the queries (median distance, axis angle) |", "|---|---|"]
-    sizes = ["| config | scene | landmarks | channels | favor.pt bytes/landmark | favor.pt (MB) | map (MB) |", "|---|---|---:|---:|---:|---:|---:|"]
+    sizes = [
+        "| config | scene | landmarks | channels | favor.pt bytes/landmark | favor.pt (MB) | map (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     data = args.out / "data"
     for scene in args.scenes:
         if scene == "synthetic-offtrack":

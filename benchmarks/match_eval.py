@@ -1,6 +1,7 @@
 """Matchers on real pairs: relative-pose AUC on the Strecha pairs and fine accuracy on HPatches.
 
-    python benchmarks/match_eval.py --strecha ../shared/data/strecha --hpatches ../shared/data/hpatches-churchill --out runs/match-eval
+    python benchmarks/match_eval.py --strecha ../shared/data/strecha --hpatches ../shared/data/hpatches-churchill \\
+        --out runs/match-eval
 
 All matchers run in this one process, one after the other, at the same resize (long side 640 for
 the pose AUC, the original 1024x768 for HPatches), on the torch threads given (default 2):
@@ -36,8 +37,12 @@ from reloc.matching.pairwise import PairMatcherConfig, build_pair_matcher
 
 SCENES = ("fountain-P11", "Herz-Jesus-P8", "castle-P19")
 MATCHERS = {  # label: (matcher, max_keypoints)
-    "casp": ("casp", 4096), "casp-coarse": ("casp-coarse", 4096), "xfeat-star (top-k 4096)": ("xfeat-star", 4096),
-    "xfeat-star (top-k 8000)": ("xfeat-star", 8000), "aliked-lightglue": ("aliked-lightglue", 4096), "sift": ("sift", 4096),
+    "casp": ("casp", 4096),
+    "casp-coarse": ("casp-coarse", 4096),
+    "xfeat-star (top-k 4096)": ("xfeat-star", 4096),
+    "xfeat-star (top-k 8000)": ("xfeat-star", 8000),
+    "aliked-lightglue": ("aliked-lightglue", 4096),
+    "sift": ("sift", 4096),
 }
 
 
@@ -49,7 +54,9 @@ def strecha(root: Path, resize_max: int) -> dict:
         matcher.match(warm, warm)  # first-call allocations out of the timing
         results, per_scene = [], {}
         for scene in SCENES:
-            scene_results = evaluate_pairs(matcher, root / scene / "pairs_with_gt.txt", root / scene, 1.0, resize_max=resize_max)
+            scene_results = evaluate_pairs(
+                matcher, root / scene / "pairs_with_gt.txt", root / scene, 1.0, resize_max=resize_max
+            )
             per_scene[scene] = pair_metrics(scene_results)
             results += scene_results
         table[label] = {"all": pair_metrics(results), **per_scene}
@@ -68,20 +75,39 @@ def hpatches(root: Path) -> dict:
         with torch.inference_mode():
             points0, points1, _ = mutual_matches(casp.casp.match_pyramids(prepared0.pyramid, prepared1.pyramid), 0.2)[0]
             start = time.perf_counter()
-            refined, _, _ = casp.fine.refine(prepared0.fine, prepared1.fine, points0, points1, prepared0.pyramid.size, prepared1.pyramid.size)
+            refined, _, _ = casp.fine.refine(
+                prepared0.fine, prepared1.fine, points0, points1, prepared0.pyramid.size, prepared1.pyramid.size
+            )
             seconds.append(time.perf_counter() - start)
             casp.fine.config.iterations = 3
-            three, _, _ = casp.fine.refine(prepared0.fine, prepared1.fine, points0, points1, prepared0.pyramid.size, prepared1.pyramid.size)
+            three, _, _ = casp.fine.refine(
+                prepared0.fine, prepared1.fine, points0, points1, prepared0.pyramid.size, prepared1.pyramid.size
+            )
             casp.fine.config.iterations = 1
         scale0, scale1 = prepared0.scale, prepared1.scale
-        coarse_errors.append(homography_errors(points0.double().numpy() * scale0, points1.double().numpy() * scale1, homography))
-        fine_errors.append(homography_errors(points0.double().numpy() * scale0, refined.double().numpy() * scale1, homography))
-        three_errors.append(homography_errors(points0.double().numpy() * scale0, three.double().numpy() * scale1, homography))
+        coarse_errors.append(
+            homography_errors(points0.double().numpy() * scale0, points1.double().numpy() * scale1, homography)
+        )
+        fine_errors.append(
+            homography_errors(points0.double().numpy() * scale0, refined.double().numpy() * scale1, homography)
+        )
+        three_errors.append(
+            homography_errors(points0.double().numpy() * scale0, three.double().numpy() * scale1, homography)
+        )
         counts.append(len(points0))
-    table["casp-coarse (same matches)"] = {**mean_matching_accuracy(coarse_errors), "matches_per_pair": float(np.mean(counts))}
-    table["casp = casp-coarse + HomoMatcher"] = {**mean_matching_accuracy(fine_errors), "matches_per_pair": float(np.mean(counts)),
-                                                "homomatcher_ms_per_pair": 1000 * float(np.median(seconds))}
-    table["casp-coarse + HomoMatcher, 3 iterations"] = {**mean_matching_accuracy(three_errors), "matches_per_pair": float(np.mean(counts))}
+    table["casp-coarse (same matches)"] = {
+        **mean_matching_accuracy(coarse_errors),
+        "matches_per_pair": float(np.mean(counts)),
+    }
+    table["casp = casp-coarse + HomoMatcher"] = {
+        **mean_matching_accuracy(fine_errors),
+        "matches_per_pair": float(np.mean(counts)),
+        "homomatcher_ms_per_pair": 1000 * float(np.median(seconds)),
+    }
+    table["casp-coarse + HomoMatcher, 3 iterations"] = {
+        **mean_matching_accuracy(three_errors),
+        "matches_per_pair": float(np.mean(counts)),
+    }
     for label, (name, keypoints) in MATCHERS.items():
         if name.startswith("casp"):
             continue
@@ -108,16 +134,25 @@ def main() -> None:
     (args.out / "hpatches.json").write_text(json.dumps(fine, indent=1))
     print("\n| matcher | MMA@1 | MMA@3 | MMA@5 | matches/pair |\n|---|---|---|---|---|")
     for label, row in fine.items():
-        print(f"| {label} | {row['mma_1']:.3f} | {row['mma_3']:.3f} | {row['mma_5']:.3f} | {row['matches_per_pair']:.0f} |")
+        print(
+            f"| {label} | {row['mma_1']:.3f} | {row['mma_3']:.3f} | {row['mma_5']:.3f} | "
+            f"{row['matches_per_pair']:.0f} |"
+        )
     pose = strecha(args.strecha, args.resize_max)
     (args.out / "strecha.json").write_text(json.dumps(pose, indent=1))
     print("\n| matcher | AUC@5 | AUC@10 | AUC@20 | matches/pair | ms/pair | failed |\n|---|---|---|---|---|---|---|")
     for label, row in pose.items():
         m = row["all"]
-        print(f"| {label} | {m['auc_5']:.1f} | {m['auc_10']:.1f} | {m['auc_20']:.1f} | {m['matches_per_pair']:.0f} | {m['ms_per_pair']:.0f} | {m['n_failed']}/{m['n_pairs']} |")
+        print(
+            f"| {label} | {m['auc_5']:.1f} | {m['auc_10']:.1f} | {m['auc_20']:.1f} | {m['matches_per_pair']:.0f} | "
+            f"{m['ms_per_pair']:.0f} | {m['n_failed']}/{m['n_pairs']} |"
+        )
     print("\nper scene AUC@5/10/20:")
     for label, row in pose.items():
-        print(label, " · ".join(f"{s}: {row[s]['auc_5']:.1f}/{row[s]['auc_10']:.1f}/{row[s]['auc_20']:.1f}" for s in SCENES))
+        print(
+            label,
+            " · ".join(f"{s}: {row[s]['auc_5']:.1f}/{row[s]['auc_10']:.1f}/{row[s]['auc_20']:.1f}" for s in SCENES),
+        )
 
 
 if __name__ == "__main__":

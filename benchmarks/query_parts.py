@@ -48,32 +48,52 @@ def torch_mutual_nn(descriptors0: np.ndarray, descriptors1: np.ndarray) -> torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", type=Path, required=True)
-    parser.add_argument("--batch-images", type=Path, required=True, help="folder of same-size images for the batching figure")
+    parser.add_argument(
+        "--batch-images", type=Path, required=True, help="folder of same-size images for the batching figure"
+    )
     args = parser.parse_args()
-    rows = [("decode, PIL", median_ms(lambda: np.asarray(Image.open(args.image).convert("RGB")))),
-            ("decode, OpenCV (reloc)", median_ms(lambda: read_image(args.image)))]
+    rows = [
+        ("decode, PIL", median_ms(lambda: np.asarray(Image.open(args.image).convert("RGB")))),
+        ("decode, OpenCV (reloc)", median_ms(lambda: read_image(args.image))),
+    ]
     image, _ = prepare_image(args.image, 1024)
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    rows += [("contrast stretch, np.percentile", median_ms(lambda: percentile_stretch(gray))),
-             ("contrast stretch, histogram (reloc)", median_ms(lambda: stretch_contrast(gray)))]
+    rows += [
+        ("contrast stretch, np.percentile", median_ms(lambda: percentile_stretch(gray))),
+        ("contrast stretch, histogram (reloc)", median_ms(lambda: stretch_contrast(gray))),
+    ]
     keypoints = cv2.SIFT_create(nfeatures=3000, contrastThreshold=0.02).detect(stretch_contrast(gray), None)
-    rows += [("keypoints to array, Python loop", median_ms(lambda: np.array([k.pt for k in keypoints]))),
-             ("keypoints to array, cv2.KeyPoint_convert (reloc)", median_ms(lambda: cv2.KeyPoint_convert(keypoints)))]
+    rows += [
+        ("keypoints to array, Python loop", median_ms(lambda: np.array([k.pt for k in keypoints]))),
+        ("keypoints to array, cv2.KeyPoint_convert (reloc)", median_ms(lambda: cv2.KeyPoint_convert(keypoints))),
+    ]
     rng = np.random.default_rng(0)
     descriptors0, descriptors1 = (rng.normal(size=(n, 128)).astype(np.float32) for n in (3000, 1500))
     descriptors0 /= np.linalg.norm(descriptors0, axis=1, keepdims=True)
     descriptors1 /= np.linalg.norm(descriptors1, axis=1, keepdims=True)
-    rows += [("mutual NN 3000 x 1500, torch argmax/topk", median_ms(lambda: torch_mutual_nn(descriptors0, descriptors1))),
-             ("mutual NN 3000 x 1500, numpy max reductions (reloc)", median_ms(lambda: mutual_nn(descriptors0, descriptors1, MutualNNConfig(ratio=0.8))))]
+    rows += [
+        ("mutual NN 3000 x 1500, torch argmax/topk", median_ms(lambda: torch_mutual_nn(descriptors0, descriptors1))),
+        (
+            "mutual NN 3000 x 1500, numpy max reductions (reloc)",
+            median_ms(lambda: mutual_nn(descriptors0, descriptors1, MutualNNConfig(ratio=0.8))),
+        ),
+    ]
     paths = sorted(p for p in args.batch_images.iterdir() if p.suffix in (".png", ".jpg"))[:8]
     prepared = [prepare_image(path, 1024, XFeatExtractor.multiple) for path in paths]
     extractor = XFeatExtractor(ExtractorConfig(max_keypoints=4096, resize_max=1024))
     for batch in (1, 4, 8):
+
         def run(batch=batch):
             for start in range(0, len(prepared), batch):
-                chunk = prepared[start:start + batch]
+                chunk = prepared[start : start + batch]
                 extractor.extract_batch([image for image, _ in chunk], [scale for _, scale in chunk])
-        rows.append((f"XFeat {prepared[0][0].shape[1]}x{prepared[0][0].shape[0]}, batch {batch}, per image", median_ms(run, 3) / len(prepared)))
+
+        rows.append(
+            (
+                f"XFeat {prepared[0][0].shape[1]}x{prepared[0][0].shape[0]}, batch {batch}, per image",
+                median_ms(run, 3) / len(prepared),
+            )
+        )
     for name, ms in rows:
         print(f"| {name} | {ms:.1f} |")
 

@@ -1,12 +1,13 @@
 """Relocalization on the Strecha scenes (Cambridge layout) for several pipelines.
 
-    python benchmarks/strecha.py --data ../shared/data/strecha --out runs/strecha [--harder] [--peer] [--configs default sift ...]
+    python benchmarks/strecha.py --data ../shared/data/strecha --out runs/strecha [--harder] [--peer] \\
+        [--configs default sift ...]
 
 Runs `reloc eval` for every config and scene (fresh maps), then prints a markdown table of
 median errors, recall and median ms per query per stage. ``--peer`` also runs COLMAP's own
-pipeline (benchmarks/colmap_peer.py) on the same scenes and queries in the same run. ``--harder`` first writes a copy of each
-scene whose query images are darker (gamma 2.2), colour-cast, noisy, JPEG quality 40 and at half
-resolution with their NVM focal halved, and evaluates on that copy.
+pipeline (benchmarks/colmap_peer.py) on the same scenes and queries in the same run. ``--harder``
+first writes a copy of each scene whose query images are darker (gamma 2.2), colour-cast, noisy,
+JPEG quality 40 and at half resolution with their NVM focal halved, and evaluates on that copy.
 """
 
 from __future__ import annotations
@@ -62,13 +63,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--configs", nargs="+", default=["default", "sift", "xfeat", "xfeat-lighterglue", "aliked-lightglue"])
+    parser.add_argument(
+        "--configs", nargs="+", default=["default", "sift", "xfeat", "xfeat-lighterglue", "aliked-lightglue"]
+    )
     parser.add_argument("--harder", action="store_true")
     parser.add_argument("--peer", action="store_true", help="also run COLMAP's pipeline (pycolmap) on the same scenes")
     args = parser.parse_args()
     configs = Path(__file__).resolve().parents[1] / "configs"
-    rows = ["| pipeline | scene | failed | median t (cm) | median R (deg) | recall 5cm/5deg | ms/query (features + retrieval + matching + pnp) |",
-            "|---|---|---:|---:|---:|---:|---|"]
+    rows = [
+        "| pipeline | scene | failed | median t (cm) | median R (deg) | recall 5cm/5deg | ms/query (features + "
+        "retrieval + matching + pnp) |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for config in args.configs:
         for scene in SCENES:
             root = args.data / scene
@@ -76,16 +82,39 @@ def main() -> None:
                 root = write_harder_copy(root, args.out / "harder-data" / scene)
             run = args.out / ("harder" if args.harder else "original") / config / scene
             shutil.rmtree(run, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "reloc.cli", "eval", "--config", str(configs / f"{config}.yaml"), "--dataset", "cambridge",
-                            "--root", str(root), "--out", str(run)], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "reloc.cli",
+                    "eval",
+                    "--config",
+                    str(configs / f"{config}.yaml"),
+                    "--dataset",
+                    "cambridge",
+                    "--root",
+                    str(root),
+                    "--out",
+                    str(run),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             m = json.loads((run / "metrics.json").read_text())
             timing = m["timing_s"]
             stages = " + ".join(f"{1000 * timing.get(s, 0):.0f}" for s in ("features", "retrieval", "matching", "pnp"))
-            rows.append(f"| {config} | {scene} | {m['n_failed']}/{m['n_queries']} | {cell(m['median_t_cm'])} | {cell(m['median_r_deg'])} "
-                        f"| {100 * m['recall']['5cm_5deg']:.0f} % | {1000 * sum(timing.values()):.0f} ({stages}) |")
+            rows.append(
+                f"| {config} | {scene} | {m['n_failed']}/{m['n_queries']} | {cell(m['median_t_cm'])} | "
+                f"{cell(m['median_r_deg'])} "
+                f"| {100 * m['recall']['5cm_5deg']:.0f} % | {1000 * sum(timing.values()):.0f} ({stages}) |"
+            )
             print(rows[-1], flush=True)
     if args.peer:
-        rows += ["", "| pipeline | scene | failed | median t (cm) | median R (deg) | ms/query (extraction + matching + pnp) |", "|---|---|---:|---:|---:|---|"]
+        rows += [
+            "",
+            "| pipeline | scene | failed | median t (cm) | median R (deg) | ms/query (extraction + matching + pnp) |",
+            "|---|---|---:|---:|---:|---|",
+        ]
         for scene in SCENES:
             root = args.out / "harder-data" / scene if args.harder else args.data / scene
             rows.append(run_scene(root, args.out / ("harder" if args.harder else "original") / "colmap" / scene))

@@ -27,8 +27,10 @@ from reloc.viz.render import render_image
 from reloc.viz.scene import load_scene
 
 RELOC = str(Path(sys.executable).with_name("reloc"))
-PEAK_MEMORY_OF = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-                  "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # kB, that command alone
+PEAK_MEMORY_OF = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)  # kB, that command alone
 
 
 def seconds(function, *args):
@@ -44,17 +46,39 @@ def headless(run: Path, out: Path, width: int, height: int) -> dict:
     view = automatic_view(scene, width, height)
     _, first_render_s = seconds(render_image, layers, view)
     _, second_render_s = seconds(render_image, layers, view)
-    command = [RELOC, "view", str(run / "map"), "--results", str(run / "results.txt"), "--screenshot", str(out),
-               "--width", str(width), "--height", str(height)]
+    command = [
+        RELOC,
+        "view",
+        str(run / "map"),
+        "--results",
+        str(run / "results.txt"),
+        "--screenshot",
+        str(out),
+        "--width",
+        str(width),
+        "--height",
+        str(height),
+    ]
     start = time.perf_counter()
-    peak_kb = subprocess.run([sys.executable, "-c", PEAK_MEMORY_OF, *command], check=True, capture_output=True, text=True).stdout
+    peak_kb = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY_OF, *command], check=True, capture_output=True, text=True
+    ).stdout
     command_s = time.perf_counter() - start
     peak_mb = int(peak_kb.strip().splitlines()[-1]) / 1024
     worst = scene.sorted_queries()[0].name if scene.queries else None
-    return {"landmarks": int(np.isfinite(scene.points).all(axis=1).sum()), "keyframes": len(scene.keyframes),
-            "queries": len(scene.queries), "voxels": 0 if scene.voxels is None else len(scene.voxels.centres),
-            "load_s": load_s, "layers_s": layers_s, "first_render_s": first_render_s, "render_s": second_render_s,
-            "command_s": command_s, "peak_mb": peak_mb, "worst": worst}
+    return {
+        "landmarks": int(np.isfinite(scene.points).all(axis=1).sum()),
+        "keyframes": len(scene.keyframes),
+        "queries": len(scene.queries),
+        "voxels": 0 if scene.voxels is None else len(scene.voxels.centres),
+        "load_s": load_s,
+        "layers_s": layers_s,
+        "first_render_s": first_render_s,
+        "render_s": second_render_s,
+        "command_s": command_s,
+        "peak_mb": peak_mb,
+        "worst": worst,
+    }
 
 
 def window_region(screen: np.ndarray) -> tuple[int, int, int, int]:
@@ -66,15 +90,31 @@ def window_region(screen: np.ndarray) -> tuple[int, int, int, int]:
 def gui(run: Path, out: Path, query: str | None, width: int, height: int) -> dict:
     """Start the viewer on Xvfb; seconds until the mapping frustums are on screen; window screenshot
     after the flight to the selected query."""
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", f"{width + 200}x{height + 200}x24", "-nolisten", "tcp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", "1", "-screen", "0", f"{width + 200}x{height + 200}x24", "-nolisten", "tcp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     display = f":{xvfb.stdout.readline().strip()}"
     try:
         start = time.perf_counter()
-        command = [RELOC, "view", str(run / "map"), "--results", str(run / "results.txt"), "--width", str(width),
-                   "--height", str(height), "--quit-after", "12"] + (["--query", query] if query else [])
-        viewer = subprocess.Popen(command, env={**os.environ, "DISPLAY": display}, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+        command = [
+            RELOC,
+            "view",
+            str(run / "map"),
+            "--results",
+            str(run / "results.txt"),
+            "--width",
+            str(width),
+            "--height",
+            str(height),
+            "--quit-after",
+            "12",
+        ] + (["--query", query] if query else [])
+        viewer = subprocess.Popen(
+            command, env={**os.environ, "DISPLAY": display}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         on_screen_s = None
         while viewer.poll() is None and time.perf_counter() - start < 60:
             screen = np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
@@ -87,7 +127,11 @@ def gui(run: Path, out: Path, query: str | None, width: int, height: int) -> dic
         left, top, right, bottom = window_region(screen)
         Image.fromarray(screen[top:bottom, left:right]).save(out)
         output, _ = viewer.communicate(timeout=60)
-        return {"on_screen_s": on_screen_s, "returncode": viewer.returncode, "last_line": output.strip().splitlines()[-1]}
+        return {
+            "on_screen_s": on_screen_s,
+            "returncode": viewer.returncode,
+            "last_line": output.strip().splitlines()[-1],
+        }
     finally:
         xvfb.kill()
 
@@ -96,7 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--strecha", type=Path, help="Strecha folder (Cambridge layout scenes)")
     parser.add_argument("--scene", default="castle-P19")
-    parser.add_argument("--run", type=Path, help="Measure this existing 'reloc eval' run folder instead (no eval, no screenshots kept)")
+    parser.add_argument(
+        "--run", type=Path, help="Measure this existing 'reloc eval' run folder instead (no eval, no screenshots kept)"
+    )
     parser.add_argument("--config", type=Path, default=Path("configs/favor.yaml"))
     parser.add_argument("--out", type=Path, default=Path("runs/viewer"))
     parser.add_argument("--images", type=Path, default=Path("docs/images"))
@@ -107,15 +153,33 @@ def main() -> None:
         run, name, images = args.run, args.run.name, args.out
     else:
         run, name, images = args.out / args.scene, args.scene, args.images
-        subprocess.run([RELOC, "eval", "--config", str(args.config), "--dataset", "cambridge", "--root", str(args.strecha / args.scene),
-                        "--out", str(run)], check=True)
+        subprocess.run(
+            [
+                RELOC,
+                "eval",
+                "--config",
+                str(args.config),
+                "--dataset",
+                "cambridge",
+                "--root",
+                str(args.strecha / args.scene),
+                "--out",
+                str(run),
+            ],
+            check=True,
+        )
     images.mkdir(parents=True, exist_ok=True)
     figures = headless(run, images / f"viewer-{name}-headless.png", args.width, args.height)
-    print("| map | landmarks | mapping cameras | queries | FaVoR voxels | load s | layers s | first render s | render s "
-          "| `reloc view --screenshot` s | its peak MB |")
-    print(f"| {name} | {figures['landmarks']} | {figures['keyframes']} | {figures['queries']} | {figures['voxels']} "
-          f"| {figures['load_s']:.2f} | {figures['layers_s']:.2f} | {figures['first_render_s']:.2f} | {figures['render_s']:.2f} "
-          f"| {figures['command_s']:.1f} | {figures['peak_mb']:.0f} |")
+    print(
+        "| map | landmarks | mapping cameras | queries | FaVoR voxels | load s | layers s | first render s | render s "
+        "| `reloc view --screenshot` s | its peak MB |"
+    )
+    print(
+        f"| {name} | {figures['landmarks']} | {figures['keyframes']} | {figures['queries']} | {figures['voxels']} "
+        f"| {figures['load_s']:.2f} | {figures['layers_s']:.2f} | {figures['first_render_s']:.2f} | "
+        f"{figures['render_s']:.2f} "
+        f"| {figures['command_s']:.1f} | {figures['peak_mb']:.0f} |"
+    )
     if shutil.which("Xvfb") is None:
         print("Xvfb is not installed: no GUI measurement")
         return

@@ -7,7 +7,7 @@ import functools
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from PIL import Image
@@ -43,11 +43,13 @@ class ScoredDataset(str, Enum):
     colmap = "colmap"
 
 
-DatasetOption = Annotated[ScoredDataset, typer.Option("--dataset", help="Layout of --root: 7scenes, cambridge or colmap.")]
+DatasetOption = Annotated[
+    ScoredDataset, typer.Option("--dataset", help="Layout of --root: 7scenes, cambridge or colmap.")
+]
 RootOption = Annotated[Path, typer.Option("--root", help="Scene folder (e.g. 7scenes/chess, Cambridge/KingsCollege).")]
 ConfigOption = Annotated[Path, typer.Option("--config", help="Pipeline YAML (see configs/).")]
-ImagesOption = Annotated[Optional[Path], typer.Option(help="colmap only: image folder (default ROOT/images).")]
-QueriesOption = Annotated[Optional[Path], typer.Option(help="colmap only: file of query image names (test split).")]
+ImagesOption = Annotated[Path | None, typer.Option(help="colmap only: image folder (default ROOT/images).")]
+QueriesOption = Annotated[Path | None, typer.Option(help="colmap only: file of query image names (test split).")]
 
 
 def reports_errors(command):
@@ -73,8 +75,14 @@ def node_progress(description: str):
     """A rich progress display: one bar over the graph's nodes, and one more for each ``track``ed
     loop inside a node (images, queries, training steps). Returns the display, the node task, the
     node callback and the context that routes the loops to the display."""
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
     task = progress.add_task(description, total=None)
 
     def on_node(name: str, index: int, total: int) -> None:
@@ -113,11 +121,13 @@ def run_localization(map_dir: Path, queries, pipeline=None) -> list:
 @app.command()
 @reports_errors
 def score(
-    results: Annotated[Path, typer.Argument(help="Results file: 'name qw qx qy qz tx ty tz' per line (cam_from_world).")],
+    results: Annotated[
+        Path, typer.Argument(help="Results file: 'name qw qx qy qz tx ty tz' per line (cam_from_world).")
+    ],
     dataset: DatasetOption,
     root: RootOption,
-    out: Annotated[Optional[Path], typer.Option(help="Write metrics.json here.")] = None,
-    map_dir: Annotated[Optional[Path], typer.Option("--map", help="Map folder, to report its size.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write metrics.json here.")] = None,
+    map_dir: Annotated[Path | None, typer.Option("--map", help="Map folder, to report its size.")] = None,
     queries: QueriesOption = None,
 ):
     """Score a results file against a dataset's ground truth (median errors, recalls, failures)."""
@@ -151,8 +161,10 @@ def localize_command(
     map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map'.")],
     images: Annotated[list[Path], typer.Argument(help="Query images or folders of images.")],
     out: Annotated[Path, typer.Option(help="Results file to write.")],
-    focal: Annotated[Optional[float], typer.Option(help="Focal length in pixels (principal point at the centre).")] = None,
-    camera: Annotated[Optional[Path], typer.Option(help="Camera file: 'MODEL W H PARAMS...' or 'NAME MODEL W H PARAMS...' lines.")] = None,
+    focal: Annotated[float | None, typer.Option(help="Focal length in pixels (principal point at the centre).")] = None,
+    camera: Annotated[
+        Path | None, typer.Option(help="Camera file: 'MODEL W H PARAMS...' or 'NAME MODEL W H PARAMS...' lines.")
+    ] = None,
 ):
     """Localize unposed images against a map. Intrinsics: --focal, --camera, or the images' EXIF."""
     if focal is not None and camera is not None:
@@ -171,9 +183,15 @@ def eval_command(
     out: Annotated[Path, typer.Option(help="Run folder: map/, results.txt, metrics.json, report.md.")],
     images: ImagesOption = None,
     queries: QueriesOption = None,
-    map_dir: Annotated[Optional[Path], typer.Option("--map", help="Localize against this existing map folder instead of "
-                                                    "building OUT/map; only the config's localization graph runs. Compares "
-                                                    "localizers on one map (its mapping must produce what they read).")] = None,
+    map_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--map",
+            help="Localize against this existing map folder instead of "
+            "building OUT/map; only the config's localization graph runs. Compares "
+            "localizers on one map (its mapping must produce what they read).",
+        ),
+    ] = None,
 ):
     """Map the training split, localize the test split and score it (the map is reused when unchanged)."""
     pipeline = load_pipeline(config)
@@ -196,31 +214,50 @@ def eval_command(
     write_metrics(out / "metrics.json", metrics)
     title = f"{pipeline.name} on {root}"
     with console.status("drawing the report's figures"):
-        map_scene = load_scene(map_dir, out / "results.txt", out / GROUND_TRUTH_FILE) if has_sparse_model(map_dir) else None
+        map_scene = (
+            load_scene(map_dir, out / "results.txt", out / GROUND_TRUTH_FILE) if has_sparse_model(map_dir) else None
+        )
         plots = write_plots(out, errors, map_scene)
     write_report(out / "report.md", metrics, errors, title, plots)
     print_metrics(metrics, title, console)
-    console.print(f"wrote {out}/results.txt, {GROUND_TRUTH_FILE}, metrics.json, report.md and {len(plots)} figures in {out / PLOTS_FOLDER}")
+    console.print(
+        f"wrote {out}/results.txt, {GROUND_TRUTH_FILE}, metrics.json, report.md and {len(plots)} figures in "
+        f"{out / PLOTS_FOLDER}"
+    )
 
 
 @app.command("view")
 @reports_errors
 def view_command(
     map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map' or 'reloc eval' (RUN/map).")],
-    results: Annotated[Optional[Path], typer.Option(help="Results file (RUN/results.txt) whose queries to draw: estimates, "
-                                                    "ground truth (from ground_truth.txt beside it, as 'reloc eval' writes), "
-                                                    "errors, failures.")] = None,
-    ground_truth: Annotated[Optional[Path], typer.Option(help="Ground-truth poses in the results format (default: "
-                                                         "ground_truth.txt beside --results).")] = None,
-    screenshot: Annotated[Optional[Path], typer.Option(help="Render headless to this PNG (no window, no display needed) "
-                                                       "from a viewpoint that frames the map, and exit. The view camera "
-                                                       "goes to OUT.view.json (K, cam_from_world).")] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            help="Results file (RUN/results.txt) whose queries to draw: estimates, "
+            "ground truth (from ground_truth.txt beside it, as 'reloc eval' writes), "
+            "errors, failures."
+        ),
+    ] = None,
+    ground_truth: Annotated[
+        Path | None,
+        typer.Option(help="Ground-truth poses in the results format (default: ground_truth.txt beside --results)."),
+    ] = None,
+    screenshot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Render headless to this PNG (no window, no display needed) "
+            "from a viewpoint that frames the map, and exit. The view camera "
+            "goes to OUT.view.json (K, cam_from_world)."
+        ),
+    ] = None,
     width: Annotated[int, typer.Option(min=64, help="Window or screenshot width in pixels.")] = 1280,
     height: Annotated[int, typer.Option(min=64, help="Window or screenshot height in pixels.")] = 800,
     point_size: Annotated[float, typer.Option(min=1.0, help="Landmark point size in pixels.")] = 3.0,
-    query: Annotated[Optional[str], typer.Option(help="Select this query at start (fly to it, show its matches).")] = None,
-    quit_after: Annotated[Optional[float], typer.Option(hidden=True, help="Close the window this many seconds after "
-                                                        "the first frame (smoke tests).")] = None,
+    query: Annotated[str | None, typer.Option(help="Select this query at start (fly to it, show its matches).")] = None,
+    quit_after: Annotated[
+        float | None,
+        typer.Option(hidden=True, help="Close the window this many seconds after the first frame (smoke tests)."),
+    ] = None,
 ):
     """Show a map and where each query landed: landmarks, mapping cameras, query cameras (ground
     truth green, estimate orange, joined by a line coloured by error; failed queries red and
@@ -229,11 +266,16 @@ def view_command(
     a screenshot button; --screenshot renders the same scene without a display."""
     with console.status(f"loading {map_dir}"):
         scene = load_scene(map_dir, results, ground_truth)
-    console.print(f"{len(scene.points)} landmarks, {len(scene.keyframes)} mapping cameras, {len(scene.queries)} queries"
-                  + (f" ({sum(q.failed for q in scene.queries)} failed)" if scene.queries else "")
-                  + (f", {len(scene.voxels.centres)} FaVoR voxels" if scene.voxels is not None else ""))
+    console.print(
+        f"{len(scene.points)} landmarks, {len(scene.keyframes)} mapping cameras, {len(scene.queries)} queries"
+        + (f" ({sum(q.failed for q in scene.queries)} failed)" if scene.queries else "")
+        + (f", {len(scene.voxels.centres)} FaVoR voxels" if scene.voxels is not None else "")
+    )
     if len(scene.colors) and not scene.colors.any():
-        console.print("[yellow]the landmarks have no colours (the map was built before reloc stored them): rebuild the map to see them")
+        console.print(
+            "[yellow]the landmarks have no colours (the map was built before reloc stored them): rebuild the map "
+            "to see them"
+        )
     if screenshot is not None:
         from .viz.geometry import automatic_view, build_layers
         from .viz.render import render_image, save_view
@@ -284,9 +326,14 @@ def graph(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")]):
             wiring = "\n".join(f"{port} ← {ref}" for port, ref in (node.get("inputs") or {}).items())
             table.add_row(name, stage, json.dumps(node.get("with") or {}), wiring, status)
         console.print(table)
-        console.print(f"sources: {', '.join(SOURCES[section])}; output: {(content.get(section) or {}).get('output', '-')}")
+        console.print(
+            f"sources: {', '.join(SOURCES[section])}; output: {(content.get(section) or {}).get('output', '-')}"
+        )
     if planned:
-        console.print(f"[yellow]not implemented yet:[/] {', '.join(sorted(set(planned)))}; this pipeline cannot run until they land.")
+        console.print(
+            f"[yellow]not implemented yet:[/] {', '.join(sorted(set(planned)))}; this pipeline cannot run until "
+            "they land."
+        )
         return
     pipeline = load_pipeline(config, content)
     for section_graph in (pipeline.mapping, pipeline.localization):
@@ -312,27 +359,53 @@ def parse_frames(text: str) -> tuple[int, int]:
 @app.command()
 @reports_errors
 def synth(
-    layout: Annotated[SynthLayout, typer.Option(help="7scenes: indoor room, 640x480, depth; cambridge: outdoor courtyard, 640x360, NVM.")],
+    layout: Annotated[
+        SynthLayout,
+        typer.Option(help="7scenes: indoor room, 640x480, depth; cambridge: outdoor courtyard, 640x360, NVM."),
+    ],
     out: Annotated[Path, typer.Option(help="Scene folder to write.")],
     seed: Annotated[int, typer.Option(help="Everything (scene, paths, noise) follows from the seed.")] = 0,
     frames: Annotated[str, typer.Option(help="MAPPING,QUERIES frame counts.")] = "300,100",
     sequences: Annotated[str, typer.Option(help="MAPPING,QUERIES sequence counts.")] = "3,2",
-    appearance: Annotated[str, typer.Option(help="Query appearance: a preset (none, harsh) or key=value,... with keys "
-                                            "exposure, gamma, white_balance (R:G:B), noise, motion_blur, jpeg_quality.")] = "none",
-    query_offset: Annotated[float, typer.Option(help="Metres by which queries leave the mapping trajectory: each query "
-                                                "sequence follows a mapping sequence, every camera moved this far sideways "
-                                                "(left or right) and re-aimed at what the mapping camera looked at "
-                                                "(2 m ahead indoors, 8 m outdoors). 0: queries on paths of their own.")] = 0.0,
+    appearance: Annotated[
+        str,
+        typer.Option(
+            help="Query appearance: a preset (none, harsh) or key=value,... with keys "
+            "exposure, gamma, white_balance (R:G:B), noise, motion_blur, jpeg_quality."
+        ),
+    ] = "none",
+    query_offset: Annotated[
+        float,
+        typer.Option(
+            help="Metres by which queries leave the mapping trajectory: each query "
+            "sequence follows a mapping sequence, every camera moved this far sideways "
+            "(left or right) and re-aimed at what the mapping camera looked at "
+            "(2 m ahead indoors, 8 m outdoors). 0: queries on paths of their own."
+        ),
+    ] = 0.0,
 ):
     """Generate a synthetic scene with exact ground truth in the 7-Scenes or Cambridge layout."""
     from .datasets.synthetic.appearance import parse_appearance
     from .datasets.synthetic.generate import SynthConfig, generate
 
     (mapping_frames, query_frames), (mapping_sequences, query_sequences) = parse_frames(frames), parse_frames(sequences)
-    config = SynthConfig(layout.value, seed, mapping_frames, query_frames, mapping_sequences, query_sequences, parse_appearance(appearance),
-                         query_offset)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
-                        TimeElapsedColumn(), console=console)
+    config = SynthConfig(
+        layout.value,
+        seed,
+        mapping_frames,
+        query_frames,
+        mapping_sequences,
+        query_sequences,
+        parse_appearance(appearance),
+        query_offset,
+    )
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} frames"),
+        TimeElapsedColumn(),
+        console=console,
+    )
     with progress:
         task = progress.add_task(f"rendering {layout.value} scene (seed {seed})", total=mapping_frames + query_frames)
         generate(config, out, lambda done, total: progress.update(task, completed=done))
@@ -350,14 +423,28 @@ class PairMatcherName(str, Enum):
 @app.command("match-eval")
 @reports_errors
 def match_eval(
-    matcher: Annotated[PairMatcherName, typer.Option(help="casp (CasP + HomoMatcher), casp-coarse (CasP's 1/8 matches), "
-                                                     "xfeat-star (XFeat*), aliked-lightglue, sift (RootSIFT, mutual NN + ratio 0.8).")],
-    pairs: Annotated[Path, typer.Option(help="pairs_with_gt.txt: name0 name1 rot0 rot1 K0(9) K1(9) T_0to1(16), cam1_from_cam0.")],
+    matcher: Annotated[
+        PairMatcherName,
+        typer.Option(
+            help="casp (CasP + HomoMatcher), casp-coarse (CasP's 1/8 matches), "
+            "xfeat-star (XFeat*), aliked-lightglue, sift (RootSIFT, mutual NN + ratio 0.8)."
+        ),
+    ],
+    pairs: Annotated[
+        Path, typer.Option(help="pairs_with_gt.txt: name0 name1 rot0 rot1 K0(9) K1(9) T_0to1(16), cam1_from_cam0.")
+    ],
     images: Annotated[Path, typer.Option(help="Folder the pair file's image names are relative to.")],
-    out: Annotated[Path, typer.Option(help="metrics.json to write (auc_5/10/20 in percent, matches_per_pair, ms_per_pair, per pair).")],
+    out: Annotated[
+        Path,
+        typer.Option(help="metrics.json to write (auc_5/10/20 in percent, matches_per_pair, ms_per_pair, per pair)."),
+    ],
     resize_max: Annotated[int, typer.Option(help="Long side the matcher sees, in pixels (0: original size).")] = 640,
-    max_keypoints: Annotated[int, typer.Option(help="Keypoints of the sparse matchers; XFeat*'s top-k dense cells.")] = 4096,
-    ransac_px: Annotated[float, typer.Option(help="LO-RANSAC epipolar threshold, in pixels of the matcher's resized image.")] = 1.0,
+    max_keypoints: Annotated[
+        int, typer.Option(help="Keypoints of the sparse matchers; XFeat*'s top-k dense cells.")
+    ] = 4096,
+    ransac_px: Annotated[
+        float, typer.Option(help="LO-RANSAC epipolar threshold, in pixels of the matcher's resized image.")
+    ] = 1.0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
 ):
     """Relative pose from a matcher's matches on image pairs with ground truth: AUC@5/10/20 degrees
@@ -369,21 +456,42 @@ def match_eval(
 
     if threads:
         torch.set_num_threads(threads)
-    pair_matcher = build_pair_matcher(matcher.value, PairMatcherConfig(resize_max=resize_max, max_keypoints=max_keypoints))
-    pair_count = sum(1 for line in pairs.read_text().splitlines() if line.strip() and not line.startswith("#")) if pairs.is_file() else 0
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    pair_matcher = build_pair_matcher(
+        matcher.value, PairMatcherConfig(resize_max=resize_max, max_keypoints=max_keypoints)
+    )
+    pair_count = (
+        sum(1 for line in pairs.read_text().splitlines() if line.strip() and not line.startswith("#"))
+        if pairs.is_file()
+        else 0
+    )
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
     with progress:
         task = progress.add_task(f"{matcher.value} on {pairs}", total=pair_count)
-        results = evaluate_pairs(pair_matcher, pairs, images, ransac_px, lambda result: progress.advance(task), resize_max)
+        results = evaluate_pairs(
+            pair_matcher, pairs, images, ransac_px, lambda result: progress.advance(task), resize_max
+        )
     metrics = pair_metrics(results)
-    metrics.update({"matcher": matcher.value, "pairs": str(pairs), "resize_max": resize_max, "max_keypoints": max_keypoints,
-                    "ransac_px": ransac_px, "per_pair": [dataclasses.asdict(r) for r in results]})
+    metrics.update(
+        {
+            "matcher": matcher.value,
+            "pairs": str(pairs),
+            "resize_max": resize_max,
+            "max_keypoints": max_keypoints,
+            "ransac_px": ransac_px,
+            "per_pair": [dataclasses.asdict(r) for r in results],
+        }
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=1))
     table = Table(title=f"{matcher.value} on {pairs} ({metrics['n_pairs']} pairs, {metrics['n_failed']} failed)")
     for column in ("AUC@5", "AUC@10", "AUC@20", "matches/pair", "ms/pair"):
         table.add_column(column, justify="right")
-    table.add_row(*(f"{metrics[k]:.1f}" for k in ("auc_5", "auc_10", "auc_20", "matches_per_pair")), f"{metrics['ms_per_pair']:.0f}")
+    table.add_row(
+        *(f"{metrics[k]:.1f}" for k in ("auc_5", "auc_10", "auc_20", "matches_per_pair")),
+        f"{metrics['ms_per_pair']:.0f}",
+    )
     console.print(table)
     console.print(f"wrote {out}")
 
@@ -397,18 +505,31 @@ class TrainedModel(str, Enum):
 @reports_errors
 def train_command(
     model: Annotated[TrainedModel, typer.Argument(help="casp (coarse matcher heads) or homomatcher (fine stage).")],
-    out: Annotated[Optional[Path], typer.Option(help="Checkpoint to write (default: the shipped reloc/weights/MODEL.pt).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Checkpoint to write (default: the shipped reloc/weights/MODEL.pt).")
+    ] = None,
     steps: Annotated[int, typer.Option(help="Optimisation steps, each on a fresh batch.")] = 1500,
     batch_size: Annotated[int, typer.Option(help="Image pairs per step.")] = 4,
     width: Annotated[int, typer.Option(help="Training image width (multiple of 32).")] = 320,
     height: Annotated[int, typer.Option(help="Training image height (multiple of 32).")] = 256,
     learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then cosine decay).")] = 1e-3,
-    photos: Annotated[str, typer.Option(help="Real photographs for homographic pairs: 'bundled' (scikit-image's), a "
-                                        "folder of .jpg/.png, or '' for synthetic scene pairs only.")] = "bundled",
-    max_baseline_m: Annotated[float, typer.Option(help="Synthetic pairs: the second camera moves up to this far.")] = 1.5,
-    max_view_angle_deg: Annotated[float, typer.Option(help="Synthetic pairs: and turns up to this many degrees.")] = 40.0,
+    photos: Annotated[
+        str,
+        typer.Option(
+            help="Real photographs for homographic pairs: 'bundled' (scikit-image's), a "
+            "folder of .jpg/.png, or '' for synthetic scene pairs only."
+        ),
+    ] = "bundled",
+    max_baseline_m: Annotated[
+        float, typer.Option(help="Synthetic pairs: the second camera moves up to this far.")
+    ] = 1.5,
+    max_view_angle_deg: Annotated[
+        float, typer.Option(help="Synthetic pairs: and turns up to this many degrees.")
+    ] = 40.0,
     min_overlap: Annotated[float, typer.Option(help="Synthetic pairs: least share of image 0 seen by image 1.")] = 0.25,
-    max_corner_shift: Annotated[float, typer.Option(help="Warped photographs: corner displacement, fraction of the side.")] = 0.3,
+    max_corner_shift: Annotated[
+        float, typer.Option(help="Warped photographs: corner displacement, fraction of the side.")
+    ] = 0.3,
     seed: Annotated[int, typer.Option(help="Seeds the scenes, the pair sampling and the initial weights.")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
 ):
@@ -421,12 +542,30 @@ def train_command(
 
     if width % 32 or height % 32:
         raise typer.BadParameter("--width and --height must be multiples of 32")
-    config = TrainConfig(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, threads=threads,
-                         data=TrainingDataConfig(width=width, height=height, photos=photos, max_baseline_m=max_baseline_m,
-                                                 max_view_angle_deg=max_view_angle_deg, min_overlap=min_overlap,
-                                                 max_corner_shift=max_corner_shift))
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[status]}"), console=console)
+    config = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        threads=threads,
+        data=TrainingDataConfig(
+            width=width,
+            height=height,
+            photos=photos,
+            max_baseline_m=max_baseline_m,
+            max_view_angle_deg=max_view_angle_deg,
+            min_overlap=min_overlap,
+            max_corner_shift=max_corner_shift,
+        ),
+    )
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
     with progress:
         task = progress.add_task(f"training {model.value}", total=steps, status="")
 

@@ -37,9 +37,7 @@ class Camera:
 
     def __post_init__(self) -> None:
         if self.model not in CAMERA_MODEL_PARAMS:
-            raise ValueError(
-                f"camera model {self.model!r} is not supported; use one of {sorted(CAMERA_MODEL_PARAMS)}"
-            )
+            raise ValueError(f"camera model {self.model!r} is not supported; use one of {sorted(CAMERA_MODEL_PARAMS)}")
         expected = len(CAMERA_MODEL_PARAMS[self.model])
         if len(self.params) != expected:
             raise ValueError(f"camera model {self.model} takes {expected} parameters, got {len(self.params)}")
@@ -50,9 +48,13 @@ class Camera:
         object.__setattr__(self, "params", tuple(float(p) for p in self.params))
 
     @classmethod
-    def simple_pinhole(cls, width: int, height: int, focal: float, cx: float | None = None, cy: float | None = None) -> Camera:
+    def simple_pinhole(
+        cls, width: int, height: int, focal: float, cx: float | None = None, cy: float | None = None
+    ) -> Camera:
         """Square pixels, principal point at the image centre unless given."""
-        return cls("SIMPLE_PINHOLE", width, height, (focal, width / 2 if cx is None else cx, height / 2 if cy is None else cy))
+        return cls(
+            "SIMPLE_PINHOLE", width, height, (focal, width / 2 if cx is None else cx, height / 2 if cy is None else cy)
+        )
 
     @property
     def focal_length(self) -> tuple[float, float]:

@@ -25,7 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"torch threads: {torch.get_num_threads()} (RELOC_TORCH_THREADS={os.environ.get('RELOC_TORCH_THREADS', 'unset')}), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    names = ("RELOC_TORCH_THREADS", "OMP_NUM_THREADS")
+    variables = ", ".join(f"{name}={os.environ.get(name, 'unset')}" for name in names)
+    return f"torch threads: {torch.get_num_threads()} ({variables})"
 
 
 def shared_path(*parts: str) -> Path:

@@ -60,8 +60,12 @@ def test_sevenscenes_sequence_numbering_and_inversion(tmp_path):
     poses = write_sevenscenes(tmp_path)
     dataset = load_dataset("7scenes", tmp_path)
     names = [f.name for f in dataset.frames("train")]
-    assert names == ["seq-01/frame-000000.color.png", "seq-01/frame-000001.color.png",
-                     "seq-10/frame-000000.color.png", "seq-10/frame-000001.color.png"]
+    assert names == [
+        "seq-01/frame-000000.color.png",
+        "seq-01/frame-000001.color.png",
+        "seq-10/frame-000000.color.png",
+        "seq-10/frame-000001.color.png",
+    ]
     for frame in dataset.frames("train") + dataset.frames("test"):
         np.testing.assert_allclose(frame.pose.matrix, poses[frame.name].matrix, atol=1e-9)
     depth = read_depth_mm(dataset.frames("test")[0].depth_path)
@@ -78,12 +82,24 @@ def test_sevenscenes_depth_invalid_values_become_nan(tmp_path):
 @pytest.mark.parametrize(
     "corrupt, message",
     [
-        (lambda root: (root / "seq-01" / "frame-000001.pose.txt").unlink(), r"frame-000001.pose.txt: missing 7-Scenes pose file"),
-        (lambda root: (root / "seq-01" / "frame-000000.pose.txt").write_text("nan 0 0 0\n" * 4), r"frame-000000.pose.txt: pose contains NaN"),
-        (lambda root: (root / "seq-01" / "frame-000000.pose.txt").write_text("1 2 3\n4 5 6\n"), r"expected a 4x4 matrix"),
+        (
+            lambda root: (root / "seq-01" / "frame-000001.pose.txt").unlink(),
+            r"frame-000001.pose.txt: missing 7-Scenes pose file",
+        ),
+        (
+            lambda root: (root / "seq-01" / "frame-000000.pose.txt").write_text("nan 0 0 0\n" * 4),
+            r"frame-000000.pose.txt: pose contains NaN",
+        ),
+        (
+            lambda root: (root / "seq-01" / "frame-000000.pose.txt").write_text("1 2 3\n4 5 6\n"),
+            r"expected a 4x4 matrix",
+        ),
         (lambda root: (root / "seq-01" / "frame-000000.pose.txt").write_text("2 2 2 2\n" * 4), r"not a rotation"),
         (lambda root: (root / "TrainSplit.txt").write_text("seq1\n"), r"TrainSplit.txt:1: expected a line 'sequenceN'"),
-        (lambda root: (root / "TrainSplit.txt").write_text("sequence7\n"), r"seq-07: sequence folder listed in the split file does not exist"),
+        (
+            lambda root: (root / "TrainSplit.txt").write_text("sequence7\n"),
+            r"seq-07: sequence folder listed in the split file does not exist",
+        ),
         (lambda root: (root / "TrainSplit.txt").unlink(), r"TrainSplit.txt: missing 7-Scenes split file"),
     ],
 )
@@ -111,7 +127,9 @@ def test_cambridge_bad_input_messages(tmp_path):
     write_cambridge(tmp_path)
     nvm = tmp_path / "reconstruction.nvm"
     nvm.write_text(nvm.read_text().replace("seq1/frame00001.jpg", "seq1/other.jpg"))
-    with pytest.raises(DatasetError, match=r"dataset_test.txt:4: image seq1/frame00001.png has no camera in .*reconstruction.nvm"):
+    with pytest.raises(
+        DatasetError, match=r"dataset_test.txt:4: image seq1/frame00001.png has no camera in .*reconstruction.nvm"
+    ):
         Cambridge(tmp_path).frames("test")
     (tmp_path / "dataset_train.txt").write_text("a\nb\nc\nseq1/frame00000.png 1 2 nan 1 0 0 0\n")
     with pytest.raises(DatasetError, match=r"dataset_train.txt:4: pose of seq1/frame00000.png contains NaN"):
@@ -139,7 +157,9 @@ def test_colmap_model_with_query_list(tmp_path, binary, rng):
     poses = {}
     for image_id, name in enumerate(["a.png", "b.png", "c.png"], start=1):
         pose = Pose(axis_angle_to_rotmat(rng.normal(size=3), 0.3), rng.normal(size=3))
-        reconstruction.add_image_with_trivial_frame(pycolmap.Image(name=name, camera_id=1, image_id=image_id), pose.to_pycolmap())
+        reconstruction.add_image_with_trivial_frame(
+            pycolmap.Image(name=name, camera_id=1, image_id=image_id), pose.to_pycolmap()
+        )
         Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "images" / name)
         poses[name] = pose
     model = tmp_path / "sparse" / "0"
@@ -180,8 +200,15 @@ def test_folder_intrinsics_from_focal_camera_file_and_exif(tmp_path):
     assert frames[0].camera == Camera("SIMPLE_PINHOLE", 400, 300, (500, 200, 150)) and frames[0].pose is None
 
     (tmp_path / "one.txt").write_text("# COLMAP cameras.txt line\n1 PINHOLE 400 300 410 420 199 151\n")
-    assert ImageFolder(tmp_path, camera_file=tmp_path / "one.txt").frames("test")[1].camera.params == (410, 420, 199, 151)
-    (tmp_path / "each.txt").write_text("a.jpg SIMPLE_PINHOLE 400 300 300 200 150\nsub/b.jpg SIMPLE_PINHOLE 400 300 310 200 150\n")
+    assert ImageFolder(tmp_path, camera_file=tmp_path / "one.txt").frames("test")[1].camera.params == (
+        410,
+        420,
+        199,
+        151,
+    )
+    (tmp_path / "each.txt").write_text(
+        "a.jpg SIMPLE_PINHOLE 400 300 300 200 150\nsub/b.jpg SIMPLE_PINHOLE 400 300 310 200 150\n"
+    )
     cameras = [f.camera.params[0] for f in ImageFolder(tmp_path, camera_file=tmp_path / "each.txt").frames("test")]
     assert cameras == [300, 310]
 
@@ -195,7 +222,9 @@ def test_folder_intrinsics_from_focal_camera_file_and_exif(tmp_path):
 
 def test_folder_bad_input_messages(tmp_path):
     save_jpeg(tmp_path / "a.jpg")
-    with pytest.raises(DatasetError, match=r"a.jpg: intrinsics unknown: no EXIF focal length; pass --focal PIXELS or --camera FILE"):
+    with pytest.raises(
+        DatasetError, match=r"a.jpg: intrinsics unknown: no EXIF focal length; pass --focal PIXELS or --camera FILE"
+    ):
         ImageFolder(tmp_path).frames("test")
     (tmp_path / "cam.txt").write_text("PINHOLE 640 480 1 1 1 1\n")
     with pytest.raises(DatasetError, match=r"a.jpg: image is 400x300 but its camera is 640x480"):

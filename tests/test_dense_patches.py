@@ -24,7 +24,9 @@ from reloc.mapping.store import read_sparse_map
 
 @pytest.fixture(scope="module")
 def pair():
-    return PairSampler("room", seed=4, width=480, height=352, max_baseline_m=0.3, max_angle_deg=10, min_overlap=0.6).sample(np.random.default_rng(1))
+    return PairSampler(
+        "room", seed=4, width=480, height=352, max_baseline_m=0.3, max_angle_deg=10, min_overlap=0.6
+    ).sample(np.random.default_rng(1))
 
 
 @pytest.mark.parametrize("name", ["xfeat", "aliked"])
@@ -65,7 +67,9 @@ def test_persistent_landmarks_longest_tracks_first():
 
 
 def test_observations_spread_over_the_keyframes_that_see_a_landmark():
-    point_ids = [np.array([7, -1, 3]) if image % 2 == 0 else np.array([-1, 7]) for image in range(10)]  # 7 in all, 3 in even
+    point_ids = [
+        np.array([7, -1, 3]) if image % 2 == 0 else np.array([-1, 7]) for image in range(10)
+    ]  # 7 in all, 3 in even
     kept = observations_to_keep(point_ids, np.array([7, 3]), 3)
     seeing_7 = [image for image, index in enumerate(kept) if any(point_ids[image][index] == 7)]
     seeing_3 = [image for image, index in enumerate(kept) if any(point_ids[image][index] == 3)]
@@ -82,20 +86,38 @@ def test_unknown_backbone_is_named():
 @pytest.mark.slow
 def test_map_keeps_patches_of_persistent_landmarks(tmp_path):
     scene = tmp_path / "scene"
-    generate(SynthConfig("7scenes", seed=3, mapping_frames=30, query_frames=2, mapping_sequences=1, query_sequences=1), scene)
+    generate(
+        SynthConfig("7scenes", seed=3, mapping_frames=30, query_frames=2, mapping_sequences=1, query_sequences=1), scene
+    )
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "default.yaml").read_text())
     config["mapping"]["nodes"]["patches"] = {
-        "stage": "mapping.patches", "with": {"backbone": "xfeat", "patch_size": 7, "min_track_length": 3},
-        "inputs": {"keyframes": "landmarks.keyframes", "features": "features.features", "map_dir": "map.dir"}}
+        "stage": "mapping.patches",
+        "with": {"backbone": "xfeat", "patch_size": 7, "min_track_length": 3},
+        "inputs": {"keyframes": "landmarks.keyframes", "features": "features.features", "map_dir": "map.dir"},
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    result = CliRunner().invoke(app, ["map", "--config", str(tmp_path / "config.yaml"), "--dataset", "7scenes", "--root", str(scene),
-                                      "--out", str(tmp_path / "map")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "map",
+            "--config",
+            str(tmp_path / "config.yaml"),
+            "--dataset",
+            "7scenes",
+            "--root",
+            str(scene),
+            "--out",
+            str(tmp_path / "map"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     patches = read_landmark_patches(tmp_path / "map")
     sparse_map = read_sparse_map(tmp_path / "map")
     assert patches.patches.shape == (len(patches.landmark), 7, 7, 64) and len(patches.landmark) > 500
     lengths = np.bincount(np.concatenate([ids[ids >= 0] for ids in sparse_map.point_ids.values()]))
-    assert lengths[patches.landmark_ids].min() >= 3 and set(patches.landmark.tolist()) == set(patches.landmark_ids.tolist())
+    assert lengths[patches.landmark_ids].min() >= 3 and set(patches.landmark.tolist()) == set(
+        patches.landmark_ids.tolist()
+    )
     # Each observation is where its landmark projects in its (ground-truth posed) keyframe.
     frames = {frame.name: frame for frame in load_dataset("7scenes", scene).frames("train")}
     for index in np.random.default_rng(0).choice(len(patches.landmark), 50, replace=False):
@@ -113,5 +135,7 @@ def test_map_keeps_patches_of_persistent_landmarks(tmp_path):
     order = np.argsort(patches.landmark, kind="stable")
     grouped, by_landmark = centres[order], patches.landmark[order]
     same = [grouped[i] @ grouped[i + 1] for i in range(len(grouped) - 1) if by_landmark[i] == by_landmark[i + 1]]
-    different = [grouped[i] @ grouped[-1 - i] for i in range(len(grouped) // 2) if by_landmark[i] != by_landmark[-1 - i]]
+    different = [
+        grouped[i] @ grouped[-1 - i] for i in range(len(grouped) // 2) if by_landmark[i] != by_landmark[-1 - i]
+    ]
     assert np.median(same) > np.median(different) + 0.3

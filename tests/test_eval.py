@@ -28,7 +28,9 @@ def perturbed(pose: Pose, rng, shift_m: float, angle_deg: float) -> Pose:
 
 
 def score(results_file, dataset, root, out):
-    result = CliRunner().invoke(app, ["score", str(results_file), "--dataset", dataset, "--root", str(root), "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["score", str(results_file), "--dataset", dataset, "--root", str(root), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text()), result.output
 
@@ -104,7 +106,11 @@ def test_results_file_errors(tmp_path, content, message):
 
 def test_score_rejects_names_not_in_dataset_and_missing_files(tmp_path, generated_scene):
     (tmp_path / "r.txt").write_text("seq1/9999.jpg 1 0 0 0 0 0 0\n")
-    result = CliRunner().invoke(app, ["score", str(tmp_path / "r.txt"), "--dataset", "cambridge", "--root", str(generated_scene)])
+    result = CliRunner().invoke(
+        app, ["score", str(tmp_path / "r.txt"), "--dataset", "cambridge", "--root", str(generated_scene)]
+    )
     assert result.exit_code == 2 and "not queries of this dataset, e.g. 'seq1/9999.jpg'" in result.output
-    result = CliRunner().invoke(app, ["score", str(tmp_path / "nope.txt"), "--dataset", "cambridge", "--root", str(generated_scene)])
+    result = CliRunner().invoke(
+        app, ["score", str(tmp_path / "nope.txt"), "--dataset", "cambridge", "--root", str(generated_scene)]
+    )
     assert result.exit_code == 2 and "nope.txt: results file does not exist" in result.output

@@ -36,8 +36,9 @@ def test_trilinear_weights_interpolate_like_grid_sample():
     generator = torch.Generator().manual_seed(1)
     grids = torch.randn(2, 5, 3, 3, 3, generator=generator)
     points = torch.rand(2, 40, 3, generator=generator) * 2.4 - 1.2  # some outside the cube: clamped to its border
-    reference = torch.nn.functional.grid_sample(grids, points[:, :, None, None], mode="bilinear", padding_mode="border",
-                                                align_corners=True)[..., 0, 0].transpose(1, 2)
+    reference = torch.nn.functional.grid_sample(
+        grids, points[:, :, None, None], mode="bilinear", padding_mode="border", align_corners=True
+    )[..., 0, 0].transpose(1, 2)
     ours = torch.bmm(trilinear_weights(points, 3), grids.flatten(2).transpose(1, 2))
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
@@ -56,7 +57,9 @@ def test_renderer_gradients_match_finite_differences():
     centres = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.5, 0.0]], dtype=torch.float64)
     sides = torch.tensor([SIDE, 2 * SIDE], dtype=torch.float64)
     origins = centres[:, None] + torch.tensor([0.01, -0.02, -1.0], dtype=torch.float64)
-    targets = centres[:, None] + 0.3 * sides[:, None, None] * torch.randn(2, 5, 3, generator=generator, dtype=torch.float64)
+    targets = centres[:, None] + 0.3 * sides[:, None, None] * torch.randn(
+        2, 5, 3, generator=generator, dtype=torch.float64
+    )
     directions = torch.nn.functional.normalize(targets - origins, dim=-1)
 
     def render(grids):
@@ -84,8 +87,17 @@ def camera_rays(centres: np.ndarray, count: int, basis: torch.Tensor, rng: np.ra
 
 
 def viewpoints(elevations_deg, azimuths_deg, distance=2.0) -> np.ndarray:
-    return np.array([[distance * np.sin(np.radians(e)) * np.cos(np.radians(a)), distance * np.sin(np.radians(e)) * np.sin(np.radians(a)),
-                      distance * np.cos(np.radians(e))] for e in elevations_deg for a in azimuths_deg])
+    return np.array(
+        [
+            [
+                distance * np.sin(np.radians(e)) * np.cos(np.radians(a)),
+                distance * np.sin(np.radians(e)) * np.sin(np.radians(a)),
+                distance * np.cos(np.radians(e)),
+            ]
+            for e in elevations_deg
+            for a in azimuths_deg
+        ]
+    )
 
 
 def landmark_rays(seed: int, centre: np.ndarray, count: int = 1500):
@@ -101,7 +113,9 @@ def held_out_error(grids: torch.Tensor, basis: torch.Tensor, config: TrainConfig
     training ray came from (elevations and azimuths between the training ones)."""
     held_out = viewpoints([12, 28], [30, 90, 150, 210, 270, 330])
     origins, directions, targets = camera_rays(held_out, 500, basis, np.random.default_rng(1))
-    rendering = render_rays(grids, torch.zeros(1, 3), torch.tensor([SIDE]), origins[None], directions[None], config.render)
+    rendering = render_rays(
+        grids, torch.zeros(1, 3), torch.tensor([SIDE]), origins[None], directions[None], config.render
+    )
     assert rendering.valid.all()
     return float(1 - (rendering.descriptors[0] * targets).sum(dim=-1).mean())
 
@@ -122,24 +136,36 @@ def test_one_landmark_learns_the_descriptors_it_renders_at_held_out_viewing_dire
     _, shuffled = train(targets[torch.from_numpy(np.random.default_rng(5).permutation(len(targets)))])
     assert trained.losses[-1] < 0.5 * trained.losses[0]
     error = held_out_error(trained.grids, basis, config)
-    start, chance = held_out_error(initial_grids(rays, config.grid_size), basis, config), held_out_error(shuffled.grids, basis, config)
+    start, chance = (
+        held_out_error(initial_grids(rays, config.grid_size), basis, config),
+        held_out_error(shuffled.grids, basis, config),
+    )
     assert error < 0.1 * start and error < 0.1 * chance, (error, start, chance)
     assert float(trained.psnr_db[0]) > config.min_psnr_db
 
 
 def test_batched_training_equals_one_landmark_at_a_time():
     centres = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.5], [-1.0, 0.5, 0.2]])
-    per_landmark = [landmark_rays(seed, centre, count) for seed, (centre, count) in enumerate(zip(centres, (300, 500, 400)))]
+    per_landmark = [
+        landmark_rays(seed, centre, count) for seed, (centre, count) in enumerate(zip(centres, (300, 500, 400)))
+    ]
     config = TrainConfig(steps=30, rays_per_step=64)
     sides = torch.full((3,), SIDE)
     counts = torch.tensor([len(rays[0]) for rays in per_landmark])
-    batched_rays = TrainingRays(*(torch.cat([rays[k] for rays in per_landmark]) for k in range(3)),
-                                torch.cumsum(counts, 0) - counts, counts)
+    batched_rays = TrainingRays(
+        *(torch.cat([rays[k] for rays in per_landmark]) for k in range(3)), torch.cumsum(counts, 0) - counts, counts
+    )
     seeds = np.array([11, 12, 13])
     batched = train_grids(torch.from_numpy(centres).float(), sides, batched_rays, seeds, config)
     for index, rays in enumerate(per_landmark):
-        single_rays = TrainingRays(*rays[:3], torch.tensor([0]), counts[index:index + 1])
-        single = train_grids(torch.from_numpy(centres[index:index + 1]).float(), sides[:1], single_rays, seeds[index:index + 1], config)
+        single_rays = TrainingRays(*rays[:3], torch.tensor([0]), counts[index : index + 1])
+        single = train_grids(
+            torch.from_numpy(centres[index : index + 1]).float(),
+            sides[:1],
+            single_rays,
+            seeds[index : index + 1],
+            config,
+        )
         torch.testing.assert_close(batched.grids[index], single.grids[0], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(batched.psnr_db[index], single.psnr_db[0], atol=1e-3, rtol=1e-4)
 
@@ -148,13 +174,28 @@ def test_batched_training_equals_one_landmark_at_a_time():
 def favor_run(tmp_path_factory):
     """configs/favor.yaml (fewer landmarks and steps) evaluated on a small synthetic scene."""
     root = tmp_path_factory.mktemp("favor")
-    generate(SynthConfig("7scenes", seed=3, mapping_frames=40, query_frames=6, mapping_sequences=1, query_sequences=1), root / "scene")
+    generate(
+        SynthConfig("7scenes", seed=3, mapping_frames=40, query_frames=6, mapping_sequences=1, query_sequences=1),
+        root / "scene",
+    )
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "favor.yaml").read_text())
     config["mapping"]["nodes"]["patches"]["with"]["max_landmarks"] = 1200
     config["mapping"]["nodes"]["fields"]["with"]["steps"] = 60
     (root / "config.yaml").write_text(yaml.safe_dump(config))
-    result = CliRunner().invoke(app, ["eval", "--config", str(root / "config.yaml"), "--dataset", "7scenes", "--root", str(root / "scene"),
-                                      "--out", str(root / "run")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--config",
+            str(root / "config.yaml"),
+            "--dataset",
+            "7scenes",
+            "--root",
+            str(root / "scene"),
+            "--out",
+            str(root / "run"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return root
 
@@ -177,7 +218,11 @@ def test_favor_localizes_queries_in_iterations(favor_run):
             assert result.reason.endswith(("is visible from the current pose", "< 20)")), result.reason
         else:
             assert len(iterations) == 3 and iterations[-1]["inliers"] == result.num_inliers
-            assert len(result.details["inliers"]["points2d"]) == len(result.details["inliers"]["landmarks"]) == result.num_inliers
+            assert (
+                len(result.details["inliers"]["points2d"])
+                == len(result.details["inliers"]["landmarks"])
+                == result.num_inliers
+            )
             errors.append(pose_error(result.pose, ground_truth[name].pose)[0])
     # Every query has over half its view mapped, yet FaVoR renders from one prior, retrieval's
     # top-1 keyframe: for 3 of the 6 it sees no landmark field of this small map (1200 landmarks)
@@ -191,13 +236,13 @@ def test_favor_localizes_queries_in_iterations(favor_run):
 def test_training_rays_pass_through_their_landmark(favor_map):
     patches, sparse_map = read_landmark_patches(favor_map), read_sparse_map(favor_map)
     rays, centres, sides = training_rays(patches, sparse_map, keyframe_poses(favor_map))
-    centre_pixel = (patches.patch_size ** 2) // 2
+    centre_pixel = (patches.patch_size**2) // 2
     rows = rays.starts + centre_pixel  # the first observation of each landmark, its patch centre
     to_point = centres - rays.origins[rows]
     distance = torch.linalg.norm(torch.cross(to_point, rays.directions[rows], dim=1), dim=1)
     # Within the triangulation's 2-px reprojection bound, i.e. under a third of the cube's side.
     assert float((distance / sides).median()) < 0.05 and float((distance / sides).max()) < 0.35
-    assert int(rays.counts.sum()) == len(patches.landmark) * patches.patch_size ** 2
+    assert int(rays.counts.sum()) == len(patches.landmark) * patches.patch_size**2
 
 
 @pytest.mark.slow
@@ -208,7 +253,9 @@ def test_trained_fields_render_the_observed_descriptors(favor_map):
     rays, centres, sides = training_rays(patches, sparse_map, keyframe_poses(favor_map))
     keep = np.isin(np.unique(patches.landmark), fields.landmark_ids)
     rows = rays.starts[keep][:, None] + torch.arange(int(rays.counts.min()))[None]
-    rendering = render_rays(fields.grids, fields.centres, fields.sides, rays.origins[rows], rays.directions[rows], RenderConfig())
+    rendering = render_rays(
+        fields.grids, fields.centres, fields.sides, rays.origins[rows], rays.directions[rows], RenderConfig()
+    )
     cosine = (rendering.descriptors * rays.targets[rows]).sum(-1)[rendering.valid]
     mean_descriptor = torch.nn.functional.normalize(fields.grids[:, 1:].mean(dim=(2, 3, 4)), dim=1)
     baseline = (mean_descriptor[:, None] * rays.targets[rows]).sum(-1)[rendering.valid]

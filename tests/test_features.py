@@ -28,7 +28,9 @@ def assert_same_features(a: Features, b: Features, position_px: float = 1e-3, at
     np.testing.assert_allclose(a.scores[paired_a], b.scores[nearest_ab[paired_a]], atol=atol)
     for scores, other, which in ((a.scores[~paired_a], b.scores, "first"), (b.scores[~paired_b], a.scores, "second")):
         assert np.all(scores <= other.min() + atol), (
-            f"{len(scores)} keypoints only in the {which} pass, scores up to {scores.max():.4f} above the cut {other.min():.4f}")
+            f"{len(scores)} keypoints only in the {which} pass, scores up to {scores.max():.4f} above the cut "
+            f"{other.min():.4f}"
+        )
 
 
 def test_batched_extraction_equals_one_image_at_a_time(tmp_path, training_pair):
@@ -41,8 +43,12 @@ def test_batched_extraction_equals_one_image_at_a_time(tmp_path, training_pair):
         Image.fromarray(image).save(path)
         frames.append(Frame(path.name, path, Camera.simple_pinhole(image.shape[1], image.shape[0], 400)))
     assert list(batches_of_same_size(images)) == [[0, 1], [2], [3]]
-    batched = XFeatFeatures(XFeatFeatures.Config(max_keypoints=512, resize_max=0, save=False, batch_size=3)).run(frames, tmp_path)["features"]
-    single = XFeatFeatures(XFeatFeatures.Config(max_keypoints=512, resize_max=0, save=False)).run(frames, tmp_path)["features"]
+    batched = XFeatFeatures(XFeatFeatures.Config(max_keypoints=512, resize_max=0, save=False, batch_size=3)).run(
+        frames, tmp_path
+    )["features"]
+    single = XFeatFeatures(XFeatFeatures.Config(max_keypoints=512, resize_max=0, save=False)).run(frames, tmp_path)[
+        "features"
+    ]
     for frame in frames:
         assert_same_features(batched.read(frame.name), single.read(frame.name))
 
@@ -56,7 +62,9 @@ def test_feature_comparison_rejects_a_padded_or_resized_frame(training_pair):
     padded = extractor.extract_batch([np.pad(image, ((0, 32), (0, 32), (0, 0)))], [np.ones(2)])[0]
     inside = np.all(padded.keypoints < [448, 320], axis=1)
     padded = Features(padded.keypoints[inside], padded.descriptors[inside], padded.scores[inside])
-    resized = extractor.extract_batch([cv2.resize(image, (480, 352), interpolation=cv2.INTER_LINEAR)], [np.array([448 / 480, 320 / 352])])[0]
+    resized = extractor.extract_batch(
+        [cv2.resize(image, (480, 352), interpolation=cv2.INTER_LINEAR)], [np.array([448 / 480, 320 / 352])]
+    )[0]
     assert_same_features(plain, extractor.extract_batch([image.copy()], [np.ones(2)])[0])
     for changed in (padded, resized):
         with pytest.raises(AssertionError):
@@ -66,7 +74,9 @@ def test_feature_comparison_rejects_a_padded_or_resized_frame(training_pair):
 def test_extractors_return_keypoints_by_score_then_position(training_pair):
     """Descending score; equal scores by y, then x (SIFT's orientations of one point keep OpenCV's order)."""
     for name in ("sift", "xfeat", "aliked"):
-        features = EXTRACTORS[name](ExtractorConfig(max_keypoints=300, resize_max=0)).extract_batch([training_pair.image0], [np.ones(2)])[0]
+        features = EXTRACTORS[name](ExtractorConfig(max_keypoints=300, resize_max=0)).extract_batch(
+            [training_pair.image0], [np.ones(2)]
+        )[0]
         score_step = np.diff(-features.scores)
         y_step, x_step = np.diff(features.keypoints[:, 1]), np.diff(features.keypoints[:, 0])
         assert len(features) > 100 and np.all(score_step >= 0), name

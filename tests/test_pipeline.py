@@ -105,7 +105,11 @@ class FailAll(Stage):
 
     def run(self, frames, map_dir):
         count = json.loads((map_dir / "count.json").read_text())
-        return {"results": [QueryResult(f.name, None, f"map of {count} frames cannot {self.config.verb}") for f in frames[1:]]}
+        return {
+            "results": [
+                QueryResult(f.name, None, f"map of {count} frames cannot {self.config.verb}") for f in frames[1:]
+            ]
+        }
 
 
 @pytest.fixture(autouse=True)
@@ -157,36 +161,64 @@ def test_valid_pipeline_order_and_edges(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda p: p["mapping"]["nodes"]["count"].update(stage="test.nope"),
-         r"pipe.yaml: mapping: node 'count': unknown stage 'test.nope' \(known stages: .*test.count"),
-        (lambda p: p["mapping"]["nodes"]["count"].update(stage="matching.mesa"),
-         r"node 'count': stage 'matching.mesa' is not implemented yet \(planned in docs/design.md \(MESA"),
-        (lambda p: p["mapping"]["nodes"]["double"]["with"].update(factr=3),
-         r"node 'double': unknown config key 'with.factr' for stage 'test.scale' \(valid keys: factor, label\)"),
-        (lambda p: p["mapping"]["nodes"]["double"]["with"].update(factor="big"),
-         r"node 'double': config key 'with.factor': .*big"),
-        (lambda p: p["mapping"]["nodes"]["double"].update(inputs={}),
-         r"node 'double': missing input 'value' \(stage 'test.scale' needs value: int\)"),
-        (lambda p: p["mapping"]["nodes"]["double"]["inputs"].update(extra="count.count"),
-         r"node 'double': stage 'test.scale' has no input 'extra' \(inputs: value\)"),
-        (lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "dataset.frames"}),
-         r"node 'double': input 'value' expects int but 'dataset.frames' is list\[Frame\]"),
-        (lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "ghost.count"}),
-         r"node 'double': input 'value' refers to unknown node 'ghost'"),
-        (lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "count.total"}),
-         r"node 'double': input 'value' refers to 'count.total' but node 'count' has no output 'total' \(outputs: count\)"),
-        (lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "count"}),
-         r"node 'double': input 'value' must be written 'node.output', got 'count'"),
-        (lambda p: p["mapping"]["nodes"]["double"].update(stge="x"),
-         r"node 'double': unknown key 'stge' in a node \(allowed: inputs, stage, with\)"),
+        (
+            lambda p: p["mapping"]["nodes"]["count"].update(stage="test.nope"),
+            r"pipe.yaml: mapping: node 'count': unknown stage 'test.nope' \(known stages: .*test.count",
+        ),
+        (
+            lambda p: p["mapping"]["nodes"]["count"].update(stage="matching.mesa"),
+            r"node 'count': stage 'matching.mesa' is not implemented yet \(planned in docs/design.md \(MESA",
+        ),
+        (
+            lambda p: p["mapping"]["nodes"]["double"]["with"].update(factr=3),
+            r"node 'double': unknown config key 'with.factr' for stage 'test.scale' \(valid keys: factor, label\)",
+        ),
+        (
+            lambda p: p["mapping"]["nodes"]["double"]["with"].update(factor="big"),
+            r"node 'double': config key 'with.factor': .*big",
+        ),
+        (
+            lambda p: p["mapping"]["nodes"]["double"].update(inputs={}),
+            r"node 'double': missing input 'value' \(stage 'test.scale' needs value: int\)",
+        ),
+        (
+            lambda p: p["mapping"]["nodes"]["double"]["inputs"].update(extra="count.count"),
+            r"node 'double': stage 'test.scale' has no input 'extra' \(inputs: value\)",
+        ),
+        (
+            lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "dataset.frames"}),
+            r"node 'double': input 'value' expects int but 'dataset.frames' is list\[Frame\]",
+        ),
+        (
+            lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "ghost.count"}),
+            r"node 'double': input 'value' refers to unknown node 'ghost'",
+        ),
+        (
+            lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "count.total"}),
+            r"node 'double': input 'value' refers to 'count.total' but node 'count' has no output 'total' "
+            r"\(outputs: count\)",
+        ),
+        (
+            lambda p: p["mapping"]["nodes"]["double"].update(inputs={"value": "count"}),
+            r"node 'double': input 'value' must be written 'node.output', got 'count'",
+        ),
+        (
+            lambda p: p["mapping"]["nodes"]["double"].update(stge="x"),
+            r"node 'double': unknown key 'stge' in a node \(allowed: inputs, stage, with\)",
+        ),
         (lambda p: p["mapping"]["nodes"]["double"].pop("stage"), r"node 'double': missing key 'stage'"),
         (lambda p: p["localization"].pop("output"), r"localization: missing key 'output'"),
-        (lambda p: p["localization"].update(output="loc.nothing"),
-         r"localization: key 'output': input 'output' refers to 'loc.nothing' but node 'loc' has no output 'nothing'"),
+        (
+            lambda p: p["localization"].update(output="loc.nothing"),
+            r"localization: key 'output': input 'output' refers to 'loc.nothing' but node 'loc' has no output "
+            r"'nothing'",
+        ),
         (lambda p: p.update(extra=1), r"pipe.yaml: unknown key 'extra' in the pipeline file"),
         (lambda p: p.pop("localization"), r"pipe.yaml: missing section 'localization'"),
-        (lambda p: p["mapping"]["nodes"].update(dataset={"stage": "test.count"}),
-         r"node 'dataset': the name is reserved for a source"),
+        (
+            lambda p: p["mapping"]["nodes"].update(dataset={"stage": "test.count"}),
+            r"node 'dataset': the name is reserved for a source",
+        ),
     ],
 )
 def test_validation_errors_name_node_and_key(tmp_path, change, message):
@@ -217,13 +249,17 @@ class Triple(Stage):
 def test_a_stage_from_a_module_outside_reloc_plugs_in_by_its_import_path(tmp_path, monkeypatch):
     (tmp_path / "user_stages.py").write_text(USER_STAGE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    content = pipeline_dict(triple={"stage": "user_stages:Triple", "with": {"offset": 1}, "inputs": {"value": "double.value"}})
+    content = pipeline_dict(
+        triple={"stage": "user_stages:Triple", "with": {"offset": 1}, "inputs": {"value": "double.value"}}
+    )
     pipeline = load_pipeline(write_yaml(tmp_path, content))
     run = run_graph(pipeline.mapping, {"dataset.frames": frames(2), "map.dir": tmp_path})
     assert run.output("triple.value") == 13  # 2 frames, doubled, tripled, plus 1
     assert pipeline.resolved()["mapping"]["nodes"]["triple"]["stage"] == "user_stages:Triple"  # what map.yaml keeps
     content["mapping"]["nodes"]["triple"]["stage"] = "user_stages:Missing"
-    assert "stage 'user_stages:Missing': module 'user_stages' has no Stage subclass 'Missing'" in load_error(tmp_path, content)
+    assert "stage 'user_stages:Missing': module 'user_stages' has no Stage subclass 'Missing'" in load_error(
+        tmp_path, content
+    )
     content["mapping"]["nodes"]["triple"]["stage"] = "no_such_module:Triple"
     assert "stage 'no_such_module:Triple': cannot import module 'no_such_module'" in load_error(tmp_path, content)
 
@@ -239,7 +275,10 @@ def test_wrong_type_at_output_and_cycle(tmp_path):
         b={"stage": "test.scale", "inputs": {"value": "a.value"}},
     )
     message = load_error(tmp_path, content)
-    assert "mapping: cycle in the graph: node 'a' input 'value' <- 'b.value' -> node 'b' input 'value' <- 'a.value'" in message
+    assert (
+        "mapping: cycle in the graph: node 'a' input 'value' <- 'b.value' -> node 'b' input 'value' <- 'a.value'"
+        in message
+    )
 
 
 def test_yaml_loading_is_safe_and_errors_name_the_file(tmp_path):
@@ -282,8 +321,13 @@ def test_execution_timing_and_cache_invalidation(tmp_path):
 
 
 def labelled_pipeline(label: str) -> dict:
-    return pipeline_dict(label={"stage": "test.write_label", "with": {"label": label},
-                                "inputs": {"value": "count.count", "map_dir": "map.dir"}})
+    return pipeline_dict(
+        label={
+            "stage": "test.write_label",
+            "with": {"label": label},
+            "inputs": {"value": "count.count", "map_dir": "map.dir"},
+        }
+    )
 
 
 def test_cached_node_is_not_reused_over_files_another_run_wrote(tmp_path):
@@ -315,13 +359,25 @@ def test_eval_a_b_a_leaves_the_map_of_a(tmp_path):
         record = yaml.safe_load((tmp_path / "run" / "map" / "map.yaml").read_text())
         assert record["pipeline"]["mapping"]["nodes"]["label"]["with"] == {"label": label}
         assert (tmp_path / "run" / "map" / "label.txt").read_text() == label
-    assert record["artifacts"] == {"count.json": {"node": "write", "stage": "test.write_count", "version": "1"},
-                                   "label.txt": {"node": "label", "stage": "test.write_label", "version": "1"}}
+    assert record["artifacts"] == {
+        "count.json": {"node": "write", "stage": "test.write_count", "version": "1"},
+        "label.txt": {"node": "label", "stage": "test.write_label", "version": "1"},
+    }
 
 
 def test_changed_stage_default_rebuilds_the_map_and_the_map_keeps_its_settings(tmp_path, monkeypatch):
     scene, config = map_toy_scene(tmp_path, 3)
-    args = ["eval", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "run")]
+    args = [
+        "eval",
+        "--config",
+        str(config),
+        "--dataset",
+        "cambridge",
+        "--root",
+        str(scene),
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert CliRunner().invoke(app, args).exit_code == 0
     assert "reusing the map" in CliRunner().invoke(app, args).output
 
@@ -341,8 +397,11 @@ def test_changed_stage_default_rebuilds_the_map_and_the_map_keeps_its_settings(t
 def test_query_features_of_another_extractor_than_the_map_are_refused(tmp_path):
     FeatureStore("sift", tmp_path / "features.h5")
     stage = XFeatFeatures(XFeatFeatures.Config(save=False))
-    with pytest.raises(PipelineError, match=r"features.h5: the map's features are sift, but the localization graph extracts "
-                                            r"xfeat \(stage features.xfeat\)"):
+    with pytest.raises(
+        PipelineError,
+        match=r"features.h5: the map's features are sift, but the localization graph extracts "
+        r"xfeat \(stage features.xfeat\)",
+    ):
         stage.run(frames(1), tmp_path)
 
 
@@ -350,7 +409,17 @@ def test_eval_builds_reuses_map_and_reports_failures(tmp_path, monkeypatch):
     scene = tmp_path / "scene"
     write_cambridge(scene, sizes=[(64, 48)] * 5)
     config = write_yaml(tmp_path, pipeline_dict())
-    args = ["eval", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "run")]
+    args = [
+        "eval",
+        "--config",
+        str(config),
+        "--dataset",
+        "cambridge",
+        "--root",
+        str(scene),
+        "--out",
+        str(tmp_path / "run"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 2  # 1 mapping frame doubled
@@ -388,7 +457,20 @@ def map_toy_scene(tmp_path, frames: int) -> tuple[Path, Path]:
     scene = tmp_path / "scene"
     write_cambridge(scene, sizes=[(64, 48)] * frames)
     config = write_yaml(tmp_path, pipeline_dict())
-    result = CliRunner().invoke(app, ["map", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "map")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "map",
+            "--config",
+            str(config),
+            "--dataset",
+            "cambridge",
+            "--root",
+            str(scene),
+            "--out",
+            str(tmp_path / "map"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return scene, config
 
@@ -399,7 +481,17 @@ def test_eval_against_a_given_map_runs_only_the_localization_graph(tmp_path):
     content["mapping"]["nodes"]["double"]["with"]["factor"] = 5.0  # would write count 5 if mapping ran
     content["localization"]["nodes"]["loc"]["with"] = {"verb": "place"}
     write_yaml(tmp_path, content)
-    args = ["eval", "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(tmp_path / "run")]
+    args = [
+        "eval",
+        "--config",
+        str(config),
+        "--dataset",
+        "cambridge",
+        "--root",
+        str(scene),
+        "--out",
+        str(tmp_path / "run"),
+    ]
     result = CliRunner().invoke(app, [*args, "--map", str(tmp_path / "map")])
     assert result.exit_code == 0, result.output
     assert "localizing against the given map" in result.output and not (tmp_path / "run" / "map").exists()
@@ -413,11 +505,24 @@ def test_eval_against_a_given_map_runs_only_the_localization_graph(tmp_path):
 def test_a_map_without_an_artifact_the_localizer_reads_is_refused_before_anything_runs(tmp_path, monkeypatch):
     scene, _ = map_toy_scene(tmp_path, 3)
     monkeypatch.setattr(FailAll, "needs", (FAVOR_FILE,))
-    result = CliRunner().invoke(app, ["localize", str(tmp_path / "map"), str(scene / "seq1" / "frame00001.png"), "--focal", "50",
-                                      "--out", str(tmp_path / "r.txt")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "localize",
+            str(tmp_path / "map"),
+            str(scene / "seq1" / "frame00001.png"),
+            "--focal",
+            "50",
+            "--out",
+            str(tmp_path / "r.txt"),
+        ],
+    )
     assert result.exit_code == 2 and not (tmp_path / "r.txt").exists()
-    assert (f"{tmp_path / 'map' / 'favor.pt'}: missing, and localization node 'loc' reads it; it is built by a mapping node with "
-            "stage favor.train (as in configs/favor-aliked.yaml, configs/favor.yaml)") in result.output
+    assert (
+        f"{tmp_path / 'map' / 'favor.pt'}: missing, and localization node 'loc' reads it; it is built by a mapping "
+        "node with "
+        "stage favor.train (as in configs/favor-aliked.yaml, configs/favor.yaml)"
+    ) in result.output
 
 
 def test_track_reports_each_loop_to_the_front_end_only_inside_reporting():
@@ -437,23 +542,53 @@ def test_track_reports_each_loop_to_the_front_end_only_inside_reporting():
 
 def test_localize_command_on_image_folder(tmp_path):
     scene, _ = map_toy_scene(tmp_path, 3)
-    result = CliRunner().invoke(app, ["localize", str(tmp_path / "map"), str(scene / "seq1" / "frame00001.png"),
-                                      str(scene / "seq1" / "frame00002.png"), "--focal", "50", "--out", str(tmp_path / "r.txt")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "localize",
+            str(tmp_path / "map"),
+            str(scene / "seq1" / "frame00001.png"),
+            str(scene / "seq1" / "frame00002.png"),
+            "--focal",
+            "50",
+            "--out",
+            str(tmp_path / "r.txt"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r.txt").read_text().count("# FAILED") == 2
-    result = CliRunner().invoke(app, ["localize", str(tmp_path), str(scene / "seq1"), "--focal", "1", "--out", str(tmp_path / "x.txt")])
+    result = CliRunner().invoke(
+        app, ["localize", str(tmp_path), str(scene / "seq1"), "--focal", "1", "--out", str(tmp_path / "x.txt")]
+    )
     assert result.exit_code == 2 and "not a reloc map folder (no map.yaml" in result.output
 
 
 def test_graph_command_prints_nodes_edges_and_planned_stages(tmp_path):
     result = CliRunner().invoke(app, ["graph", str(write_yaml(tmp_path, pipeline_dict()))])
     assert result.exit_code == 0, result.output
-    assert "count → double → write" in result.output and "value ← count.count" in result.output and "valid" in result.output
+    assert (
+        "count → double → write" in result.output
+        and "value ← count.count" in result.output
+        and "valid" in result.output
+    )
     content = pipeline_dict()
     content["mapping"]["nodes"]["count"]["stage"] = "matching.mesa"
     result = CliRunner().invoke(app, ["graph", str(write_yaml(tmp_path, content))])
     assert result.exit_code == 0 and "not implemented yet:" in result.output and "matching.mesa" in result.output
-    result = CliRunner().invoke(app, ["eval", "--config", str(tmp_path / "pipe.yaml"), "--dataset", "7scenes", "--root", str(tmp_path), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--config",
+            str(tmp_path / "pipe.yaml"),
+            "--dataset",
+            "7scenes",
+            "--root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 2 and "stage 'matching.mesa' is not implemented yet" in result.output
 
 

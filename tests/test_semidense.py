@@ -49,7 +49,9 @@ def test_selective_attention_never_looks_outside_the_prior_regions():
         changed = others.clone()
         changed[0, outside] = torch.randn(len(outside), 4, 16) * 10
         after = attention(children, changed, prior)
-        torch.testing.assert_close(after[0, 0], before[0, 0], atol=1e-6, rtol=0)  # token 0 attends only to parents 0, 3, 7
+        torch.testing.assert_close(
+            after[0, 0], before[0, 0], atol=1e-6, rtol=0
+        )  # token 0 attends only to parents 0, 3, 7
         assert not torch.allclose(after[0, 1], before[0, 1])  # token 1 attends to parent 1 and 2, which changed
         inside = others.clone()
         inside[0, 7] = torch.randn(4, 16) * 10
@@ -61,7 +63,12 @@ def test_grouping_and_candidates_follow_the_parent_layout():
     grouped = group_by_parent(eighth)  # 1/16 grid 2 x 3
     assert grouped.shape == (1, 6, 4, 2)
     # parent (1, 2) holds 1/8 cells (2..3, 4..5), children in (dr, dc) order
-    assert grouped[0, 5, :, 0].tolist() == [eighth[0, 0, 2, 4], eighth[0, 0, 2, 5], eighth[0, 0, 3, 4], eighth[0, 0, 3, 5]]
+    assert grouped[0, 5, :, 0].tolist() == [
+        eighth[0, 0, 2, 4],
+        eighth[0, 0, 2, 5],
+        eighth[0, 0, 3, 4],
+        eighth[0, 0, 3, 5],
+    ]
     assert candidate_ids(torch.tensor([[[5, 0]]])).tolist() == [[[20, 21, 22, 23, 0, 1, 2, 3]]]
 
 
@@ -99,8 +106,13 @@ def test_homomatcher_recovers_the_homography_of_a_warped_patch():
     """Shipped weights: coarse matches quantised to 1/8 cells (errors up to 4 px) come back within
     a fraction of a pixel of the true warp, and the patch corners follow it."""
     angle = np.radians(8)
-    homography = np.array([[1.1 * np.cos(angle), -1.1 * np.sin(angle), 12.0], [1.1 * np.sin(angle), 1.1 * np.cos(angle), -20.0],
-                           [2e-4, -1e-4, 1.0]])
+    homography = np.array(
+        [
+            [1.1 * np.cos(angle), -1.1 * np.sin(angle), 12.0],
+            [1.1 * np.sin(angle), 1.1 * np.cos(angle), -20.0],
+            [2e-4, -1e-4, 1.0],
+        ]
+    )
     image0, image1 = warped_photo_pair(homography)
     model = load_trained("homomatcher")
     tensors = [torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 for image in (image0, image1)]
@@ -108,15 +120,23 @@ def test_homomatcher_recovers_the_homography_of_a_warped_patch():
     truth = homography_errors_free(cells, homography)
     inside = (truth[:, 0] > 20) & (truth[:, 0] < 300) & (truth[:, 1] > 20) & (truth[:, 1] < 236)
     points0, truth = torch.tensor(cells[inside], dtype=torch.float32), truth[inside]
-    points1 = torch.tensor((truth // 8) * 8 + 4, dtype=torch.float32)  # the true cell's centre, as a coarse matcher gives
+    points1 = torch.tensor(
+        (truth // 8) * 8 + 4, dtype=torch.float32
+    )  # the true cell's centre, as a coarse matcher gives
     fine0, fine1 = (model.fine_features(t) for t in tensors)
     refined, homographies, _ = model.refine(fine0, fine1, points0, points1, (320, 256), (320, 256))
     coarse_error = np.linalg.norm(points1.numpy() - truth, axis=1)
     error = np.linalg.norm(refined.numpy() - truth, axis=1)
-    assert np.median(coarse_error) > 2.0 and np.median(error) < 0.5 and np.mean(error < 1.0) > 0.8, (np.median(error), np.mean(error < 1))
+    assert np.median(coarse_error) > 2.0 and np.median(error) < 0.5 and np.mean(error < 1.0) > 0.8, (
+        np.median(error),
+        np.mean(error < 1),
+    )
     corners = points0[:, None, :].numpy() + np.array([[-8.0, -8], [8, -8], [8, 8], [-8, 8]])
-    corner_error = np.linalg.norm(apply_homography(homographies.double(), torch.tensor(corners)).numpy()
-                                  - homography_errors_free(corners.reshape(-1, 2), homography).reshape(corners.shape), axis=-1)
+    corner_error = np.linalg.norm(
+        apply_homography(homographies.double(), torch.tensor(corners)).numpy()
+        - homography_errors_free(corners.reshape(-1, 2), homography).reshape(corners.shape),
+        axis=-1,
+    )
     assert np.median(corner_error) < 1.0, np.median(corner_error)
 
 
@@ -127,7 +147,9 @@ def homography_errors_free(points: np.ndarray, homography: np.ndarray) -> np.nda
 
 @pytest.fixture(scope="module")
 def tiny_batch() -> PairBatch:
-    data = TrainingPairs(TrainingDataConfig(width=128, height=96, scene_seeds=1, scenes=["room"], photo_fraction=0.5), seed=3)
+    data = TrainingPairs(
+        TrainingDataConfig(width=128, height=96, scene_seeds=1, scenes=["room"], photo_fraction=0.5), seed=3
+    )
     return data.batch(2, np.random.default_rng(0))
 
 
@@ -139,7 +161,11 @@ def test_training_loss_falls_on_a_tiny_batch(tiny_batch, name):
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     losses = []
     for _ in range(25):
-        loss, _ = step(model, tiny_batch, torch.Generator().manual_seed(0)) if name == "homomatcher" else step(model, tiny_batch)
+        loss, _ = (
+            step(model, tiny_batch, torch.Generator().manual_seed(0))
+            if name == "homomatcher"
+            else step(model, tiny_batch)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -162,8 +188,8 @@ socket.socket.connect = refuse
 socket.create_connection = refuse
 import numpy as np
 from reloc.matching.pairwise import build_pair_matcher, PairMatcherConfig
-images = np.load({str(tmp_path / 'pair.npy')!r})
-h = np.load({str(tmp_path / 'h.npy')!r})
+images = np.load({str(tmp_path / "pair.npy")!r})
+h = np.load({str(tmp_path / "h.npy")!r})
 p0, p1 = build_pair_matcher("casp", PairMatcherConfig(resize_max=0)).match(images[0], images[1])
 mapped = np.hstack([p0, np.ones((len(p0), 1))]) @ h.T
 error = np.linalg.norm(mapped[:, :2] / mapped[:, 2:] - p1, axis=1)
@@ -195,23 +221,55 @@ def test_pose_auc_and_relative_pose_error():
 
 def test_hpatches_homographies_act_on_pixel_indices():
     homography = np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 1]])  # index 0 -> 0, i.e. COLMAP 0.5 -> 0.5
-    assert homography_errors(np.array([[0.5, 0.5], [10.5, 4.5]]), np.array([[0.5, 0.5], [20.5, 8.5]]), homography).max() == 0
+    assert (
+        homography_errors(np.array([[0.5, 0.5], [10.5, 4.5]]), np.array([[0.5, 0.5], [20.5, 8.5]]), homography).max()
+        == 0
+    )
 
 
 def test_match_eval_names_a_missing_pairs_file(tmp_path):
-    result = CliRunner().invoke(app, ["match-eval", "--matcher", "sift", "--pairs", str(tmp_path / "nope.txt"),
-                                      "--images", str(tmp_path), "--out", str(tmp_path / "m.json")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "match-eval",
+            "--matcher",
+            "sift",
+            "--pairs",
+            str(tmp_path / "nope.txt"),
+            "--images",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert result.exit_code == 2 and "nope.txt: missing pairs file" in result.output
 
 
 def test_match_eval_on_real_strecha_pairs(tmp_path, strecha_fountain):
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("\n".join((strecha_fountain / "pairs_with_gt.txt").read_text().splitlines()[:3]))
-    result = CliRunner().invoke(app, ["match-eval", "--matcher", "casp", "--pairs", str(pairs), "--images", str(strecha_fountain),
-                                      "--out", str(tmp_path / "m.json")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "match-eval",
+            "--matcher",
+            "casp",
+            "--pairs",
+            str(pairs),
+            "--images",
+            str(strecha_fountain),
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["n_pairs"] == 3 and metrics["n_failed"] == 0 and metrics["auc_10"] > 70 and metrics["matches_per_pair"] > 500
+    assert (
+        metrics["n_pairs"] == 3
+        and metrics["n_failed"] == 0
+        and metrics["auc_10"] > 70
+        and metrics["matches_per_pair"] > 500
+    )
     assert len(read_pairs_with_gt(pairs)) == len(metrics["per_pair"])
 
 
@@ -223,9 +281,23 @@ def test_casp_relocalizes_a_synthetic_scene(tmp_path):
     not yet as reliable as the default, which gets all 3 within 0.2 cm (test_baseline). The test
     holds that share: at least 2 of the 3 within 2 cm, at most one wrong pose."""
     scene = tmp_path / "scene"
-    generate(SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1), scene)
-    result = CliRunner().invoke(app, ["eval", "--config", str(ROOT / "configs" / "casp.yaml"), "--dataset", "7scenes",
-                                      "--root", str(scene), "--out", str(tmp_path / "run")])
+    generate(
+        SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1), scene
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--config",
+            str(ROOT / "configs" / "casp.yaml"),
+            "--dataset",
+            "7scenes",
+            "--root",
+            str(scene),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     results = read_results(tmp_path / "run" / "results.txt")
@@ -238,7 +310,11 @@ def test_casp_relocalizes_a_synthetic_scene(tmp_path):
         elif outcome.pose is not None:
             dt, dr = pose_error(outcome.pose, truth[name].pose)
             (within if dt < 0.02 and dr < 2.0 else wrong).append(name)
-            assert len(outcome.details["inliers"]["landmarks"]) == len(outcome.details["inliers"]["points2d"]) == outcome.num_inliers
+            assert (
+                len(outcome.details["inliers"]["landmarks"])
+                == len(outcome.details["inliers"]["points2d"])
+                == outcome.num_inliers
+            )
     assert len(within) >= 2 and len(wrong) <= 1, (within, wrong)
     assert len(list((tmp_path / "run" / "map" / "keyframe_images").glob("*.jpg"))) > 5
 
@@ -246,8 +322,23 @@ def test_casp_relocalizes_a_synthetic_scene(tmp_path):
 @pytest.mark.slow
 def test_train_command_writes_a_checkpoint_that_loads(tmp_path):
     out = tmp_path / "homomatcher.pt"
-    result = CliRunner().invoke(app, ["train", "homomatcher", "--steps", "2", "--batch-size", "1", "--width", "128", "--height", "96",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "homomatcher",
+            "--steps",
+            "2",
+            "--batch-size",
+            "1",
+            "--width",
+            "128",
+            "--height",
+            "96",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert isinstance(load_trained("homomatcher", out), HomoMatcher)
     log = json.loads(out.with_suffix(".log.json").read_text())

@@ -22,14 +22,18 @@ from reloc.geometry.projection import backproject_depth, project_points
 @pytest.fixture(scope="module")
 def sevenscenes_scene(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth7")
-    generate(SynthConfig("7scenes", seed=3, mapping_frames=4, query_frames=2, mapping_sequences=2, query_sequences=1), root)
+    generate(
+        SynthConfig("7scenes", seed=3, mapping_frames=4, query_frames=2, mapping_sequences=2, query_sequences=1), root
+    )
     return root
 
 
 @pytest.fixture(scope="module")
 def cambridge_scene(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthcam")
-    generate(SynthConfig("cambridge", seed=5, mapping_frames=6, query_frames=2, mapping_sequences=2, query_sequences=1), root)
+    generate(
+        SynthConfig("cambridge", seed=5, mapping_frames=6, query_frames=2, mapping_sequences=2, query_sequences=1), root
+    )
     return root
 
 
@@ -39,7 +43,9 @@ def rerendered_fraction(renderer: Renderer, frame) -> float:
     is the rendering rounded to uint8). Measured: 1.0 for loaded poses (the text files round them
     to 7-9 digits); 0.61-0.99 for a pose 1 mm or 0.02 degrees off or a focal length 0.2 % off."""
     written = read_image(frame.image_path).astype(int)
-    rendered = apply_appearance(renderer.render(frame.pose, frame.camera).rgb, Appearance(), np.random.default_rng(0)).astype(int)
+    rendered = apply_appearance(
+        renderer.render(frame.pose, frame.camera).rgb, Appearance(), np.random.default_rng(0)
+    ).astype(int)
     return float(np.mean(np.abs(rendered - written).max(axis=2) <= 1))
 
 
@@ -86,11 +92,22 @@ def test_cambridge_loaded_poses_rerender_the_written_images_focal_and_nvm_points
 
 
 def file_digests(root) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_identical_bytes_other_seed_differs(tmp_path):
-    config = dict(layout="7scenes", mapping_frames=2, query_frames=1, mapping_sequences=1, query_sequences=1, appearance=parse_appearance("harsh"))
+    config = dict(
+        layout="7scenes",
+        mapping_frames=2,
+        query_frames=1,
+        mapping_sequences=1,
+        query_sequences=1,
+        appearance=parse_appearance("harsh"),
+    )
     generate(SynthConfig(seed=11, **config), tmp_path / "a")
     generate(SynthConfig(seed=11, **config), tmp_path / "b")
     generate(SynthConfig(seed=12, **config), tmp_path / "c")
@@ -113,7 +130,8 @@ def test_appearance_options_change_images_as_named(rng):
     assert 10 < (noisy - plain).std() < 15  # 0.05 * 255 = 12.75
     blurred = apply_appearance(image, Appearance(motion_blur=7), rng).astype(float)
     assert np.abs(np.diff(blurred, axis=1)).mean() + np.abs(np.diff(blurred, axis=0)).mean() < 0.7 * (
-        np.abs(np.diff(plain.astype(float), axis=1)).mean() + np.abs(np.diff(plain.astype(float), axis=0)).mean())
+        np.abs(np.diff(plain.astype(float), axis=1)).mean() + np.abs(np.diff(plain.astype(float), axis=0)).mean()
+    )
     jpeg = apply_appearance(image, Appearance(jpeg_quality=40), rng)
     assert 0 < np.abs(jpeg.astype(float) - plain).mean() < 40
     assert parse_appearance("gamma=2.2,white_balance=1.1:1:0.8") == Appearance(gamma=2.2, white_balance=(1.1, 1.0, 0.8))
@@ -146,8 +164,24 @@ def test_training_pairs_have_consistent_dense_correspondences():
 
 
 def test_synth_cli_writes_a_loadable_scene(tmp_path):
-    result = CliRunner().invoke(app, ["synth", "--layout", "cambridge", "--out", str(tmp_path / "s"), "--seed", "1",
-                                      "--frames", "3,1", "--sequences", "1,1", "--appearance", "noise=0.01"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "synth",
+            "--layout",
+            "cambridge",
+            "--out",
+            str(tmp_path / "s"),
+            "--seed",
+            "1",
+            "--frames",
+            "3,1",
+            "--sequences",
+            "1,1",
+            "--appearance",
+            "noise=0.01",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert len(load_dataset("cambridge", tmp_path / "s").frames("test")) == 1
     result = CliRunner().invoke(app, ["synth", "--layout", "7scenes", "--out", str(tmp_path / "t"), "--frames", "3"])
@@ -162,7 +196,9 @@ def test_off_trajectory_queries_move_sideways_and_aim_at_what_the_mapping_camera
     scene = build_scene(spec.scene, 4)
     planned = plan_frames(moved, scene)
     mapping = [frame for frame in planned if frame.split == "train"]
-    assert [frame.pose.t.tolist() for frame in mapping] == [frame.pose.t.tolist() for frame in plan_frames(plain, scene) if frame.split == "train"]
+    assert [frame.pose.t.tolist() for frame in mapping] == [
+        frame.pose.t.tolist() for frame in plan_frames(plain, scene) if frame.split == "train"
+    ]
     distances = []
     for query in (frame for frame in planned if frame.split == "test"):
         followed = [frame.pose for frame in mapping if frame.sequence == query.sequence - 2]  # queries 3, 4 follow 1, 2
@@ -174,7 +210,9 @@ def test_off_trajectory_queries_move_sideways_and_aim_at_what_the_mapping_camera
         distances.append(distance)
         target = query.pose.transform((source.center + spec.look_at_m * source.R[2])[None])
         assert target[0, 2] > 0
-        np.testing.assert_allclose(query.camera.project(target)[0], [query.camera.width / 2, query.camera.height / 2], atol=1e-6)
+        np.testing.assert_allclose(
+            query.camera.project(target)[0], [query.camera.width / 2, query.camera.height / 2], atol=1e-6
+        )
     assert max(distances) <= 0.5 + 1e-9 and np.isclose(distances, 0.5).sum() >= 3, distances
     with pytest.raises(RelocError, match="query offset must be a finite distance"):
         SynthConfig(layout, query_offset_m=-1.0)

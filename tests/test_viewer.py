@@ -48,13 +48,30 @@ def run(tmp_path_factory) -> Path:
     """`reloc eval` of the default config on a small synthetic 7-Scenes scene; then a copy of its
     results in which one query is reported failed (results_failed.txt)."""
     root = tmp_path_factory.mktemp("viewer")
-    generate(SynthConfig("7scenes", seed=5, mapping_frames=40, query_frames=6, mapping_sequences=2, query_sequences=1), root / "scene")
-    result = CliRunner().invoke(app, ["eval", "--config", str(CONFIG), "--dataset", "7scenes", "--root", str(root / "scene"),
-                                      "--out", str(root / "run")])
+    generate(
+        SynthConfig("7scenes", seed=5, mapping_frames=40, query_frames=6, mapping_sequences=2, query_sequences=1),
+        root / "scene",
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--config",
+            str(CONFIG),
+            "--dataset",
+            "7scenes",
+            "--root",
+            str(root / "scene"),
+            "--out",
+            str(root / "run"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = read_results(root / "run" / "results.txt")
     assert FAILED_QUERY in results
-    results[FAILED_QUERY] = QueryResult(FAILED_QUERY, None, "too few inliers (3 < 20)", details=results[FAILED_QUERY].details)
+    results[FAILED_QUERY] = QueryResult(
+        FAILED_QUERY, None, "too few inliers (3 < 20)", details=results[FAILED_QUERY].details
+    )
     write_results(root / "run" / "results_failed.txt", list(results.values()))
     return root
 
@@ -64,14 +81,16 @@ def test_landmark_colours_come_from_the_images(run):
     under one observation, read here from the image file."""
     reconstruction = pycolmap.Reconstruction(str(run / "run" / "map" / "sfm"))
     differences = []
-    for point3d_id, point in list(reconstruction.points3D.items())[::25]:
+    for point in list(reconstruction.points3D.values())[::25]:
         element = point.track.elements[0]
         image = reconstruction.image(element.image_id)
         x, y = image.points2D[element.point2D_idx].xy
         pixels = read_image(run / "scene" / image.name)
         differences.append(np.abs(pixels[int(y), int(x)].astype(int) - point.color.astype(int)).max())
     assert len(differences) > 40
-    assert np.median(differences) < 25 and np.mean(np.array(differences) < 60) > 0.8, np.percentile(differences, [50, 90])
+    assert np.median(differences) < 25 and np.mean(np.array(differences) < 60) > 0.8, np.percentile(
+        differences, [50, 90]
+    )
 
 
 def test_scene_has_queries_with_ground_truth_inliers_and_failures(run):
@@ -99,7 +118,9 @@ def test_view_reports_a_folder_that_is_not_a_map(tmp_path):
 
 def test_gui_without_a_display_says_so(run):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    completed = subprocess.run([RELOC, "view", str(run / "run" / "map")], env=env, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [RELOC, "view", str(run / "run" / "map")], env=env, capture_output=True, text=True, timeout=120
+    )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 2 and "no display" in output and "--screenshot" in output, output
 
@@ -141,9 +162,27 @@ def test_headless_screenshot_draws_landmarks_and_frustums_where_they_project(run
     and pixels far from every projection are background."""
     out = tmp_path / "shot.png"
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
-    completed = subprocess.run([RELOC, "view", str(run / "run" / "map"), "--results", str(run / "run" / "results_failed.txt"),
-                                "--screenshot", str(out), "--width", "800", "--height", "600", "--point-size", "3"],
-                               env=env, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        [
+            RELOC,
+            "view",
+            str(run / "run" / "map"),
+            "--results",
+            str(run / "run" / "results_failed.txt"),
+            "--screenshot",
+            str(out),
+            "--width",
+            "800",
+            "--height",
+            "600",
+            "--point-size",
+            "3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     image = np.asarray(Image.open(out).convert("RGB"))
     view = load_view(out.with_suffix(".view.json"))
@@ -155,15 +194,21 @@ def test_headless_screenshot_draws_landmarks_and_frustums_where_they_project(run
     assert len(landmark_pixels) > 0.8 * len(scene.points)
     on_landmark = near_color(image, landmark_pixels, np.array([[1.0, 1.0, 1.0]]), radius=0, tolerance=3)
     assert np.mean(~on_landmark) > 0.95, "landmarks should cover their projections"
-    own_colour = np.array([near_color(image, p[None], c[None], radius=1, tolerance=20)[0]
-                           for p, c in zip(landmark_pixels[::10], scene.colors[inside][::10])])
+    own_colour = np.array(
+        [
+            near_color(image, p[None], c[None], radius=1, tolerance=20)[0]
+            for p, c in zip(landmark_pixels[::10], scene.colors[inside][::10])
+        ]
+    )
     assert np.mean(own_colour) > 0.6, np.mean(own_colour)
 
     mapping = np.stack([frustum_corners(k.camera, k.pose, depth) for k in scene.keyframes])
     mapping_pixels, _ = visible(view, edge_samples(mapping))
     assert np.mean(near_color(image, mapping_pixels, [MAPPING_COLOR], radius=2)) > 0.7
     localized = [q for q in scene.queries if not q.failed]
-    query_pixels, _ = visible(view, edge_samples(np.stack([frustum_corners(q.camera, q.estimate, depth) for q in localized])))
+    query_pixels, _ = visible(
+        view, edge_samples(np.stack([frustum_corners(q.camera, q.estimate, depth) for q in localized]))
+    )
     assert np.mean(near_color(image, query_pixels, [ESTIMATE_COLOR, GROUND_TRUTH_COLOR], radius=2)) > 0.7
     failed = next(q for q in scene.queries if q.failed)
     failed_pixels, _ = visible(view, edge_samples(frustum_corners(failed.camera, failed.ground_truth, depth)[None]))
@@ -176,15 +221,19 @@ def test_headless_screenshot_draws_landmarks_and_frustums_where_they_project(run
         columns, rows = np.floor(pixels).astype(int).T
         drawn[rows, columns] = True
     near_anything = binary_dilation(drawn, iterations=40)
-    background = (np.abs(image.astype(int) - 255).max(axis=2) <= 3)
+    background = np.abs(image.astype(int) - 255).max(axis=2) <= 3
     assert background[~near_anything].mean() > 0.99
     assert background.mean() > 0.5
 
 
 def start_xvfb() -> tuple[subprocess.Popen, str]:
     """Xvfb on a display number it picks itself (free), and that display's name."""
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     return xvfb, f":{xvfb.stdout.readline().strip()}"
 
 
@@ -206,9 +255,27 @@ def test_gui_starts_under_xvfb_shows_the_map_and_exits(run):
         viewer = None
         try:
             env = {**os.environ, "DISPLAY": display}
-            viewer = subprocess.Popen([RELOC, "view", str(run / "run" / "map"), "--results", str(run / "run" / "results_failed.txt"),
-                                       "--query", FAILED_QUERY, "--width", "1200", "--height", "760", "--quit-after", "6"],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            viewer = subprocess.Popen(
+                [
+                    RELOC,
+                    "view",
+                    str(run / "run" / "map"),
+                    "--results",
+                    str(run / "run" / "results_failed.txt"),
+                    "--query",
+                    FAILED_QUERY,
+                    "--width",
+                    "1200",
+                    "--height",
+                    "760",
+                    "--quit-after",
+                    "6",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             saw_map, deadline = False, time.monotonic() + 60
             while viewer.poll() is None and time.monotonic() < deadline and not saw_map:
                 screen = grab_screen(display)
@@ -243,7 +310,12 @@ def test_eval_writes_figures_linked_from_the_report(run):
 
 
 def test_cumulative_curve_tops_out_at_the_localized_fraction():
-    errors = [QueryError("a", 1.0, 0.1), QueryError("b", 3.0, 0.5), QueryError("c", 30.0, 2.0), QueryError("d", np.inf, np.inf, "failed")]
+    errors = [
+        QueryError("a", 1.0, 0.1),
+        QueryError("b", 3.0, 0.5),
+        QueryError("c", 30.0, 2.0),
+        QueryError("d", np.inf, np.inf, "failed"),
+    ]
     figure = cumulative_errors(errors)
     translation, rotation = (axes.lines[0] for axes in figure.axes)
     assert translation.get_ydata()[-1] == pytest.approx(0.75) and translation.get_ydata()[0] == 0

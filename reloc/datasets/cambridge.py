@@ -31,7 +31,9 @@ def read_nvm_focals(path: Path) -> dict[str, float]:
     """Focal length per image (keyed by :func:`image_key`) from the first model of an NVM_V3 file."""
     lines = require_file(path, "NVM reconstruction").read_text().splitlines()
     if not lines or not lines[0].startswith("NVM_V3"):
-        raise DatasetError(f"{path}: not an NVM_V3 file (first line {lines[0][:40]!r})" if lines else f"{path}: empty file")
+        raise DatasetError(
+            f"{path}: not an NVM_V3 file (first line {lines[0][:40]!r})" if lines else f"{path}: empty file"
+        )
     body = [(i + 1, line.split()) for i, line in enumerate(lines[1:], start=1) if line.strip()]
     if not body:
         raise DatasetError(f"{path}: no camera count after the NVM_V3 header")

@@ -67,7 +67,9 @@ class ColmapModel(Dataset):
     def frames(self, split: str) -> list[Frame]:
         self._check_split(split)
         if split == "test" and self.query_names is None:
-            raise DatasetError(f"{self.root}: no query list given, so the COLMAP model has no test split (pass --queries)")
+            raise DatasetError(
+                f"{self.root}: no query list given, so the COLMAP model has no test split (pass --queries)"
+            )
         images = sorted(self.reconstruction.images.values(), key=lambda image: image.name)
         is_query = (lambda name: name in self.query_names) if self.query_names is not None else (lambda name: False)
         selected = [image for image in images if is_query(image.name) == (split == "test")]

@@ -76,7 +76,11 @@ def list_images(paths: list[Path]) -> list[tuple[str, Path]]:
     found = []
     for path in paths:
         if path.is_dir():
-            found += [(p.relative_to(path).as_posix(), p) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+            found += [
+                (p.relative_to(path).as_posix(), p)
+                for p in sorted(path.rglob("*"))
+                if p.suffix.lower() in IMAGE_SUFFIXES
+            ]
         elif path.is_file():
             found.append((path.name, path))
         else:

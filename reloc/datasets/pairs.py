@@ -44,6 +44,14 @@ def read_pairs_with_gt(path: str | Path) -> list[PairWithGT]:
         except ValueError as error:
             raise DatasetError(f"{path}:{line_number}: {error}") from None
         pairs.append(
-            PairWithGT(tokens[0], tokens[1], int(values[0]), int(values[1]), values[2:11].reshape(3, 3), values[11:20].reshape(3, 3), pose)
+            PairWithGT(
+                tokens[0],
+                tokens[1],
+                int(values[0]),
+                int(values[1]),
+                values[2:11].reshape(3, 3),
+                values[11:20].reshape(3, 3),
+                pose,
+            )
         )
     return pairs

@@ -50,7 +50,9 @@ def relative_pose_error(estimate: Pose, truth: Pose) -> float:
     return max(rotation_error, min(translation_error, 180 - translation_error))
 
 
-def estimate_relative_pose(points0: np.ndarray, points1: np.ndarray, pair: PairWithGT, size0, size1, max_error_px: float) -> Pose | None:
+def estimate_relative_pose(
+    points0: np.ndarray, points1: np.ndarray, pair: PairWithGT, size0, size1, max_error_px: float
+) -> Pose | None:
     """cam1_from_cam0 from matches (COLMAP pixels) or None."""
     if len(points0) < 5:
         return None
@@ -58,8 +60,9 @@ def estimate_relative_pose(points0: np.ndarray, points1: np.ndarray, pair: PairW
     def camera(K, size):
         return {"model": "PINHOLE", "width": size[0], "height": size[1], "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
 
-    pose, info = poselib.estimate_relative_pose(points0, points1, camera(pair.K0, size0), camera(pair.K1, size1),
-                                                {"max_epipolar_error": max_error_px})
+    pose, info = poselib.estimate_relative_pose(
+        points0, points1, camera(pair.K0, size0), camera(pair.K1, size1), {"max_epipolar_error": max_error_px}
+    )
     if info.get("num_inliers", 0) < 5:
         return None
     return Pose.from_matrix(np.vstack([pose.Rt, [0, 0, 0, 1]]))
@@ -74,8 +77,14 @@ class PairResult:
     error_deg: float
 
 
-def evaluate_pairs(matcher, pairs_file: Path, images_root: Path, max_error_px: float,
-                   on_pair: Callable[[PairResult], None] | None = None, resize_max: int = 0) -> list[PairResult]:
+def evaluate_pairs(
+    matcher,
+    pairs_file: Path,
+    images_root: Path,
+    max_error_px: float,
+    on_pair: Callable[[PairResult], None] | None = None,
+    resize_max: int = 0,
+) -> list[PairResult]:
     """Match every pair of ``pairs_file`` (images relative to ``images_root``) and score its pose.
     ``max_error_px`` is the RANSAC threshold in pixels of the matcher's image (long side
     ``resize_max``; 0: original). ``seconds`` is the matcher's wall time on the decoded images
@@ -83,7 +92,10 @@ def evaluate_pairs(matcher, pairs_file: Path, images_root: Path, max_error_px: f
     results = []
     for pair in read_pairs_with_gt(pairs_file):
         if pair.rotation0 or pair.rotation1:
-            raise DatasetError(f"{pairs_file}: pair {pair.name0} {pair.name1} asks for an EXIF rotation; rotated pairs are not supported")
+            raise DatasetError(
+                f"{pairs_file}: pair {pair.name0} {pair.name1} asks for an EXIF rotation; rotated pairs are not "
+                "supported"
+            )
         image0 = read_image(require_file(images_root / pair.name0, "image"))
         image1 = read_image(require_file(images_root / pair.name1, "image"))
         start = time.perf_counter()
@@ -105,10 +117,13 @@ def pair_metrics(results: list[PairResult]) -> dict:
     (median), ``n_pairs``, ``n_failed``."""
     errors = np.array([r.error_deg for r in results])
     aucs = pose_auc(errors)
-    return {"n_pairs": len(results), "n_failed": int(np.isinf(errors).sum()),
-            **{f"auc_{t}": auc for t, auc in zip(AUC_THRESHOLDS_DEG, aucs)},
-            "matches_per_pair": float(np.mean([r.matches for r in results])),
-            "ms_per_pair": 1000 * float(np.median([r.seconds for r in results]))}
+    return {
+        "n_pairs": len(results),
+        "n_failed": int(np.isinf(errors).sum()),
+        **{f"auc_{t}": auc for t, auc in zip(AUC_THRESHOLDS_DEG, aucs)},
+        "matches_per_pair": float(np.mean([r.matches for r in results])),
+        "ms_per_pair": 1000 * float(np.median([r.seconds for r in results])),
+    }
 
 
 def read_homography(path: Path) -> np.ndarray:
@@ -130,7 +145,9 @@ def homography_errors(points0: np.ndarray, points1: np.ndarray, homography: np.n
 
 def hpatches_sequence(root: Path) -> list[tuple[Path, Path, Path]]:
     """(image 1, image k, H_1_k) for k = 2..6 of an HPatches sequence folder."""
-    reference = next((root / f"1{suffix}" for suffix in (".ppm", ".png", ".jpg") if (root / f"1{suffix}").is_file()), None)
+    reference = next(
+        (root / f"1{suffix}" for suffix in (".ppm", ".png", ".jpg") if (root / f"1{suffix}").is_file()), None
+    )
     if reference is None:
         raise DatasetError(f"{root}: no reference image 1.ppm/1.png/1.jpg (HPatches layout)")
     triples = []
@@ -145,4 +162,6 @@ def hpatches_sequence(root: Path) -> list[tuple[Path, Path, Path]]:
 
 def mean_matching_accuracy(errors_per_pair: list[np.ndarray], thresholds=MMA_THRESHOLDS_PX) -> dict:
     """``mma_1``, ``mma_3``, ``mma_5``: the share of matches within t px, averaged over pairs."""
-    return {f"mma_{t}": float(np.mean([(e <= t).mean() if len(e) else 0.0 for e in errors_per_pair])) for t in thresholds}
+    return {
+        f"mma_{t}": float(np.mean([(e <= t).mean() if len(e) else 0.0 for e in errors_per_pair])) for t in thresholds
+    }

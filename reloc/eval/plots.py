@@ -28,8 +28,12 @@ def cumulative_errors(errors: list[QueryError]) -> Figure:
     """Fraction of queries within an error, translation (cm) and rotation (deg), log axes. Failed
     queries never enter, so a curve tops out at the fraction localized."""
     figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
-    for axes, values, unit, column in zip(figure.subplots(1, 2), ([e.t_cm for e in errors], [e.r_deg for e in errors]),
-                                          ("translation error (cm)", "rotation error (deg)"), (0, 1)):
+    for axes, values, unit, column in zip(
+        figure.subplots(1, 2),
+        ([e.t_cm for e in errors], [e.r_deg for e in errors]),
+        ("translation error (cm)", "rotation error (deg)"),
+        (0, 1),
+    ):
         values = np.sort(np.asarray(values))
         finite = values[np.isfinite(values)]
         if len(finite):
@@ -53,7 +57,10 @@ def per_query_errors(errors: list[QueryError]) -> Figure:
     top, bottom = figure.subplots(2, 1, sharex=True)
     positions = np.arange(len(errors))
     failed = np.array([e.failed for e in errors])
-    for axes, values, label in ((top, [e.t_cm for e in errors], "translation (cm)"), (bottom, [e.r_deg for e in errors], "rotation (deg)")):
+    for axes, values, label in (
+        (top, [e.t_cm for e in errors], "translation (cm)"),
+        (bottom, [e.r_deg for e in errors], "rotation (deg)"),
+    ):
         values = np.asarray(values)
         ceiling = max(float(values[~failed].max()) * 2 if (~failed).any() else 1.0, 1e-2)
         axes.bar(positions[~failed], np.maximum(values[~failed], 1e-3), width=1.0, color="tab:blue")
@@ -72,7 +79,9 @@ def per_query_errors(errors: list[QueryError]) -> Figure:
 
 def worst_queries(errors: list[QueryError], count: int) -> list[str]:
     """Names of the ``count`` worst queries: failed first, then by translation and rotation error."""
-    ranked = sorted(errors, key=lambda e: (not e.failed, -e.t_cm if not e.failed else 0.0, -e.r_deg if not e.failed else 0.0))
+    ranked = sorted(
+        errors, key=lambda e: (not e.failed, -e.t_cm if not e.failed else 0.0, -e.r_deg if not e.failed else 0.0)
+    )
     return [e.name for e in ranked[:count]]
 
 
@@ -81,8 +90,10 @@ def write_plots(run_dir: Path, errors: list[QueryError], scene: MapScene | None)
     (a map with no landmarks to draw) the matches figures are left out."""
     folder = run_dir / PLOTS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    plots = [Plot("Cumulative error curves", save(cumulative_errors(errors), folder / "cumulative_errors.png")),
-             Plot("Per-query errors", save(per_query_errors(errors), folder / "per_query_errors.png"))]
+    plots = [
+        Plot("Cumulative error curves", save(cumulative_errors(errors), folder / "cumulative_errors.png")),
+        Plot("Per-query errors", save(per_query_errors(errors), folder / "per_query_errors.png")),
+    ]
     if scene is not None:
         by_name = {q.name: q for q in scene.queries}
         for rank, name in enumerate(worst_queries(errors, WORST_FIGURES), start=1):

@@ -42,7 +42,9 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
         ("median translation error (cm)", _fmt(metrics["median_t_cm"])),
         ("median rotation error (deg)", _fmt(metrics["median_r_deg"])),
     ]
-    rows += [(f"recall {key.replace('_', ' / ')}", f"{100 * metrics['recall'][key]:.1f} %") for key in RECALL_THRESHOLDS]
+    rows += [
+        (f"recall {key.replace('_', ' / ')}", f"{100 * metrics['recall'][key]:.1f} %") for key in RECALL_THRESHOLDS
+    ]
     rows += [(f"time {stage} (ms/query, median)", f"{1000 * s:.1f}") for stage, s in metrics["timing_s"].items()]
     if metrics.get("map_bytes") is not None:
         rows.append(("map size (MB)", f"{metrics['map_bytes'] / 1e6:.2f}"))
@@ -58,7 +60,9 @@ def print_metrics(metrics: dict, title: str, console: Console | None = None) -> 
     (console or Console()).print(table)
 
 
-def write_report(path: str | Path, metrics: dict, errors: list[QueryError], title: str, plots: Sequence[Plot] = ()) -> None:
+def write_report(
+    path: str | Path, metrics: dict, errors: list[QueryError], title: str, plots: Sequence[Plot] = ()
+) -> None:
     """Markdown report: the summary table, the worst queries and the figures (paths relative to the report)."""
     lines = [f"# {title}", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {name} | {value} |" for name, value in summary_rows(metrics)]

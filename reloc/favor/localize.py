@@ -54,8 +54,13 @@ def query_grid(camera: Camera, step_px: float) -> np.ndarray:
     return np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1).reshape(-1, 2)
 
 
-def refine_positions(field_of_query: DescriptorField, descriptors: np.ndarray, positions: np.ndarray, radius_px: float,
-                     step_px: float = 1.0) -> np.ndarray:
+def refine_positions(
+    field_of_query: DescriptorField,
+    descriptors: np.ndarray,
+    positions: np.ndarray,
+    radius_px: float,
+    step_px: float = 1.0,
+) -> np.ndarray:
     """Move each grid match (positions (M, 2)) to the pixel within ``radius_px`` whose query
     descriptor is most similar to its rendered descriptor (M, C)."""
     if len(positions) == 0:
@@ -63,8 +68,11 @@ def refine_positions(field_of_query: DescriptorField, descriptors: np.ndarray, p
     offsets = np.arange(-radius_px, radius_px + 1e-9, step_px)
     window = np.stack(np.meshgrid(offsets, offsets, indexing="xy"), axis=-1).reshape(-1, 2)  # (W, 2)
     candidates = positions[:, None] + window[None]  # (M, W, 2)
-    similarity = np.einsum("mwc,mc->mw", field_of_query.sample(candidates.reshape(-1, 2)).reshape(len(positions), len(window), -1),
-                           descriptors)
+    similarity = np.einsum(
+        "mwc,mc->mw",
+        field_of_query.sample(candidates.reshape(-1, 2)).reshape(len(positions), len(window), -1),
+        descriptors,
+    )
     return candidates[np.arange(len(positions)), similarity.argmax(axis=1)]
 
 
@@ -73,8 +81,12 @@ def visible_landmarks(fields: LandmarkFields, pose: Pose, camera: Camera, border
     in_camera = pose.transform(fields.centres.numpy().astype(np.float64))
     front = np.flatnonzero(in_camera[:, 2] > 1e-3)
     pixels = camera.project(in_camera[front])
-    inside = ((pixels[:, 0] >= border_px) & (pixels[:, 0] <= camera.width - border_px)
-              & (pixels[:, 1] >= border_px) & (pixels[:, 1] <= camera.height - border_px))
+    inside = (
+        (pixels[:, 0] >= border_px)
+        & (pixels[:, 0] <= camera.width - border_px)
+        & (pixels[:, 1] >= border_px)
+        & (pixels[:, 1] <= camera.height - border_px)
+    )
     return front[inside]
 
 
@@ -86,12 +98,15 @@ def render_from(fields: LandmarkFields, landmarks: np.ndarray, centre: np.ndarra
     origins = torch.from_numpy(centre).float().expand(len(landmarks), 3)
     directions = torch.nn.functional.normalize(centres - origins, dim=1)
     with torch.inference_mode():
-        rendering = render_rays(fields.grids[landmarks], centres, fields.sides[landmarks], origins[:, None], directions[:, None], config)
+        rendering = render_rays(
+            fields.grids[landmarks], centres, fields.sides[landmarks], origins[:, None], directions[:, None], config
+        )
     return rendering.descriptors[:, 0].numpy()
 
 
-def localize_favor(field_of_query: DescriptorField, camera: Camera, prior: Pose, fields: LandmarkFields,
-                   config: FavorLocalizeConfig) -> list[Iteration]:
+def localize_favor(
+    field_of_query: DescriptorField, camera: Camera, prior: Pose, fields: LandmarkFields, config: FavorLocalizeConfig
+) -> list[Iteration]:
     """Iterations from ``prior``; the last one holding a pose is the answer (none: failed)."""
     grid = query_grid(camera, config.grid_step_px)
     query_descriptors = field_of_query.sample(grid)
@@ -104,16 +119,30 @@ def localize_favor(field_of_query: DescriptorField, camera: Camera, prior: Pose,
         seconds["render"] = time.perf_counter() - start
         start = time.perf_counter()
         matches = mutual_nn(rendered, query_descriptors, MutualNNConfig(min_similarity=config.min_similarity))
-        points2d = refine_positions(field_of_query, rendered[matches[:, 0]], grid[matches[:, 1]], config.grid_step_px / 2)
+        points2d = refine_positions(
+            field_of_query, rendered[matches[:, 0]], grid[matches[:, 1]], config.grid_step_px / 2
+        )
         seconds["matching"] = time.perf_counter() - start
         start = time.perf_counter()
         pnp = dataclasses.replace(config.pnp, refine=index == config.iterations - 1)
-        estimate = estimate_pose(points2d, fields.centres.numpy()[landmarks[matches[:, 0]]].astype(np.float64), camera, pnp)
+        estimate = estimate_pose(
+            points2d, fields.centres.numpy()[landmarks[matches[:, 0]]].astype(np.float64), camera, pnp
+        )
         seconds["pnp"] = time.perf_counter() - start
         reason = "no landmark field is visible from the current pose" if len(landmarks) == 0 else estimate.reason
         matched_ids = fields.landmark_ids[landmarks[matches[:, 0]]]
-        iterations.append(Iteration(estimate.pose, len(landmarks), len(matches), int(estimate.inliers.sum()), seconds, reason,
-                                    points2d[estimate.inliers], matched_ids[estimate.inliers]))
+        iterations.append(
+            Iteration(
+                estimate.pose,
+                len(landmarks),
+                len(matches),
+                int(estimate.inliers.sum()),
+                seconds,
+                reason,
+                points2d[estimate.inliers],
+                matched_ids[estimate.inliers],
+            )
+        )
         if estimate.pose is None:
             break
         pose = estimate.pose

@@ -34,16 +34,31 @@ class LandmarkFields:
     psnr_db: torch.Tensor  # (L,) training rendering PSNR
 
     def save(self, path: Path) -> None:
-        torch.save({"backbone": self.backbone, "landmark_ids": torch.from_numpy(self.landmark_ids), "centres": self.centres,
-                    "sides": self.sides, "grids": self.grids.half(), "psnr_db": self.psnr_db}, path)
+        torch.save(
+            {
+                "backbone": self.backbone,
+                "landmark_ids": torch.from_numpy(self.landmark_ids),
+                "centres": self.centres,
+                "sides": self.sides,
+                "grids": self.grids.half(),
+                "psnr_db": self.psnr_db,
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path: Path) -> LandmarkFields:
         if not path.is_file():
             raise RelocError(f"{path}: missing; the map has no FaVoR fields (add a favor.train node to mapping)")
         data = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(data["backbone"], data["landmark_ids"].numpy(), data["centres"], data["sides"], data["grids"].float(),
-                   data["psnr_db"])
+        return cls(
+            data["backbone"],
+            data["landmark_ids"].numpy(),
+            data["centres"],
+            data["sides"],
+            data["grids"].float(),
+            data["psnr_db"],
+        )
 
 
 def keyframe_poses(map_dir: Path) -> dict[str, Pose]:
@@ -52,8 +67,9 @@ def keyframe_poses(map_dir: Path) -> dict[str, Pose]:
     return {image.name: Pose.from_pycolmap(image.cam_from_world()) for image in reconstruction.images.values()}
 
 
-def training_rays(patches: LandmarkPatches, sparse_map: SparseMap, poses: dict[str, Pose]
-                  ) -> tuple[TrainingRays, torch.Tensor, torch.Tensor]:
+def training_rays(
+    patches: LandmarkPatches, sparse_map: SparseMap, poses: dict[str, Pose]
+) -> tuple[TrainingRays, torch.Tensor, torch.Tensor]:
     """Rays through every patch pixel of every observation, grouped by landmark in the order of
     ``patches.landmark_ids``; and the cubes' centres (L, 3) and sides (L,)."""
     size = patches.patch_size
@@ -80,7 +96,11 @@ def training_rays(patches: LandmarkPatches, sparse_map: SparseMap, poses: dict[s
         raise RelocError("patches.h5: observations and landmark_ids disagree; rebuild the map's patches")
     sides = np.minimum.reduceat(depth_px, starts) * size
     targets = torch.from_numpy(patches.patches[order].astype(np.float32)).reshape(-1, patches.patches.shape[-1])
-    rays = TrainingRays(torch.from_numpy(np.repeat(origins, size * size, axis=0)).float(),
-                        torch.from_numpy(directions.reshape(-1, 3)).float(), torch.nn.functional.normalize(targets, dim=-1),
-                        torch.from_numpy(starts * size * size), torch.from_numpy(counts * size * size))
+    rays = TrainingRays(
+        torch.from_numpy(np.repeat(origins, size * size, axis=0)).float(),
+        torch.from_numpy(directions.reshape(-1, 3)).float(),
+        torch.nn.functional.normalize(targets, dim=-1),
+        torch.from_numpy(starts * size * size),
+        torch.from_numpy(counts * size * size),
+    )
     return rays, torch.from_numpy(sparse_map.points[ids]).float(), torch.from_numpy(sides).float()

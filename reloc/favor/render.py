@@ -42,8 +42,9 @@ def density_shift(alpha_init: float) -> float:
     return math.log(math.expm1(-math.log1p(-alpha_init)))
 
 
-def ray_box_intervals(origins: torch.Tensor, directions: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ray_box_intervals(
+    origins: torch.Tensor, directions: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Entry and exit distances (L, R) of rays (L, R, 3) into cubes (L, 3) of side (L,), and a
     (L, R) mask of rays that cross their cube in front of the origin (slab method)."""
     half = (sides / 2)[:, None, None]
@@ -65,8 +66,14 @@ def trilinear_weights(normalised: torch.Tensor, grid_size: int) -> torch.Tensor:
     return weights.flatten(-3)
 
 
-def render_rays(grids: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor, origins: torch.Tensor,
-                directions: torch.Tensor, config: RenderConfig) -> Rendering:
+def render_rays(
+    grids: torch.Tensor,
+    centres: torch.Tensor,
+    sides: torch.Tensor,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    config: RenderConfig,
+) -> Rendering:
     """Render R rays per landmark: ``grids`` (L, C+1, G, G, G), ``centres`` (L, 3), ``sides`` (L,),
     ``origins`` and unit ``directions`` (L, R, 3) in world coordinates."""
     count, rays = origins.shape[:2]
@@ -78,7 +85,9 @@ def render_rays(grids: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor,
     points = origins[:, :, None] + directions[:, :, None] * distances[..., None]  # (L, R, S, 3)
     normalised = (points - centres[:, None, None]) / (sides / 2)[:, None, None, None]  # cube -> [-1, 1]
     weights = trilinear_weights(normalised, grid_size).reshape(count, rays * config.samples, -1)  # (L, R*S, G^3)
-    samples = torch.bmm(weights, grids.flatten(2).transpose(1, 2)).reshape(count, rays, config.samples, -1)  # (L, R, S, C+1)
+    samples = torch.bmm(weights, grids.flatten(2).transpose(1, 2)).reshape(
+        count, rays, config.samples, -1
+    )  # (L, R, S, C+1)
     density, features = samples[..., 0], samples[..., 1:]
     voxel_length = (sides / (grid_size - 1))[:, None, None]
     step = ((far - near) / config.samples)[..., None] / voxel_length  # (L, R, 1) in voxel lengths

@@ -38,8 +38,9 @@ class TrainFavor(Stage):
         ids = np.unique(landmark_patches.landmark)
         trained = train_grids(centres, sides, rays, ids + self.config.seed * 1_000_003, self.config)
         kept = trained.kept(self.config.min_psnr_db).numpy()
-        fields = LandmarkFields(landmark_patches.backbone, ids[kept], centres[kept], sides[kept], trained.grids[kept],
-                                trained.psnr_db[kept])
+        fields = LandmarkFields(
+            landmark_patches.backbone, ids[kept], centres[kept], sides[kept], trained.grids[kept], trained.psnr_db[kept]
+        )
         fields.save(map_dir / FAVOR_FILE)
         return {"fields": map_dir / FAVOR_FILE}
 
@@ -69,15 +70,27 @@ class LocalizeFavor(Stage):
         for frame in track(frames, f"FaVoR localization of {len(frames)} queries"):
             with query_timer("features", frame.name):
                 field_of_query = backbone(*prepare_image(frame.image_path, self.config.resize_max, backbone.multiple))
-            iterations = localize_favor(field_of_query, frame.camera, poses[retrieved[frame.name][0]], fields, self.config)
+            iterations = localize_favor(
+                field_of_query, frame.camera, poses[retrieved[frame.name][0]], fields, self.config
+            )
             for iteration in iterations:
                 for stage, seconds in iteration.seconds.items():
                     add_query_time(stage, [frame.name], seconds)
             last = iterations[-1]
-            details = {"prior": retrieved[frame.name][0], "iterations": [
-                {"pose": None if it.pose is None else [*it.pose.qvec.tolist(), *it.pose.t.tolist()], "visible": it.visible,
-                 "matches": it.matches, "inliers": it.inliers, "ms": {k: 1000 * v for k, v in it.seconds.items()}} for it in iterations],
-                "inliers": inlier_record(last.inlier_points2d, last.inlier_landmarks)}
+            details = {
+                "prior": retrieved[frame.name][0],
+                "iterations": [
+                    {
+                        "pose": None if it.pose is None else [*it.pose.qvec.tolist(), *it.pose.t.tolist()],
+                        "visible": it.visible,
+                        "matches": it.matches,
+                        "inliers": it.inliers,
+                        "ms": {k: 1000 * v for k, v in it.seconds.items()},
+                    }
+                    for it in iterations
+                ],
+                "inliers": inlier_record(last.inlier_points2d, last.inlier_landmarks),
+            }
             reason = "" if last.pose is not None else f"FaVoR iteration {len(iterations)}: {last.reason}"
             results.append(QueryResult(frame.name, last.pose, reason, last.inliers, details=details))
         return {"results": results}

@@ -79,7 +79,9 @@ def step_rays(permutations: torch.Tensor, counts: torch.Tensor, step: int, per_s
 
 def initial_grids(rays: TrainingRays, grid_size: int) -> torch.Tensor:
     """Density 0 and, in every voxel, the mean target descriptor of the landmark."""
-    mean = torch.stack([rays.targets[s:s + c].mean(dim=0) for s, c in zip(rays.starts.tolist(), rays.counts.tolist())])
+    mean = torch.stack(
+        [rays.targets[s : s + c].mean(dim=0) for s, c in zip(rays.starts.tolist(), rays.counts.tolist())]
+    )
     features = mean[:, :, None, None, None].expand(-1, -1, grid_size, grid_size, grid_size)
     density = torch.zeros(len(mean), 1, grid_size, grid_size, grid_size)
     return torch.cat([density, features], dim=1).contiguous()
@@ -90,9 +92,15 @@ def total_variation(grids: torch.Tensor) -> torch.Tensor:
     return sum(((grids.diff(dim=axis)) ** 2).mean(dim=(1, 2, 3, 4)) for axis in (2, 3, 4))
 
 
-def landmark_losses(grids: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor, rays: TrainingRays,
-                    index: torch.Tensor, config: TrainConfig, used: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def landmark_losses(
+    grids: torch.Tensor,
+    centres: torch.Tensor,
+    sides: torch.Tensor,
+    rays: TrainingRays,
+    index: torch.Tensor,
+    config: TrainConfig,
+    used: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(L,) loss and (L,) mean squared error over the rays ``index`` (L, R) of each landmark
     (only where ``used`` (L, R) is true, when given)."""
     rows = rays.starts[:, None] + index
@@ -105,12 +113,18 @@ def landmark_losses(grids: torch.Tensor, centres: torch.Tensor, sides: torch.Ten
     cosine = ((1 - (rendering.descriptors * targets).sum(dim=-1)) * valid).sum(dim=1) / count
     t = rendering.final_transmittance.clamp(1e-6, 1 - 1e-6)
     entropy = ((-(t * t.log() + (1 - t) * (1 - t).log())) * valid).sum(dim=1) / count
-    loss = mse + config.cosine_weight * cosine + config.entropy_weight * entropy + config.tv_weight * total_variation(grids)
+    loss = (
+        mse
+        + config.cosine_weight * cosine
+        + config.entropy_weight * entropy
+        + config.tv_weight * total_variation(grids)
+    )
     return loss, mse
 
 
-def train_grids(centres: torch.Tensor, sides: torch.Tensor, rays: TrainingRays, landmark_seeds: np.ndarray,
-                config: TrainConfig) -> TrainedGrids:
+def train_grids(
+    centres: torch.Tensor, sides: torch.Tensor, rays: TrainingRays, landmark_seeds: np.ndarray, config: TrainConfig
+) -> TrainedGrids:
     """Train the grids of L landmarks (``centres`` (L, 3), cube ``sides`` (L,)) on their rays."""
     grids = initial_grids(rays, config.grid_size).requires_grad_(True)
     optimizer = torch.optim.Adam([grids], lr=config.learning_rate)
@@ -125,6 +139,8 @@ def train_grids(centres: torch.Tensor, sides: torch.Tensor, rays: TrainingRays, 
         losses.append(float(loss.detach().sum()))
     with torch.no_grad():
         columns = torch.arange(int(rays.counts.max()))[None]
-        _, mse = landmark_losses(grids, centres, sides, rays, columns % rays.counts[:, None], config, columns < rays.counts[:, None])
+        _, mse = landmark_losses(
+            grids, centres, sides, rays, columns % rays.counts[:, None], config, columns < rays.counts[:, None]
+        )
         psnr = 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
     return TrainedGrids(grids.detach(), psnr, losses)

@@ -41,7 +41,9 @@ def canonical_order(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.lexsort((keypoints[:, 0], keypoints[:, 1], -scores))
 
 
-def resize_image(image: np.ndarray, resize_max: int, multiple: int = 1, enlarge: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def resize_image(
+    image: np.ndarray, resize_max: int, multiple: int = 1, enlarge: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 image resized so that its long side is ``resize_max`` (0: no limit; at most
     ``resize_max`` unless ``enlarge``) and both sides are multiples of ``multiple``; and the
     per-axis scale (2,) from resized to original pixels."""

@@ -47,7 +47,9 @@ class DescriptorField:
     def patches(self, centres: np.ndarray, patch_size: int, spacing_px: float) -> np.ndarray:
         """Patches (N, P, P, C) of descriptors on a P x P grid with ``spacing_px`` original
         pixels between samples, centred on ``centres`` (N, 2); row index follows y, column x."""
-        points = (np.asarray(centres, np.float64)[:, None, :] + patch_offsets(patch_size)[None] * spacing_px).reshape(-1, 2)
+        points = (np.asarray(centres, np.float64)[:, None, :] + patch_offsets(patch_size)[None] * spacing_px).reshape(
+            -1, 2
+        )
         return self.sample(points).reshape(len(centres), patch_size, patch_size, -1)
 
 
@@ -61,7 +63,9 @@ class DenseBackbone:
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, scale: np.ndarray) -> DescriptorField:
         """``image`` (H, W, 3) uint8 resized RGB, ``scale`` (2,) resized -> original pixels."""
-        return DescriptorField(self, self.feature_map(images_to_tensor([image])), scale, (image.shape[1], image.shape[0]))
+        return DescriptorField(
+            self, self.feature_map(images_to_tensor([image])), scale, (image.shape[1], image.shape[0])
+        )
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -35,7 +35,9 @@ def load_aliked(max_keypoints: int = 2048, detection_threshold: float = -1.0):
     from kornia.feature import ALIKED
 
     model = ALIKED(model_name="aliked-n16", max_num_keypoints=max_keypoints, detection_threshold=detection_threshold)
-    missing, unexpected = model.load_state_dict(torch.load(wheel_weights("aliked-n16"), map_location="cpu", weights_only=True), strict=False)
+    missing, unexpected = model.load_state_dict(
+        torch.load(wheel_weights("aliked-n16"), map_location="cpu", weights_only=True), strict=False
+    )
     if unexpected or any(not key.startswith("dkd.") for key in missing):  # dkd.* are derived buffers
         raise RuntimeError(f"ALIKED weights do not fit the model: missing {missing}, unexpected {unexpected}")
     return model.eval()
@@ -60,8 +62,14 @@ class XFeatExtractor:
     @torch.inference_mode()
     def extract_batch(self, images: list[np.ndarray], scales: list[np.ndarray]) -> list[Features]:
         outputs = self.model.detectAndCompute(images_to_tensor(images))
-        return [Features(to_original_pixels(output["keypoints"].numpy(), scale), output["descriptors"].numpy().astype(np.float32),
-                         output["scores"].numpy().astype(np.float32)).in_canonical_order() for output, scale in zip(outputs, scales)]
+        return [
+            Features(
+                to_original_pixels(output["keypoints"].numpy(), scale),
+                output["descriptors"].numpy().astype(np.float32),
+                output["scores"].numpy().astype(np.float32),
+            ).in_canonical_order()
+            for output, scale in zip(outputs, scales)
+        ]
 
 
 class AlikedExtractor:
@@ -72,13 +80,21 @@ class AlikedExtractor:
 
     def __init__(self, config: ExtractorConfig):
         self.config = config
-        self.model = load_aliked(config.max_keypoints, config.detection_threshold if config.detection_threshold > 0 else -1.0)
+        self.model = load_aliked(
+            config.max_keypoints, config.detection_threshold if config.detection_threshold > 0 else -1.0
+        )
 
     @torch.inference_mode()
     def extract_batch(self, images: list[np.ndarray], scales: list[np.ndarray]) -> list[Features]:
         outputs = self.model(images_to_tensor(images))
-        return [Features(to_original_pixels(output.keypoints.numpy(), scale), output.descriptors.numpy().astype(np.float32),
-                         output.keypoint_scores.numpy().astype(np.float32)).in_canonical_order() for output, scale in zip(outputs, scales)]
+        return [
+            Features(
+                to_original_pixels(output.keypoints.numpy(), scale),
+                output.descriptors.numpy().astype(np.float32),
+                output.keypoint_scores.numpy().astype(np.float32),
+            ).in_canonical_order()
+            for output, scale in zip(outputs, scales)
+        ]
 
 
 def stretch_contrast(gray: np.ndarray) -> np.ndarray:
@@ -102,7 +118,9 @@ class SiftExtractor:
 
     def __init__(self, config: ExtractorConfig):
         self.config = config
-        self.sift = cv2.SIFT_create(nfeatures=config.max_keypoints, contrastThreshold=config.detection_threshold or 0.02)
+        self.sift = cv2.SIFT_create(
+            nfeatures=config.max_keypoints, contrastThreshold=config.detection_threshold or 0.02
+        )
 
     def extract_batch(self, images: list[np.ndarray], scales: list[np.ndarray]) -> list[Features]:
         return [self.extract(image, scale) for image, scale in zip(images, scales)]
@@ -121,4 +139,3 @@ class SiftExtractor:
 
 
 EXTRACTORS = {cls.name: cls for cls in (XFeatExtractor, AlikedExtractor, SiftExtractor)}
-

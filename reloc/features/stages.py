@@ -42,8 +42,10 @@ def check_map_extractor(map_dir: Path, stage: str, extractor: str) -> None:
         return
     map_extractor = FeatureStore.open(path).extractor
     if map_extractor != extractor:
-        raise PipelineError(f"{path}: the map's features are {map_extractor}, but the localization graph extracts {extractor} "
-                            f"(stage {stage}); localize with the config that built the map, or rebuild the map with this one")
+        raise PipelineError(
+            f"{path}: the map's features are {map_extractor}, but the localization graph extracts {extractor} "
+            f"(stage {stage}); localize with the config that built the map, or rebuild the map with this one"
+        )
 
 
 class ExtractFeatures(Stage):
@@ -67,7 +69,7 @@ class ExtractFeatures(Stage):
         extractor = EXTRACTORS[self.extractor](self.config)
         batch_size = max(1, self.config.batch_size)
         for start in track(range(0, len(frames), batch_size), f"{self.extractor} features of {len(frames)} images"):
-            chunk = frames[start:start + batch_size]
+            chunk = frames[start : start + batch_size]
             images, scales = [], []
             for frame in chunk:
                 with query_timer("features", frame.name):

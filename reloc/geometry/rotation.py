@@ -28,14 +28,17 @@ def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
     """
     R = np.asarray(R, dtype=np.float64)
     (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = R
-    K = np.array(
-        [
-            [r00 - r11 - r22, 0.0, 0.0, 0.0],
-            [r01 + r10, r11 - r00 - r22, 0.0, 0.0],
-            [r02 + r20, r12 + r21, r22 - r00 - r11, 0.0],
-            [r21 - r12, r02 - r20, r10 - r01, r00 + r11 + r22],
-        ]
-    ) / 3.0
+    K = (
+        np.array(
+            [
+                [r00 - r11 - r22, 0.0, 0.0, 0.0],
+                [r01 + r10, r11 - r00 - r22, 0.0, 0.0],
+                [r02 + r20, r12 + r21, r22 - r00 - r11, 0.0],
+                [r21 - r12, r02 - r20, r10 - r01, r00 + r11 + r22],
+            ]
+        )
+        / 3.0
+    )
     eigvals, eigvecs = np.linalg.eigh(K)
     x, y, z, w = eigvecs[:, np.argmax(eigvals)]
     qvec = np.array([w, x, y, z])

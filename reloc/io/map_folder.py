@@ -35,17 +35,40 @@ class Artifact:
     content: str
 
 
-ARTIFACTS = {artifact.name: artifact for artifact in (
-    Artifact(FEATURES_FILE, ("features.sift", "features.xfeat", "features.aliked"), 1,
-             "keypoints (COLMAP pixels), float16 descriptors and scores per mapping image; the extractor as an attribute"),
-    Artifact(LANDMARKS_FILE, ("mapping.triangulate",), 1,
-             "landmark points, a representative descriptor each, the landmark id of every keyframe keypoint, keyframe cameras"),
-    Artifact(SFM_FOLDER, ("mapping.triangulate",), 1, "a pycolmap reconstruction of the keyframes and landmarks (opens in COLMAP)"),
-    Artifact(GLOBAL_FILE, ("retrieval.vlad",), 1, "VLAD vocabulary and one VLAD vector (and pose) per keyframe"),
-    Artifact(PATCHES_FILE, ("mapping.patches",), 1, "dense-descriptor patches around the observations of persistent landmarks"),
-    Artifact(KEYFRAME_IMAGES, ("mapping.keyframe_images",), 1, "resized JPEG copies of the keyframe images"),
-    Artifact(FAVOR_FILE, ("favor.train",), 1, "FaVoR voxel descriptor fields, one per kept landmark"),
-)}
+ARTIFACTS = {
+    artifact.name: artifact
+    for artifact in (
+        Artifact(
+            FEATURES_FILE,
+            ("features.sift", "features.xfeat", "features.aliked"),
+            1,
+            "keypoints (COLMAP pixels), float16 descriptors and scores per mapping image; the extractor as an "
+            "attribute",
+        ),
+        Artifact(
+            LANDMARKS_FILE,
+            ("mapping.triangulate",),
+            1,
+            "landmark points, a representative descriptor each, the landmark id of every keyframe keypoint, "
+            "keyframe cameras",
+        ),
+        Artifact(
+            SFM_FOLDER,
+            ("mapping.triangulate",),
+            1,
+            "a pycolmap reconstruction of the keyframes and landmarks (opens in COLMAP)",
+        ),
+        Artifact(GLOBAL_FILE, ("retrieval.vlad",), 1, "VLAD vocabulary and one VLAD vector (and pose) per keyframe"),
+        Artifact(
+            PATCHES_FILE,
+            ("mapping.patches",),
+            1,
+            "dense-descriptor patches around the observations of persistent landmarks",
+        ),
+        Artifact(KEYFRAME_IMAGES, ("mapping.keyframe_images",), 1, "resized JPEG copies of the keyframe images"),
+        Artifact(FAVOR_FILE, ("favor.train",), 1, "FaVoR voxel descriptor fields, one per kept landmark"),
+    )
+}
 
 
 def configs_with_stages(stages: tuple[str, ...], folder: Path = SHIPPED_CONFIGS) -> list[str]:
@@ -67,8 +90,10 @@ def require_artifacts(map_dir: Path, needs: dict[str, tuple[str, ...]]) -> None:
                 artifact = ARTIFACTS[name]
                 configs = configs_with_stages(artifact.built_by)
                 shipped = f" (as in {', '.join(configs)})" if configs else ""
-                raise PipelineError(f"{map_dir / name}: missing, and localization node '{node}' reads it; it is built by a mapping "
-                                    f"node with stage {' or '.join(artifact.built_by)}{shipped}: rebuild the map with such a config")
+                raise PipelineError(
+                    f"{map_dir / name}: missing, and localization node '{node}' reads it; it is built by a mapping "
+                    f"node with stage {' or '.join(artifact.built_by)}{shipped}: rebuild the map with such a config"
+                )
 
 
 def read_map_record(map_dir: Path) -> dict:

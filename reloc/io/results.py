@@ -39,7 +39,13 @@ def write_results(path: str | Path, results: list[QueryResult]) -> None:
             lines.append(pose_line(result.name, result.pose))
     path.write_text("\n".join(lines) + "\n")
     details = {
-        r.name: {"success": r.success, "reason": r.reason, "num_inliers": r.num_inliers, "timings": r.timings, **r.details}
+        r.name: {
+            "success": r.success,
+            "reason": r.reason,
+            "num_inliers": r.num_inliers,
+            "timings": r.timings,
+            **r.details,
+        }
         for r in results
     }
     details_path(path).write_text(json.dumps(details, indent=1, default=_json_default))
@@ -112,4 +118,6 @@ def _merge_details(path: Path, results: dict[str, QueryResult]) -> None:
         if name in results:
             results[name].num_inliers = int(entry.get("num_inliers", 0))
             results[name].timings = {k: float(v) for k, v in entry.get("timings", {}).items()}
-            results[name].details = {k: v for k, v in entry.items() if k not in ("success", "reason", "num_inliers", "timings")}
+            results[name].details = {
+                k: v for k, v in entry.items() if k not in ("success", "reason", "num_inliers", "timings")
+            }

@@ -13,8 +13,10 @@ from ..types import Camera, Pose
 def inlier_record(points2d: np.ndarray, landmark_ids: np.ndarray) -> dict:
     """The ``inliers`` entry of a query's details: PnP inlier keypoints (K, 2), COLMAP pixels of
     the query image, and the landmark id (index into ``landmarks.h5``) each one matched."""
-    return {"points2d": np.round(np.asarray(points2d, np.float64).reshape(-1, 2), 2).tolist(),
-            "landmarks": np.asarray(landmark_ids, np.int64).tolist()}
+    return {
+        "points2d": np.round(np.asarray(points2d, np.float64).reshape(-1, 2), 2).tolist(),
+        "landmarks": np.asarray(landmark_ids, np.int64).tolist(),
+    }
 
 
 @dataclass
@@ -41,10 +43,13 @@ def estimate_pose(points2d: np.ndarray, points3d: np.ndarray, camera: Camera, co
     estimation.ransac.random_seed = 0
     refinement = pycolmap.AbsolutePoseRefinementOptions()
     if config.refine:
-        result = pycolmap.estimate_and_refine_absolute_pose(points2d.astype(np.float64), points3d.astype(np.float64),
-                                                            camera.to_pycolmap(), estimation, refinement)
+        result = pycolmap.estimate_and_refine_absolute_pose(
+            points2d.astype(np.float64), points3d.astype(np.float64), camera.to_pycolmap(), estimation, refinement
+        )
     else:
-        result = pycolmap.estimate_absolute_pose(points2d.astype(np.float64), points3d.astype(np.float64), camera.to_pycolmap(), estimation)
+        result = pycolmap.estimate_absolute_pose(
+            points2d.astype(np.float64), points3d.astype(np.float64), camera.to_pycolmap(), estimation
+        )
     if result is None:
         return PnPResult(None, none, "PnP RANSAC found no pose")
     inliers = np.asarray(result["inlier_mask"], bool)

@@ -29,8 +29,16 @@ class RoundsResult:
     rounds: list[dict]  # per round: keyframes matched, correspondences so far, PnP inliers
 
 
-def localize_in_rounds(name: str, retrieved: list[str], correspondences: Correspondences, points: np.ndarray, camera: Camera,
-                       pnp: PnPConfig, keyframes_per_round: int = 0, confident_inliers: int = 0) -> RoundsResult:
+def localize_in_rounds(
+    name: str,
+    retrieved: list[str],
+    correspondences: Correspondences,
+    points: np.ndarray,
+    camera: Camera,
+    pnp: PnPConfig,
+    keyframes_per_round: int = 0,
+    confident_inliers: int = 0,
+) -> RoundsResult:
     """Estimate the pose of query ``name`` against landmarks ``points`` (L, 3, world).
 
     ``correspondences(keyframes)`` matches the query to a round's keyframes and returns every
@@ -43,13 +51,17 @@ def localize_in_rounds(name: str, retrieved: list[str], correspondences: Corresp
     best = RoundsResult(PnPResult(None, np.zeros(0, bool), "no keyframe was retrieved"), *empty, [])
     rounds = []
     for start in range(0, len(retrieved), per_round):
-        keyframes = retrieved[start:start + per_round]
+        keyframes = retrieved[start : start + per_round]
         with query_timer("matching", name):
             points2d, landmark_ids = correspondences(keyframes)
         with query_timer("pnp", name):
             estimate = estimate_pose(points2d, points[landmark_ids], camera, pnp)
-        rounds.append({"keyframes": keyframes, "correspondences": int(len(landmark_ids)), "inliers": int(estimate.inliers.sum())})
-        if best.estimate.pose is None or (estimate.pose is not None and estimate.inliers.sum() > best.estimate.inliers.sum()):
+        rounds.append(
+            {"keyframes": keyframes, "correspondences": int(len(landmark_ids)), "inliers": int(estimate.inliers.sum())}
+        )
+        if best.estimate.pose is None or (
+            estimate.pose is not None and estimate.inliers.sum() > best.estimate.inliers.sum()
+        ):
             best = RoundsResult(estimate, points2d, landmark_ids, rounds)
         if estimate.pose is not None and estimate.inliers.sum() >= confident_inliers:
             break

@@ -68,7 +68,9 @@ class SemiDenseLocalize(Stage):
         for frame in track(frames, f"semi-dense matching and PnP for {len(frames)} queries"):
             with query_timer("matching", frame.name):
                 query = matcher.prepare(read_image(frame.image_path))
-            results.append(self.localize(frame, query, retrieved[frame.name], matcher, prepared_keyframe, sparse_map, observations))
+            results.append(
+                self.localize(frame, query, retrieved[frame.name], matcher, prepared_keyframe, sparse_map, observations)
+            )
         return {"results": results}
 
     @staticmethod
@@ -83,8 +85,16 @@ class SemiDenseLocalize(Stage):
             observations[name] = (store.read_keypoints(name)[observed].astype(np.float64), ids[observed])
         return observations
 
-    def localize(self, frame: Frame, query: PreparedImage, names: list[str], matcher: CaspPairMatcher,
-                 prepared_keyframe: Callable[[str], PreparedImage], sparse_map, observations) -> QueryResult:
+    def localize(
+        self,
+        frame: Frame,
+        query: PreparedImage,
+        names: list[str],
+        matcher: CaspPairMatcher,
+        prepared_keyframe: Callable[[str], PreparedImage],
+        sparse_map,
+        observations,
+    ) -> QueryResult:
         """Keyframe rounds (:mod:`.rounds`) whose correspondences are each keyframe's landmark
         observations carried into the query, the first carried copy of a landmark kept."""
         points2d: list[np.ndarray] = []
@@ -102,9 +112,23 @@ class SemiDenseLocalize(Stage):
                         landmark_ids.append(int(landmark))
             return np.array(points2d).reshape(-1, 2), np.array(landmark_ids, np.int64)
 
-        outcome = localize_in_rounds(frame.name, names, correspondences, sparse_map.points, frame.camera, self.config.pnp,
-                                     self.config.keyframes_per_round, self.config.confident_inliers)
+        outcome = localize_in_rounds(
+            frame.name,
+            names,
+            correspondences,
+            sparse_map.points,
+            frame.camera,
+            self.config.pnp,
+            self.config.keyframes_per_round,
+            self.config.confident_inliers,
+        )
         inliers = outcome.estimate.inliers
-        details = {"num_matches": len(points2d), "retrieved": names, "rounds": outcome.rounds,
-                   "inliers": inlier_record(outcome.points2d[inliers], outcome.landmark_ids[inliers])}
-        return QueryResult(frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), details=details)
+        details = {
+            "num_matches": len(points2d),
+            "retrieved": names,
+            "rounds": outcome.rounds,
+            "inliers": inlier_record(outcome.points2d[inliers], outcome.landmark_ids[inliers]),
+        }
+        return QueryResult(
+            frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), details=details
+        )

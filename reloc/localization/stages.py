@@ -30,9 +30,16 @@ class LocalizeConfig:
     confident_inliers: int = 0  # a pose with fewer inliers than this goes on to the next round (0: any pose stops)
 
 
-def correspondences_2d3d(query: Features, retrieved: list[str], map_features: FeatureStore, point_ids: dict[str, np.ndarray],
-                         matcher, query_size: tuple[int, int], reference_sizes: dict[str, tuple[int, int]],
-                         enough: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def correspondences_2d3d(
+    query: Features,
+    retrieved: list[str],
+    map_features: FeatureStore,
+    point_ids: dict[str, np.ndarray],
+    matcher,
+    query_size: tuple[int, int],
+    reference_sizes: dict[str, tuple[int, int]],
+    enough: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Unique (query keypoint index, landmark id) pairs from matches to the keypoints of the
     retrieved keyframes that have a landmark (the others could not give a 2D-3D match), in
     retrieval order, stopping once there are ``enough`` of them (0: all keyframes)."""
@@ -42,7 +49,9 @@ def correspondences_2d3d(query: Features, retrieved: list[str], map_features: Fe
             break
         features = map_features.read(name)
         with_landmark = np.flatnonzero(point_ids[name] >= 0)
-        reference = Features(features.keypoints[with_landmark], features.descriptors[with_landmark], features.scores[with_landmark])
+        reference = Features(
+            features.keypoints[with_landmark], features.descriptors[with_landmark], features.scores[with_landmark]
+        )
         matches = matcher.match(query, reference, query_size, reference_sizes[name])
         ids = point_ids[name][with_landmark[matches[:, 1]]] if len(matches) else np.zeros(0, np.int64)
         pairs.update(zip(matches[:, 0].tolist(), ids.tolist()))
@@ -68,24 +77,52 @@ class LocalizePnP(Stage):
         results = []
         for frame in track(frames, f"matching and PnP for {len(frames)} queries"):
             query = features.read(frame.name)
-            correspondences = self.keyframe_matches(query, (frame.camera.width, frame.camera.height), map_features, sparse_map, matcher)
-            outcome = localize_in_rounds(frame.name, retrieved[frame.name], correspondences, sparse_map.points, frame.camera,
-                                         self.config.pnp, self.config.keyframes_per_round, self.config.confident_inliers)
+            correspondences = self.keyframe_matches(
+                query, (frame.camera.width, frame.camera.height), map_features, sparse_map, matcher
+            )
+            outcome = localize_in_rounds(
+                frame.name,
+                retrieved[frame.name],
+                correspondences,
+                sparse_map.points,
+                frame.camera,
+                self.config.pnp,
+                self.config.keyframes_per_round,
+                self.config.confident_inliers,
+            )
             inliers = outcome.estimate.inliers
-            details = {"num_matches": int(len(outcome.landmark_ids)), "retrieved": retrieved[frame.name], "rounds": outcome.rounds,
-                       "inliers": inlier_record(outcome.points2d[inliers], outcome.landmark_ids[inliers])}
-            results.append(QueryResult(frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), details=details))
+            details = {
+                "num_matches": int(len(outcome.landmark_ids)),
+                "retrieved": retrieved[frame.name],
+                "rounds": outcome.rounds,
+                "inliers": inlier_record(outcome.points2d[inliers], outcome.landmark_ids[inliers]),
+            }
+            results.append(
+                QueryResult(
+                    frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), details=details
+                )
+            )
         return {"results": results}
 
-    def keyframe_matches(self, query: Features, size: tuple[int, int], map_features: FeatureStore, sparse_map, matcher) -> Correspondences:
+    def keyframe_matches(
+        self, query: Features, size: tuple[int, int], map_features: FeatureStore, sparse_map, matcher
+    ) -> Correspondences:
         """The rounds' correspondence source: matches of the query's keypoints to each round's
         keyframes, accumulated as unique (keypoint, landmark) pairs in sorted order."""
         sizes = {name: (camera.width, camera.height) for name, camera in sparse_map.cameras.items()}
         pairs: set[tuple[int, int]] = set()
 
         def correspondences(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-            keypoint_index, landmark_ids = correspondences_2d3d(query, names, map_features, sparse_map.point_ids, matcher, size, sizes,
-                                                                self.config.enough_correspondences)
+            keypoint_index, landmark_ids = correspondences_2d3d(
+                query,
+                names,
+                map_features,
+                sparse_map.point_ids,
+                matcher,
+                size,
+                sizes,
+                self.config.enough_correspondences,
+            )
             pairs.update(zip(keypoint_index.tolist(), landmark_ids.tolist()))
             keypoint_index, landmark_ids = np.array(sorted(pairs), np.int64).reshape(-1, 2).T
             return query.keypoints[keypoint_index], landmark_ids

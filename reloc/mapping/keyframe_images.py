@@ -43,6 +43,9 @@ class KeyframeImages(Stage):
             factor = min(1.0, self.config.resize_max / max(image.shape[:2]))
             if factor < 1:
                 image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-            cv2.imwrite(str(keyframe_image_path(map_dir, frame.name)), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
+            cv2.imwrite(
+                str(keyframe_image_path(map_dir, frame.name)),
+                cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality],
+            )
         return {"folder": folder}

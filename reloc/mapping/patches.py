@@ -85,15 +85,23 @@ def observations_to_keep(point_ids: list[np.ndarray], landmarks: np.ndarray, max
     keep = np.zeros(len(order), bool)
     _, starts, counts = np.unique(owners[order], return_index=True, return_counts=True)
     for start, count in zip(starts, counts):
-        chosen = np.arange(count) if max_observations <= 0 or count <= max_observations else np.unique(
-            np.round(np.linspace(0, count - 1, max_observations)).astype(int))
+        chosen = (
+            np.arange(count)
+            if max_observations <= 0 or count <= max_observations
+            else np.unique(np.round(np.linspace(0, count - 1, max_observations)).astype(int))
+        )
         keep[order[start + chosen]] = True
     # ``images`` is non-decreasing (built image by image): split the kept keypoints per image.
     return np.split(keypoints[keep], np.cumsum(np.bincount(images[keep], minlength=len(point_ids)))[:-1])
 
 
-def write_landmark_patches(map_dir: Path, keyframes: list[Frame], features: FeatureStore, point_ids: dict[str, np.ndarray],
-                           config: PatchesConfig) -> int:
+def write_landmark_patches(
+    map_dir: Path,
+    keyframes: list[Frame],
+    features: FeatureStore,
+    point_ids: dict[str, np.ndarray],
+    config: PatchesConfig,
+) -> int:
     """Compute the backbone's descriptor field of each keyframe once and cut a patch around
     each observation of a persistent landmark, appended to ``map_dir / patches.h5`` image by
     image (memory stays flat). Returns the number of observations written."""
@@ -103,28 +111,41 @@ def write_landmark_patches(map_dir: Path, keyframes: list[Frame], features: Feat
     kept = observations_to_keep(image_point_ids, selected, config.max_observations)
     size = config.patch_size
     with h5py.File(map_dir / PATCHES_FILE, "w") as file:
-        file.attrs.update(backbone=config.backbone, descriptor_dim=backbone.dim, patch_size=size, resize_max=config.resize_max)
+        file.attrs.update(
+            backbone=config.backbone, descriptor_dim=backbone.dim, patch_size=size, resize_max=config.resize_max
+        )
         file.create_dataset("images", data=np.array([frame.name for frame in keyframes], dtype=h5py.string_dtype()))
         file.create_dataset("landmark_ids", data=selected)
         group = file.create_group("observations")
-        columns = {"landmark": ((), np.int64), "image": ((), np.int32), "xy": ((2,), np.float32), "spacing_px": ((), np.float32),
-                   "patches": ((size, size, backbone.dim), np.float16)}
+        columns = {
+            "landmark": ((), np.int64),
+            "image": ((), np.int32),
+            "xy": ((2,), np.float32),
+            "spacing_px": ((), np.float32),
+            "patches": ((size, size, backbone.dim), np.float16),
+        }
         for key, (shape, dtype) in columns.items():
             group.create_dataset(key, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(256, *shape))
-        for index, (frame, ids, keypoint_index) in track(list(enumerate(zip(keyframes, image_point_ids, kept))),
-                                                         f"{config.backbone} patches of {len(keyframes)} keyframes"):
+        for index, (frame, ids, keypoint_index) in track(
+            list(enumerate(zip(keyframes, image_point_ids, kept))),
+            f"{config.backbone} patches of {len(keyframes)} keyframes",
+        ):
             if len(keypoint_index) == 0:
                 continue
             image, scale = prepare_image(frame.image_path, config.resize_max, backbone.multiple)
             centres = features.read_keypoints(frame.name)[keypoint_index]
             spacing_px = config.spacing_px * float(np.mean(scale))
-            rows = {"landmark": ids[keypoint_index], "image": np.full(len(keypoint_index), index), "xy": centres,
-                    "spacing_px": np.full(len(keypoint_index), spacing_px),
-                    "patches": backbone(image, scale).patches(centres, size, spacing_px)}
+            rows = {
+                "landmark": ids[keypoint_index],
+                "image": np.full(len(keypoint_index), index),
+                "xy": centres,
+                "spacing_px": np.full(len(keypoint_index), spacing_px),
+                "patches": backbone(image, scale).patches(centres, size, spacing_px),
+            }
             for key, values in rows.items():
                 dataset = group[key]
                 dataset.resize(len(dataset) + len(values), axis=0)
-                dataset[-len(values):] = values.astype(dataset.dtype)
+                dataset[-len(values) :] = values.astype(dataset.dtype)
         return len(group["landmark"])
 
 
@@ -136,5 +157,10 @@ def read_landmark_patches(path: Path) -> LandmarkPatches:
     with h5py.File(path, "r") as file:
         observations = file["observations"]
         images = [name.decode() if isinstance(name, bytes) else name for name in file["images"][()]]
-        return LandmarkPatches(str(file.attrs["backbone"]), int(file.attrs["patch_size"]), images, file["landmark_ids"][()],
-                               *(observations[key][()] for key in ("landmark", "image", "xy", "spacing_px", "patches")))
+        return LandmarkPatches(
+            str(file.attrs["backbone"]),
+            int(file.attrs["patch_size"]),
+            images,
+            file["landmark_ids"][()],
+            *(observations[key][()] for key in ("landmark", "image", "xy", "spacing_px", "patches")),
+        )

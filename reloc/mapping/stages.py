@@ -52,7 +52,9 @@ class Triangulate(Stage):
             c0, c1 = keyframes[i].camera, keyframes[j].camera
             matches = matcher.match(f0, f1, (c0.width, c0.height), (c1.width, c1.height))
             if len(matches):
-                errors = epipolar_errors(keyframes[i], keyframes[j], f0.keypoints[matches[:, 0]], f1.keypoints[matches[:, 1]])
+                errors = epipolar_errors(
+                    keyframes[i], keyframes[j], f0.keypoints[matches[:, 0]], f1.keypoints[matches[:, 1]]
+                )
                 pair_matches[(i, j)] = matches[errors <= config.max_epipolar_px]
         keypoints = [features.read_keypoints(frame.name) for frame in keyframes]
         landmarks = triangulate_tracks(keyframes, keypoints, build_tracks(pair_matches), config.triangulation)

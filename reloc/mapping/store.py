@@ -55,8 +55,9 @@ def representative_descriptors(frames: list[Frame], features: FeatureStore, land
     return best
 
 
-def write_sparse_map(map_dir: Path, frames: list[Frame], keypoints: list[np.ndarray], features: FeatureStore,
-                     landmarks: Landmarks) -> None:
+def write_sparse_map(
+    map_dir: Path, frames: list[Frame], keypoints: list[np.ndarray], features: FeatureStore, landmarks: Landmarks
+) -> None:
     """``keypoints[i]`` (N_i, 2) are those of ``frames[i]``; descriptors are read from ``features``."""
     point_ids = [np.full(len(k), -1, np.int64) for k in keypoints]
     for point_id, observations in enumerate(landmarks.observations):
@@ -64,7 +65,9 @@ def write_sparse_map(map_dir: Path, frames: list[Frame], keypoints: list[np.ndar
             point_ids[image][keypoint] = point_id
     with h5py.File(map_dir / LANDMARKS_FILE, "w") as file:
         file.create_dataset("points", data=landmarks.points)
-        file.create_dataset("descriptors", data=representative_descriptors(frames, features, landmarks).astype(np.float16))
+        file.create_dataset(
+            "descriptors", data=representative_descriptors(frames, features, landmarks).astype(np.float16)
+        )
         file.create_dataset("errors", data=landmarks.errors)
         group = file.create_group("point_ids")
         for frame, ids in zip(frames, point_ids):
@@ -100,7 +103,9 @@ def write_reconstruction(folder: Path, frames: list[Frame], keypoints: list[np.n
     reconstruction = pycolmap.Reconstruction()
     for image_id, (frame, points2d) in enumerate(zip(frames, keypoints), start=1):
         reconstruction.add_camera_with_trivial_rig(frame.camera.to_pycolmap(camera_id=image_id))
-        image = pycolmap.Image(name=frame.name, keypoints=points2d.astype(np.float64), camera_id=image_id, image_id=image_id)
+        image = pycolmap.Image(
+            name=frame.name, keypoints=points2d.astype(np.float64), camera_id=image_id, image_id=image_id
+        )
         reconstruction.add_image_with_trivial_frame(image, frame.pose.to_pycolmap())
     colors = landmark_colors(frames, keypoints, landmarks)
     for point, observations, color in zip(landmarks.points, landmarks.observations, colors):
@@ -122,7 +127,9 @@ def read_sparse_map(map_dir: Path) -> SparseMap:
         if isinstance(item, h5py.Dataset):
             point_ids[name] = item[()]
             width, height = item.attrs["camera_size"]
-            cameras[name] = Camera(str(item.attrs["camera_model"]), int(width), int(height), tuple(item.attrs["camera_params"]))
+            cameras[name] = Camera(
+                str(item.attrs["camera_model"]), int(width), int(height), tuple(item.attrs["camera_params"])
+            )
 
     with h5py.File(path, "r") as file:
         file["point_ids"].visititems(read_image_entry)

@@ -31,7 +31,9 @@ def reprojection_errors(point: np.ndarray, frames: list[Frame], pixels: np.ndarr
     errors = np.empty(len(frames))
     for i, frame in enumerate(frames):
         in_camera = frame.pose.transform(point[None])[0]
-        errors[i] = np.inf if in_camera[2] <= 0 else np.linalg.norm(frame.camera.project(in_camera[None])[0] - pixels[i])
+        errors[i] = (
+            np.inf if in_camera[2] <= 0 else np.linalg.norm(frame.camera.project(in_camera[None])[0] - pixels[i])
+        )
     return errors
 
 
@@ -42,8 +44,9 @@ def max_triangulation_angle_deg(point: np.ndarray, centres: np.ndarray) -> float
     return float(np.degrees(np.arccos(cosines.min())))
 
 
-def triangulate_tracks(frames: list[Frame], keypoints: list[np.ndarray], tracks: list[list[tuple[int, int]]],
-                       config: TriangulationConfig) -> Landmarks:
+def triangulate_tracks(
+    frames: list[Frame], keypoints: list[np.ndarray], tracks: list[list[tuple[int, int]]], config: TriangulationConfig
+) -> Landmarks:
     """Triangulate each track; keep the inlier observations of points that pass the filters."""
     cameras = [frame.camera.to_pycolmap() for frame in frames]
     poses = [frame.pose.to_pycolmap() for frame in frames]
@@ -57,7 +60,9 @@ def triangulate_tracks(frames: list[Frame], keypoints: list[np.ndarray], tracks:
             continue
         images = np.array([image for image, _ in track])
         pixels = np.array([keypoints[image][index] for image, index in track], dtype=np.float64)
-        result = pycolmap.estimate_triangulation(pixels, [poses[i] for i in images], [cameras[i] for i in images], options)
+        result = pycolmap.estimate_triangulation(
+            pixels, [poses[i] for i in images], [cameras[i] for i in images], options
+        )
         if result is None:
             continue
         inliers = np.asarray(result["inliers"], bool)

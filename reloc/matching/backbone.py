@@ -32,7 +32,12 @@ class Pyramid:
 
     def item(self, index: int) -> Pyramid:
         """The maps of one image of the batch, batch dimension kept."""
-        return Pyramid(self.quarter[index:index + 1], self.eighth[index:index + 1], self.sixteenth[index:index + 1], self.size)
+        return Pyramid(
+            self.quarter[index : index + 1],
+            self.eighth[index : index + 1],
+            self.sixteenth[index : index + 1],
+            self.size,
+        )
 
 
 class XFeatPyramid(nn.Module):
@@ -61,7 +66,9 @@ class XFeatPyramid(nn.Module):
         x4 = net.block4(x3)
         x5 = net.block5(x4)
         size8 = x3.shape[-2:]
-        eighth = net.block_fusion(x3 + F.interpolate(x4, size8, mode="bilinear") + F.interpolate(x5, size8, mode="bilinear"))
+        eighth = net.block_fusion(
+            x3 + F.interpolate(x4, size8, mode="bilinear") + F.interpolate(x5, size8, mode="bilinear")
+        )
         size16 = x4.shape[-2:]
         sixteenth = torch.cat([x4, F.interpolate(x5, size16, mode="bilinear"), F.avg_pool2d(eighth, 2)], dim=1)
         return Pyramid(quarter=x2, eighth=eighth, sixteenth=sixteenth, size=(width, height))

@@ -43,5 +43,7 @@ class MutualNNMatcher:
     def __init__(self, config: MutualNNConfig):
         self.config = config
 
-    def match(self, features0: Features, features1: Features, size0: tuple[int, int], size1: tuple[int, int]) -> np.ndarray:
+    def match(
+        self, features0: Features, features1: Features, size0: tuple[int, int], size1: tuple[int, int]
+    ) -> np.ndarray:
         return mutual_nn(features0.descriptors, features1.descriptors, self.config)

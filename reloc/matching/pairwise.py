@@ -76,8 +76,10 @@ class CaspPairMatcher:
         tensor = images_to_tensor([r for r, _ in resized])
         pyramid = self.casp.backbone(tensor)
         fine = self.fine.fine_features(tensor, pyramid) if self.fine is not None else None
-        return [PreparedImage(tensor[i:i + 1], pyramid.item(i), fine[i:i + 1] if fine is not None else None, scale)
-                for i, (_, scale) in enumerate(resized)]
+        return [
+            PreparedImage(tensor[i : i + 1], pyramid.item(i), fine[i : i + 1] if fine is not None else None, scale)
+            for i, (_, scale) in enumerate(resized)
+        ]
 
     @torch.inference_mode()
     def match_prepared(self, image0: PreparedImage, image1: PreparedImage) -> SemiDenseMatches:
@@ -85,7 +87,9 @@ class CaspPairMatcher:
         points0, points1, _ = mutual_matches(output, self.config.match_threshold)[0]
         if self.fine is None or not len(points0):
             return SemiDenseMatches(points0, points1, None)
-        refined, homographies, _ = self.fine.refine(image0.fine, image1.fine, points0, points1, image0.pyramid.size, image1.pyramid.size)
+        refined, homographies, _ = self.fine.refine(
+            image0.fine, image1.fine, points0, points1, image0.pyramid.size, image1.pyramid.size
+        )
         return SemiDenseMatches(points0, refined, homographies)
 
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +97,9 @@ class CaspPairMatcher:
         matches = self.match_prepared(prepared0, prepared1)
         return matches.points0.double().numpy() * prepared0.scale, matches.points1.double().numpy() * prepared1.scale
 
-    def transfer(self, image0: PreparedImage, image1: PreparedImage, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def transfer(
+        self, image0: PreparedImage, image1: PreparedImage, points: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """HomoMatcher's dense output used for lifting: ``points`` (K, 2) of image 0 (original
         COLMAP pixels) mapped into image 1 through the homography of the coarse match of the 1/8
         cell that holds them. Returns the mapped points (K, 2) and a mask (K,) of those that had
@@ -109,7 +115,10 @@ class CaspPairMatcher:
         cell_of_match = np.full(height8 * width8, -1)
         cells = (matches.points0.numpy() // 8).astype(int)
         cell_of_match[cells[:, 1] * width8 + cells[:, 0]] = np.arange(len(cells))
-        columns, rows = np.clip(resized[:, 0] // 8, 0, width8 - 1).astype(int), np.clip(resized[:, 1] // 8, 0, height8 - 1).astype(int)
+        columns, rows = (
+            np.clip(resized[:, 0] // 8, 0, width8 - 1).astype(int),
+            np.clip(resized[:, 1] // 8, 0, height8 - 1).astype(int),
+        )
         match_index = cell_of_match[rows * width8 + columns]
         valid = match_index >= 0
         homographies = matches.homographies.double().numpy()[match_index[valid]]
@@ -128,8 +137,12 @@ class XFeatStarMatcher:
 
     @torch.inference_mode()
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        (resized0, scale0), (resized1, scale1) = (resize_image(image, self.config.resize_max, 32, enlarge=True) for image in (image0, image1))
-        points0, points1 = self.model.match_xfeat_star(images_to_tensor([resized0]), images_to_tensor([resized1]), top_k=self.config.max_keypoints)
+        (resized0, scale0), (resized1, scale1) = (
+            resize_image(image, self.config.resize_max, 32, enlarge=True) for image in (image0, image1)
+        )
+        points0, points1 = self.model.match_xfeat_star(
+            images_to_tensor([resized0]), images_to_tensor([resized1]), top_k=self.config.max_keypoints
+        )
         # kornia reports pixel centres at integers: shift to COLMAP's +0.5 before scaling.
         return (points0.double().numpy() + 0.5) * scale0, (points1.double().numpy() + 0.5) * scale1
 
@@ -143,7 +156,10 @@ class SparseMatcher:
         self.matcher = matcher
 
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        resized = [resize_image(image, self.config.resize_max, self.extractor.multiple, enlarge=True) for image in (image0, image1)]
+        resized = [
+            resize_image(image, self.config.resize_max, self.extractor.multiple, enlarge=True)
+            for image in (image0, image1)
+        ]
         features0, features1 = (self.extractor.extract_batch([image], [scale])[0] for image, scale in resized)
         sizes = [(image.shape[1], image.shape[0]) for image in (image0, image1)]
         pairs = self.matcher(features0, features1, *sizes)
@@ -162,7 +178,11 @@ def build_pair_matcher(name: str, config: PairMatcherConfig = PairMatcherConfig(
         return SparseMatcher(config, AlikedExtractor(extractor_config), lightglue.match)
     if name == "sift":
         mnn = MutualNNConfig(ratio=0.8)
-        return SparseMatcher(config, SiftExtractor(extractor_config), lambda f0, f1, s0, s1: mutual_nn(f0.descriptors, f1.descriptors, mnn))
+        return SparseMatcher(
+            config,
+            SiftExtractor(extractor_config),
+            lambda f0, f1, s0, s1: mutual_nn(f0.descriptors, f1.descriptors, mnn),
+        )
     raise RelocError(f"unknown matcher {name!r}; choose one of {', '.join(PAIR_MATCHERS)}")
 
 

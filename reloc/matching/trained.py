@@ -30,7 +30,9 @@ def load_trained(name: str, path: Path | None = None):
     return load_checkpoint(model_class, config_class, path or project_weights(f"{name}.pt"))
 
 
-def train_and_save(name: str, config: TrainConfig, out: Path | None, on_step: Callable[[int, dict], None] | None = None):
+def train_and_save(
+    name: str, config: TrainConfig, out: Path | None, on_step: Callable[[int, dict], None] | None = None
+):
     """Train ``name`` from scratch and write its checkpoint and per-step log (``.log.json``);
     returns the checkpoint path and the mean of each metric over the last 100 steps."""
     model_class, config_class, step = MODELS[name]
@@ -42,10 +44,18 @@ def train_and_save(name: str, config: TrainConfig, out: Path | None, on_step: Ca
     summary = {key: float(np.mean([r[key] for r in history[-100:]])) for key in history[-1] if key != "step"}
     metadata = {
         "command": " ".join(["reloc", *sys.argv[1:]]) if Path(sys.argv[0]).name == "reloc" else "",
-        "steps": config.steps, "batch_size": config.batch_size, "image_size": [config.data.width, config.data.height],
-        "learning_rate": config.learning_rate, "data": dataclasses.asdict(config.data), "seed": config.seed,
-        "wall_s": record["wall_s"], "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(), "torch": str(torch.__version__), "last_100_steps": summary,
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "image_size": [config.data.width, config.data.height],
+        "learning_rate": config.learning_rate,
+        "data": dataclasses.asdict(config.data),
+        "seed": config.seed,
+        "wall_s": record["wall_s"],
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": str(torch.__version__),
+        "last_100_steps": summary,
     }
     path = Path(out) if out is not None else project_weights(f"{name}.pt", must_exist=False)
     save_checkpoint(model, path, model_config, metadata)

@@ -63,12 +63,18 @@ def load_checkpoint(model_class, config_class, path: Path) -> nn.Module:
         raise RelocError(f"{path}: checkpoint does not fit {model_class.__name__}: {error}") from None
     missing, unexpected = model.load_state_dict(checkpoint["state"], strict=False)
     if unexpected or any(not key.startswith("backbone.") for key in missing):
-        raise RelocError(f"{path}: checkpoint does not fit {model_class.__name__}: missing {missing}, unexpected {unexpected}")
+        raise RelocError(
+            f"{path}: checkpoint does not fit {model_class.__name__}: missing {missing}, unexpected {unexpected}"
+        )
     return model.eval()
 
 
-def train(model: nn.Module, loss_fn: Callable[[nn.Module, PairBatch], tuple[torch.Tensor, dict]], config: TrainConfig,
-          on_step: Callable[[int, dict], None] | None = None) -> dict:
+def train(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, PairBatch], tuple[torch.Tensor, dict]],
+    config: TrainConfig,
+    on_step: Callable[[int, dict], None] | None = None,
+) -> dict:
     """AdamW with linear warm-up and cosine decay over ``config.steps`` batches drawn afresh
     each step. Returns the training record (losses and metrics per step, wall time)."""
     if config.threads:

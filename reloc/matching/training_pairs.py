@@ -23,8 +23,22 @@ from ..errors import RelocError
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Real photographs bundled with scikit-image (a dependency), the default source of warped pairs.
-BUNDLED_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png", "gravel.png",
-                  "hubble_deep_field.jpg", "motorcycle_left.png", "motorcycle_right.png", "rocket.jpg", "page.png", "text.png")
+BUNDLED_PHOTOS = (
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "chelsea.png",
+    "coffee.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "hubble_deep_field.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "rocket.jpg",
+    "page.png",
+    "text.png",
+)
 
 
 @dataclass
@@ -56,10 +70,14 @@ class PairBatch:
 
 def random_appearance(rng: np.random.Generator) -> Appearance:
     """Photometric augmentation: exposure, gamma, colour cast, noise, blur and JPEG."""
-    return Appearance(exposure=rng.uniform(0.7, 1.3), gamma=rng.uniform(0.75, 1.4),
-                      white_balance=tuple(rng.uniform(0.85, 1.15, 3)), noise=rng.uniform(0, 0.02),
-                      motion_blur=rng.choice([0.0, rng.uniform(1.5, 4.0)], p=[0.7, 0.3]),
-                      jpeg_quality=int(rng.choice([0, rng.integers(40, 95)], p=[0.5, 0.5])))
+    return Appearance(
+        exposure=rng.uniform(0.7, 1.3),
+        gamma=rng.uniform(0.75, 1.4),
+        white_balance=tuple(rng.uniform(0.85, 1.15, 3)),
+        noise=rng.uniform(0, 0.02),
+        motion_blur=rng.choice([0.0, rng.uniform(1.5, 4.0)], p=[0.7, 0.3]),
+        jpeg_quality=int(rng.choice([0, rng.integers(40, 95)], p=[0.5, 0.5])),
+    )
 
 
 def pixel_grid(width: int, height: int) -> np.ndarray:
@@ -73,7 +91,13 @@ def homography_flow(homography: np.ndarray, width: int, height: int, valid_in_so
     or where ``valid_in_source`` (H, W) is false."""
     mapped = pixel_grid(width, height) @ homography.T
     flow = mapped[..., :2] / mapped[..., 2:]
-    inside = (mapped[..., 2] > 0) & (flow[..., 0] >= 0) & (flow[..., 0] < width) & (flow[..., 1] >= 0) & (flow[..., 1] < height)
+    inside = (
+        (mapped[..., 2] > 0)
+        & (flow[..., 0] >= 0)
+        & (flow[..., 0] < width)
+        & (flow[..., 1] >= 0)
+        & (flow[..., 1] < height)
+    )
     flow[~(inside & valid_in_source)] = np.nan
     return flow.astype(np.float32)
 
@@ -83,10 +107,19 @@ class TrainingPairs:
 
     def __init__(self, config: TrainingDataConfig, seed: int = 0):
         self.config = config
-        self.samplers = [PairSampler(kind, seed=seed * 100 + index, width=config.width, height=config.height,
-                                     max_baseline_m=config.max_baseline_m, max_angle_deg=config.max_view_angle_deg,
-                                     min_overlap=config.min_overlap)
-                         for kind in config.scenes for index in range(config.scene_seeds)]
+        self.samplers = [
+            PairSampler(
+                kind,
+                seed=seed * 100 + index,
+                width=config.width,
+                height=config.height,
+                max_baseline_m=config.max_baseline_m,
+                max_angle_deg=config.max_view_angle_deg,
+                min_overlap=config.min_overlap,
+            )
+            for kind in config.scenes
+            for index in range(config.scene_seeds)
+        ]
         self.photos = []
         if config.photos == "bundled":
             self.photos = [photo_folder() / name for name in BUNDLED_PHOTOS]
@@ -113,7 +146,12 @@ class TrainingPairs:
         def images(index: int) -> torch.Tensor:
             return torch.from_numpy(np.stack([p[index] for p in pairs])).permute(0, 3, 1, 2).float() / 255
 
-        return PairBatch(images(0), images(1), torch.from_numpy(np.stack([p[2] for p in pairs])), torch.from_numpy(np.stack([p[3] for p in pairs])))
+        return PairBatch(
+            images(0),
+            images(1),
+            torch.from_numpy(np.stack([p[2] for p in pairs])),
+            torch.from_numpy(np.stack([p[3] for p in pairs])),
+        )
 
     def render_into_pool(self, rng: np.random.Generator) -> None:
         """Render one new synthetic pair into the pool (replacing a random one once it is full)."""
@@ -138,7 +176,9 @@ class TrainingPairs:
             self.photo_cache[path] = read_image(path)
         return self.photo_cache[path]
 
-    def random_view(self, photo_size: tuple[int, int], rng: np.random.Generator, centre: np.ndarray, base_scale: float) -> np.ndarray:
+    def random_view(
+        self, photo_size: tuple[int, int], rng: np.random.Generator, centre: np.ndarray, base_scale: float
+    ) -> np.ndarray:
         """Homography (3, 3) from a view's pixels to photo pixels: a rotated, scaled, perspective-
         distorted window around ``centre``."""
         config = self.config
@@ -160,9 +200,18 @@ class TrainingPairs:
         view0, view1 = (self.random_view((photo_width, photo_height), rng, centre, base_scale) for _ in range(2))
         images, valid = [], []
         for view in (view0, view1):
-            warped = cv2.warpPerspective(photo, view, (config.width, config.height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-            inside = cv2.warpPerspective(np.ones(photo.shape[:2], np.uint8), view, (config.width, config.height),
-                                         flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+            warped = cv2.warpPerspective(
+                photo, view, (config.width, config.height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            )
+            inside = (
+                cv2.warpPerspective(
+                    np.ones(photo.shape[:2], np.uint8),
+                    view,
+                    (config.width, config.height),
+                    flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                )
+                > 0
+            )
             images.append(apply_appearance(warped.astype(np.float32) / 255, random_appearance(rng), rng))
             valid.append(inside)
         flow0 = homography_flow(np.linalg.inv(view1) @ view0, config.width, config.height, valid[0])

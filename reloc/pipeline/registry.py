@@ -14,8 +14,15 @@ from typing import Any, ClassVar
 
 from ..errors import PipelineError
 
-STAGE_MODULES = ("reloc.features.stages", "reloc.mapping.stages", "reloc.mapping.keyframe_images", "reloc.retrieval.stages",
-                 "reloc.localization.stages", "reloc.localization.semidense", "reloc.favor.stages")
+STAGE_MODULES = (
+    "reloc.features.stages",
+    "reloc.mapping.stages",
+    "reloc.mapping.keyframe_images",
+    "reloc.retrieval.stages",
+    "reloc.localization.stages",
+    "reloc.localization.semidense",
+    "reloc.favor.stages",
+)
 
 PLANNED_STAGES = {
     "matching.mesa": "docs/design.md (MESA area-level matching)",
@@ -81,7 +88,9 @@ def imported_stage(reference: str, where: str) -> type[Stage]:
         raise PipelineError(f"{where}: stage '{reference}': cannot import module '{module_name}' ({error})") from None
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Stage)):
-        raise PipelineError(f"{where}: stage '{reference}': module '{module_name}' has no Stage subclass '{class_name}'")
+        raise PipelineError(
+            f"{where}: stage '{reference}': module '{module_name}' has no Stage subclass '{class_name}'"
+        )
     if not dataclasses.is_dataclass(cls.Config):
         raise PipelineError(f"{where}: stage '{reference}': its Config must be a dataclass")
     return cls

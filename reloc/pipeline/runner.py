@@ -81,7 +81,7 @@ def build_map(
         "dataset": {**dataset, "n_frames": len(frames)},
         "mapping_seconds": {name: round(s, 4) for name, s in run.seconds.items()},
         "versions": package_versions(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     (map_dir / MAP_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
     return run
@@ -127,7 +127,9 @@ def localize(
     unknown = sorted(set(by_name) - {frame.name for frame in queries})
     if unknown:
         raise PipelineError(f"localization returned results for images that are not queries, e.g. {unknown[0]}")
-    results = [by_name.get(frame.name) or QueryResult(frame.name, None, "no result from the pipeline") for frame in queries]
+    results = [
+        by_name.get(frame.name) or QueryResult(frame.name, None, "no result from the pipeline") for frame in queries
+    ]
     for frame, result in zip(queries, results):
         result.details.update(query_details(frame))
     return results
@@ -136,8 +138,15 @@ def localize(
 def query_details(frame: Frame) -> dict:
     """What a viewer needs to draw a query later: its image file and its camera."""
     camera = frame.camera
-    return {"image": str(Path(frame.image_path).resolve()),
-            "camera": {"model": camera.model, "width": camera.width, "height": camera.height, "params": list(camera.params)}}
+    return {
+        "image": str(Path(frame.image_path).resolve()),
+        "camera": {
+            "model": camera.model,
+            "width": camera.width,
+            "height": camera.height,
+            "params": list(camera.params),
+        },
+    }
 
 
 def folder_bytes(folder: Path) -> int:

@@ -89,8 +89,10 @@ class Pipeline:
         included: what a map records, so that it keeps its settings when stage defaults change."""
         content: dict[str, Any] = {"name": self.name, "description": self.description, "seed": self.seed}
         for graph in (self.mapping, self.localization):
-            nodes = {name: {"stage": node.stage_ref, "with": plain_config(node.config), "inputs": dict(node.inputs)}
-                     for name, node in graph.nodes.items()}
+            nodes = {
+                name: {"stage": node.stage_ref, "with": plain_config(node.config), "inputs": dict(node.inputs)}
+                for name, node in graph.nodes.items()
+            }
             content[graph.section] = {"nodes": nodes, **({"output": graph.output} if graph.output else {})}
         return content
 
@@ -131,7 +133,9 @@ def resolve_config(where: str, stage: type[Stage], values: Any) -> Any:
     for key in values:
         if key not in fields:
             valid = ", ".join(sorted(fields)) or "none"
-            raise PipelineError(f"{where}: unknown config key 'with.{key}' for stage '{stage.name}' (valid keys: {valid})")
+            raise PipelineError(
+                f"{where}: unknown config key 'with.{key}' for stage '{stage.name}' (valid keys: {valid})"
+            )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(stage.Config), values)
         return OmegaConf.to_object(merged)
@@ -188,13 +192,17 @@ def _find_cycle(nodes: dict[str, Node], remaining: set[str]) -> list[tuple[str, 
 
 
 def topological_order(where: str, nodes: dict[str, Node]) -> list[str]:
-    producers = {name: {ref.partition(".")[0] for ref in node.inputs.values()} & set(nodes) for name, node in nodes.items()}
+    producers = {
+        name: {ref.partition(".")[0] for ref in node.inputs.values()} & set(nodes) for name, node in nodes.items()
+    }
     order: list[str] = []
     remaining = set(nodes)
     while remaining:
         ready = sorted(name for name in remaining if not producers[name] & remaining)
         if not ready:
-            steps = " -> ".join(f"node '{node}' input '{port}' <- '{ref}'" for node, port, ref in _find_cycle(nodes, remaining))
+            steps = " -> ".join(
+                f"node '{node}' input '{port}' <- '{ref}'" for node, port, ref in _find_cycle(nodes, remaining)
+            )
             raise PipelineError(f"{where}: cycle in the graph: {steps}")
         order += ready
         remaining -= set(ready)
@@ -221,7 +229,9 @@ def build_graph(path: Path, section: str, content: Any) -> Graph:
         if not isinstance(wiring, dict):
             raise PipelineError(f"{node_where}: key 'inputs' must map input names to 'node.output'")
         _check_inputs(node_where, stage, wiring)
-        nodes[name] = Node(name, stage, resolve_config(node_where, stage, raw.get("with")), dict(wiring), str(raw["stage"]))
+        nodes[name] = Node(
+            name, stage, resolve_config(node_where, stage, raw.get("with")), dict(wiring), str(raw["stage"])
+        )
     for name, node in nodes.items():
         for port, ref in node.inputs.items():
             provided = _port_type(f"{where}: node '{name}'", port, ref, nodes, sources)
@@ -238,7 +248,9 @@ def build_graph(path: Path, section: str, content: Any) -> Graph:
             raise PipelineError(f"{where}: missing key 'output' (the node.output holding the query results)")
         provided = _port_type(f"{where}: key 'output'", "output", str(output), nodes, {})
         if not port_accepts(RESULTS_TYPE, provided):
-            raise PipelineError(f"{where}: key 'output': '{output}' is {type_name(provided)}, expected {type_name(RESULTS_TYPE)}")
+            raise PipelineError(
+                f"{where}: key 'output': '{output}' is {type_name(provided)}, expected {type_name(RESULTS_TYPE)}"
+            )
     return Graph(section, nodes, order, sources, output)
 
 

@@ -51,5 +51,7 @@ class QueryVladIndex(Stage):
         retrieved = {}
         for frame in frames:
             with query_timer("retrieval", frame.name):
-                retrieved[frame.name] = [index.names[i] for i in index.query(features.read(frame.name).descriptors, self.config.top_k)]
+                retrieved[frame.name] = [
+                    index.names[i] for i in index.query(features.read(frame.name).descriptors, self.config.top_k)
+                ]
         return {"retrieved": retrieved}

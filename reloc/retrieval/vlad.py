@@ -81,4 +81,6 @@ class RetrievalIndex:
             raise RelocError(f"{path}: missing; the map has no retrieval index (add a retrieval.vlad node to mapping)")
         with h5py.File(path, "r") as file:
             names = [name.decode() if isinstance(name, bytes) else name for name in file["names"][()]]
-            return cls(file["centroids"][()], names, file["vectors"][()], [Pose.from_matrix(T) for T in file["poses"][()]])
+            return cls(
+                file["centroids"][()], names, file["vectors"][()], [Pose.from_matrix(T) for T in file["poses"][()]]
+            )

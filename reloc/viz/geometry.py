@@ -91,7 +91,7 @@ def box_edges(centres: np.ndarray, sides: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def psnr_colors(psnr_db: np.ndarray) -> np.ndarray:
     """(V, 3) viridis colours spanning the map's range of training PSNR."""
-    low, high = (np.percentile(psnr_db, [2, 98]) if len(psnr_db) else (0.0, 1.0))
+    low, high = np.percentile(psnr_db, [2, 98]) if len(psnr_db) else (0.0, 1.0)
     return colormaps["viridis"](np.clip((psnr_db - low) / max(high - low, 1e-6), 0, 1))[:, :3]
 
 
@@ -111,14 +111,28 @@ def build_layers(scene: MapScene, depth: float | None = None) -> list[Layer]:
         cloud.colors = o3d.utility.Vector3dVector(scene.colors[finite])
         layers.append(Layer("landmarks", cloud, "points"))
     if scene.keyframes:
-        layers.append(Layer("mapping cameras", frustums([(k.camera, k.pose) for k in scene.keyframes], depth, MAPPING_COLOR), "lines"))
+        layers.append(
+            Layer(
+                "mapping cameras",
+                frustums([(k.camera, k.pose) for k in scene.keyframes], depth, MAPPING_COLOR),
+                "lines",
+            )
+        )
     drawable = [q for q in scene.queries if q.camera is not None]
     with_truth = [q for q in drawable if q.ground_truth is not None and not q.failed]
     if with_truth:
-        layers.append(Layer("ground truth", frustums([(q.camera, q.ground_truth) for q in with_truth], depth, GROUND_TRUTH_COLOR), "lines"))
+        layers.append(
+            Layer(
+                "ground truth",
+                frustums([(q.camera, q.ground_truth) for q in with_truth], depth, GROUND_TRUTH_COLOR),
+                "lines",
+            )
+        )
     estimated = [q for q in drawable if not q.failed]
     if estimated:
-        layers.append(Layer("estimates", frustums([(q.camera, q.estimate) for q in estimated], depth, ESTIMATE_COLOR), "lines"))
+        layers.append(
+            Layer("estimates", frustums([(q.camera, q.estimate) for q in estimated], depth, ESTIMATE_COLOR), "lines")
+        )
     if with_truth:
         ends = np.array([[q.ground_truth.center, q.estimate.center] for q in with_truth]).reshape(-1, 3)
         edges = np.arange(len(ends)).reshape(-1, 2)
@@ -128,7 +142,13 @@ def build_layers(scene: MapScene, depth: float | None = None) -> list[Layer]:
         layers.append(Layer("failed", failed_markers(failed, depth), "lines"))
     if scene.voxels is not None and len(scene.voxels.centres):
         corners, edges = box_edges(scene.voxels.centres, scene.voxels.sides)
-        layers.append(Layer("FaVoR voxels", line_set(corners, edges, np.repeat(psnr_colors(scene.voxels.psnr_db), 12, axis=0)), "lines"))
+        layers.append(
+            Layer(
+                "FaVoR voxels",
+                line_set(corners, edges, np.repeat(psnr_colors(scene.voxels.psnr_db), 12, axis=0)),
+                "lines",
+            )
+        )
     return layers
 
 
@@ -136,8 +156,11 @@ def failed_markers(queries: list[QueryView], depth: float) -> o3d.geometry.LineS
     """A failed query: its ground-truth frustum in red with a cross through the image plane."""
     cameras = frustums([(q.camera, q.ground_truth) for q in queries], depth, FAILED_COLOR)
     corners = np.asarray(cameras.points).reshape(-1, 5, 3)
-    crosses = line_set(corners[:, 1:].reshape(-1, 3), (np.array([[0, 2], [1, 3]])[None] + 4 * np.arange(len(queries))[:, None, None]).reshape(-1, 2),
-                       np.tile(FAILED_COLOR, (2 * len(queries), 1)))
+    crosses = line_set(
+        corners[:, 1:].reshape(-1, 3),
+        (np.array([[0, 2], [1, 3]])[None] + 4 * np.arange(len(queries))[:, None, None]).reshape(-1, 2),
+        np.tile(FAILED_COLOR, (2 * len(queries), 1)),
+    )
     return cameras + crosses
 
 
@@ -152,7 +175,9 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> Pose:
     return Pose.from_rotation_center(np.stack([right, down, forward]), eye)
 
 
-def automatic_view(scene: MapScene, width: int, height: int, fov_deg: float = 60.0, elevation_deg: float = 30.0) -> ViewCamera:
+def automatic_view(
+    scene: MapScene, width: int, height: int, fov_deg: float = 60.0, elevation_deg: float = 30.0
+) -> ViewCamera:
     """A view framing the map: behind the mapping cameras (their mean viewing direction), raised by
     ``elevation_deg`` along their mean up direction, far enough for the map's extent to fit."""
     centre, radius = scene.focus()

@@ -35,8 +35,11 @@ def matches_figure(scene: MapScene, query: QueryView, height: int = PANEL_HEIGHT
         raise RelocError(f"query {query.name}: the results' details do not name its image file")
     left, scale = scaled_image(query.image_path, height)
     keyframe = scene.keyframe(scene.best_keyframe(query) or "")
-    right, key_scale = (scaled_image(keyframe.image_path, height) if keyframe and keyframe.image_path
-                        else (np.full((height, height, 3), 255, np.uint8), 1.0))
+    right, key_scale = (
+        scaled_image(keyframe.image_path, height)
+        if keyframe and keyframe.image_path
+        else (np.full((height, height, 3), 255, np.uint8), 1.0)
+    )
     canvas = np.concatenate([left, right], axis=1)
     figure = Figure(figsize=(canvas.shape[1] / 100, (canvas.shape[0] + TITLE_HEIGHT) / 100), dpi=100)
     axes = figure.add_axes((0, 0, 1, canvas.shape[0] / (canvas.shape[0] + TITLE_HEIGHT)))

@@ -43,10 +43,24 @@ def render_image(layers: list[Layer], view: ViewCamera, point_size: float = 3.0,
 
 def save_view(view: ViewCamera, path: Path) -> None:
     """The view camera as JSON: width, height, K (3x3) and cam_from_world (4x4), COLMAP convention."""
-    path.write_text(json.dumps({"width": view.width, "height": view.height, "K": view.K.tolist(),
-                                "cam_from_world": view.pose.matrix.tolist()}, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "width": view.width,
+                "height": view.height,
+                "K": view.K.tolist(),
+                "cam_from_world": view.pose.matrix.tolist(),
+            },
+            indent=1,
+        )
+    )
 
 
 def load_view(path: Path) -> ViewCamera:
     content = json.loads(Path(path).read_text())
-    return ViewCamera(np.array(content["K"]), Pose.from_matrix(content["cam_from_world"]), int(content["width"]), int(content["height"]))
+    return ViewCamera(
+        np.array(content["K"]),
+        Pose.from_matrix(content["cam_from_world"]),
+        int(content["width"]),
+        int(content["height"]),
+    )

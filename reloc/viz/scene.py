@@ -100,8 +100,10 @@ class MapScene:
         if image is None:
             raise RelocError(f"{self.map_dir / SFM_FOLDER}: has no keyframe {keyframe}")
         observed = [p for p in image.points2D if p.has_point3D()]
-        return (np.array([p.xy for p in observed]).reshape(-1, 2),
-                np.array([p.point3D_id - 1 for p in observed], np.int64))
+        return (
+            np.array([p.xy for p in observed]).reshape(-1, 2),
+            np.array([p.point3D_id - 1 for p in observed], np.int64),
+        )
 
     def best_keyframe(self, query: QueryView) -> str | None:
         """The keyframe that observes most of the query's inlier landmarks; without inliers, the
@@ -131,13 +133,21 @@ def load_scene(map_dir: Path, results: Path | None = None, ground_truth: Path | 
     record = read_map_record(map_dir)
     sfm = map_dir / SFM_FOLDER
     if not has_sparse_model(map_dir):
-        raise RelocError(f"{sfm}: missing the COLMAP model of the map (images.bin); was it built with a triangulation stage?")
+        raise RelocError(
+            f"{sfm}: missing the COLMAP model of the map (images.bin); was it built with a triangulation stage?"
+        )
     reconstruction = pycolmap.Reconstruction(str(sfm))
     points, colors = landmark_arrays(reconstruction)
     root = dataset_root(record)
-    keyframes = [Keyframe(image.name, Camera.from_pycolmap(image.camera), Pose.from_pycolmap(image.cam_from_world()),
-                          _existing(root / image.name) if root else None)
-                 for image in sorted(reconstruction.images.values(), key=lambda image: image.name)]
+    keyframes = [
+        Keyframe(
+            image.name,
+            Camera.from_pycolmap(image.camera),
+            Pose.from_pycolmap(image.cam_from_world()),
+            _existing(root / image.name) if root else None,
+        )
+        for image in sorted(reconstruction.images.values(), key=lambda image: image.name)
+    ]
     queries = read_queries(results, ground_truth) if results is not None else []
     return MapScene(map_dir, points, colors, keyframes, favor_voxels(map_dir), queries, reconstruction)
 
@@ -172,8 +182,11 @@ def favor_voxels(map_dir: Path) -> FavorVoxels | None:
     if not path.is_file():
         return None
     fields = LandmarkFields.load(path)
-    return FavorVoxels(fields.centres.numpy().astype(np.float64), fields.sides.numpy().astype(np.float64),
-                       fields.psnr_db.numpy().astype(np.float64))
+    return FavorVoxels(
+        fields.centres.numpy().astype(np.float64),
+        fields.sides.numpy().astype(np.float64),
+        fields.psnr_db.numpy().astype(np.float64),
+    )
 
 
 def read_queries(results_path: Path, ground_truth_path: Path | None = None) -> list[QueryView]:
@@ -202,8 +215,16 @@ def query_view(result, ground_truth: Pose | None) -> QueryView:
         t_cm = 100.0 * t_m
     inliers = details.get("inliers") or {}
     image = details.get("image")
-    return QueryView(result.name, camera, result.pose, ground_truth, result.reason, t_cm, r_deg,
-                     Path(image) if image else None,
-                     np.array(inliers.get("points2d", []), np.float64).reshape(-1, 2),
-                     np.array(inliers.get("landmarks", []), np.int64),
-                     list(details.get("retrieved") or ([details["prior"]] if "prior" in details else [])))
+    return QueryView(
+        result.name,
+        camera,
+        result.pose,
+        ground_truth,
+        result.reason,
+        t_cm,
+        r_deg,
+        Path(image) if image else None,
+        np.array(inliers.get("points2d", []), np.float64).reshape(-1, 2),
+        np.array(inliers.get("landmarks", []), np.int64),
+        list(details.get("retrieved") or ([details["prior"]] if "prior" in details else [])),
+    )

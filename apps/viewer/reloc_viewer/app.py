@@ -46,8 +46,15 @@ class Flight:
 
 
 class ViewerWindow:
-    def __init__(self, scene: MapScene, width: int, height: int, point_size: float, screenshot_dir: Path,
-                 quit_after_s: float | None = None):
+    def __init__(
+        self,
+        scene: MapScene,
+        width: int,
+        height: int,
+        point_size: float,
+        screenshot_dir: Path,
+        quit_after_s: float | None = None,
+    ):
         self.scene = scene
         self.quit_after_s = quit_after_s
         self.first_frame_at: float | None = None
@@ -75,8 +82,12 @@ class ViewerWindow:
 
     def _build_panel(self, em: float) -> gui.Vert:
         panel = gui.Vert(0.4 * em, gui.Margins(0.6 * em, 0.6 * em, 0.6 * em, 0.6 * em))
-        panel.add_child(gui.Label(f"{len(self.scene.keyframes)} mapping images, "
-                                  f"{np.isfinite(self.scene.points).all(axis=1).sum()} landmarks"))
+        panel.add_child(
+            gui.Label(
+                f"{len(self.scene.keyframes)} mapping images, "
+                f"{np.isfinite(self.scene.points).all(axis=1).sum()} landmarks"
+            )
+        )
         panel.add_child(gui.Label("Layers"))
         for layer in self.layers:
             checkbox = gui.Checkbox(layer.name)
@@ -143,7 +154,9 @@ class ViewerWindow:
             self.selected_label = None
         if pose is not None:
             self.selected_label = self.widget.add_3d_label(pose.center, query.name)
-            self.flight = Flight(self._current_view(), viewpoint_behind(pose, frustum_depth(self.scene)), time.monotonic())
+            self.flight = Flight(
+                self._current_view(), viewpoint_behind(pose, frustum_depth(self.scene)), time.monotonic()
+            )
         self.window.post_redraw()
 
     def _show_matches(self, query: QueryView) -> None:
@@ -154,7 +167,9 @@ class ViewerWindow:
             return
         pixels = figure_to_array(figure)
         width = int((PANEL_WIDTH_EM - 1.2) * self.window.theme.font_size)
-        pixels = cv2.resize(pixels, (width, max(1, round(pixels.shape[0] * width / pixels.shape[1]))), interpolation=cv2.INTER_AREA)
+        pixels = cv2.resize(
+            pixels, (width, max(1, round(pixels.shape[0] * width / pixels.shape[1]))), interpolation=cv2.INTER_AREA
+        )
         self.matches_image.update_image(o3d.geometry.Image(np.ascontiguousarray(pixels)))
         self.matches_image.visible = True
         self.window.set_needs_layout()
@@ -192,7 +207,9 @@ class ViewerWindow:
 
         def save(image) -> None:
             o3d.io.write_image(str(path), image)
-            gui.Application.instance.post_to_main_thread(self.window, lambda: setattr(self.status, "text", f"saved {path}"))
+            gui.Application.instance.post_to_main_thread(
+                self.window, lambda: setattr(self.status, "text", f"saved {path}")
+            )
 
         self.widget.scene.scene.render_to_image(save)
 
@@ -217,12 +234,21 @@ def query_summary(query: QueryView) -> str:
 
 def require_display() -> None:
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        raise RelocError("no display to open a window on (DISPLAY is not set); run under a desktop or Xvfb, "
-                         "or render headless with --screenshot OUT.png")
+        raise RelocError(
+            "no display to open a window on (DISPLAY is not set); run under a desktop or Xvfb, "
+            "or render headless with --screenshot OUT.png"
+        )
 
 
-def run_viewer(scene: MapScene, width: int, height: int, point_size: float, screenshot_dir: Path,
-               select: str | None = None, quit_after_s: float | None = None) -> ViewerWindow:
+def run_viewer(
+    scene: MapScene,
+    width: int,
+    height: int,
+    point_size: float,
+    screenshot_dir: Path,
+    select: str | None = None,
+    quit_after_s: float | None = None,
+) -> ViewerWindow:
     """Open the window and run the GUI loop until it is closed (or ``quit_after_s`` seconds after
     the first frame, for smoke tests). ``select`` names a query to select at start."""
     require_display()

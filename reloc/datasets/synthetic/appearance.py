@@ -31,7 +31,9 @@ class Appearance:
 
 PRESETS = {
     "none": Appearance(),
-    "harsh": Appearance(exposure=0.7, gamma=2.2, white_balance=(1.15, 1.0, 0.8), noise=0.02, motion_blur=3.0, jpeg_quality=40),
+    "harsh": Appearance(
+        exposure=0.7, gamma=2.2, white_balance=(1.15, 1.0, 0.8), noise=0.02, motion_blur=3.0, jpeg_quality=40
+    ),
 }
 
 
@@ -45,7 +47,9 @@ def parse_appearance(text: str) -> Appearance:
         key, _, value = item.partition("=")
         key = key.strip()
         if key not in fields:
-            raise RelocError(f"appearance option {key!r} is unknown; options: {', '.join(fields)}; presets: {', '.join(PRESETS)}")
+            raise RelocError(
+                f"appearance option {key!r} is unknown; options: {', '.join(fields)}; presets: {', '.join(PRESETS)}"
+            )
         try:
             if key == "white_balance":
                 gains = tuple(float(v) for v in value.split(":"))
@@ -80,7 +84,9 @@ def apply_appearance(rgb: np.ndarray, appearance: Appearance, rng: np.random.Gen
     image = np.clip(rgb * appearance.exposure, 0, 1) ** appearance.gamma
     image = np.clip(image * np.asarray(appearance.white_balance, np.float32), 0, 1)
     if appearance.motion_blur > 1:
-        image = cv2.filter2D(image, -1, motion_blur_kernel(appearance.motion_blur, rng.uniform(0, np.pi)), borderType=cv2.BORDER_REFLECT)
+        image = cv2.filter2D(
+            image, -1, motion_blur_kernel(appearance.motion_blur, rng.uniform(0, np.pi)), borderType=cv2.BORDER_REFLECT
+        )
     if appearance.noise > 0:
         image = image + rng.normal(0, appearance.noise, image.shape)
     image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -92,8 +92,14 @@ def plan_frames(config: SynthConfig, scene: SceneModel) -> list[PlannedFrame]:
     spec = LAYOUTS[config.layout]
     rng = np.random.default_rng([config.seed, 2])
     noise_seeds = np.random.default_rng([config.seed, 3])
-    mapping = [("train", n, HandheldConfig(), Appearance()) for n in split_counts(config.mapping_frames, config.mapping_sequences)]
-    queries = [("test", n, HandheldConfig(height_margin_m=0.2), config.appearance) for n in split_counts(config.query_frames, config.query_sequences)]
+    mapping = [
+        ("train", n, HandheldConfig(), Appearance())
+        for n in split_counts(config.mapping_frames, config.mapping_sequences)
+    ]
+    queries = [
+        ("test", n, HandheldConfig(height_margin_m=0.2), config.appearance)
+        for n in split_counts(config.query_frames, config.query_sequences)
+    ]
     frames = []
     for sequence, (split, count, handheld, appearance) in enumerate(mapping + queries, start=1):
         focal = spec.focal * (1 + rng.uniform(-spec.focal_jitter, spec.focal_jitter))
@@ -105,12 +111,15 @@ def plan_frames(config: SynthConfig, scene: SceneModel) -> list[PlannedFrame]:
         else:
             poses = handheld_trajectory(scene.region, count, rng, handheld)
         for index, pose in enumerate(poses):
-            frames.append(PlannedFrame(sequence, index, split, pose, camera, appearance, int(noise_seeds.integers(2**63))))
+            frames.append(
+                PlannedFrame(sequence, index, split, pose, camera, appearance, int(noise_seeds.integers(2**63)))
+            )
     return frames
 
 
-def off_trajectory_poses(path: list[Pose], count: int, offset_m: float, look_at_m: float, region: CameraRegion,
-                         rng: np.random.Generator) -> list[Pose]:
+def off_trajectory_poses(
+    path: list[Pose], count: int, offset_m: float, look_at_m: float, region: CameraRegion, rng: np.random.Generator
+) -> list[Pose]:
     """``count`` query poses that leave a mapping path: each takes one of ``count`` evenly spaced
     poses of ``path``, moves its centre ``offset_m`` sideways (horizontally, perpendicular to its
     viewing axis, left or right at random; kept inside ``region``) and re-aims it (no roll) at the
@@ -130,7 +139,9 @@ def off_trajectory_poses(path: list[Pose], count: int, offset_m: float, look_at_
     return poses
 
 
-def write_frame(layout: str, root: Path, frame: PlannedFrame, rendering, points: np.ndarray | None) -> list[tuple[int, float, float]]:
+def write_frame(
+    layout: str, root: Path, frame: PlannedFrame, rendering, points: np.ndarray | None
+) -> list[tuple[int, float, float]]:
     """Apply the frame's appearance and write its files; for Cambridge return the NVM points it
     sees as (point index, x, y relative to the image centre)."""
     rgb = apply_appearance(rendering.rgb, frame.appearance, np.random.default_rng(frame.noise_seed))
@@ -161,7 +172,11 @@ def sample_surface_points(scene: SceneModel, count: int, rng: np.random.Generato
     b = rng.uniform(0, 1, (count, 2))
     flip = b.sum(axis=1) > 1
     b[flip] = 1 - b[flip]
-    points = corners[triangles, 0] + b[:, :1] * (corners[triangles, 1] - corners[triangles, 0]) + b[:, 1:] * (corners[triangles, 2] - corners[triangles, 0])
+    points = (
+        corners[triangles, 0]
+        + b[:, :1] * (corners[triangles, 1] - corners[triangles, 0])
+        + b[:, 1:] * (corners[triangles, 2] - corners[triangles, 0])
+    )
     uvs = mesh.triangle_uvs[triangles]
     uv = uvs[:, 0] + b[:, :1] * (uvs[:, 1] - uvs[:, 0]) + b[:, 1:] * (uvs[:, 2] - uvs[:, 0])
     size = scene.textures.shape[1]
@@ -176,20 +191,30 @@ def generate(config: SynthConfig, out: Path, on_frame: Callable[[int, int], None
     scene = build_scene(spec.scene, config.seed)
     frames = plan_frames(config, scene)
     out.mkdir(parents=True, exist_ok=True)
-    points, colours = sample_surface_points(scene, NVM_POINTS, np.random.default_rng([config.seed, 4])) if config.layout == "cambridge" else (None, None)
+    points, colours = (
+        sample_surface_points(scene, NVM_POINTS, np.random.default_rng([config.seed, 4]))
+        if config.layout == "cambridge"
+        else (None, None)
+    )
     renderer = Renderer(scene)
     opencv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # the cores go to the raycaster and the writer threads; OpenCV's idle pool would spin
     try:
         with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writers:  # encoding overlaps rendering
-            pending = [writers.submit(write_frame, config.layout, out, frame, renderer.render(frame.pose, frame.camera), points)
-                       for frame in _reporting(frames, on_frame)]
+            pending = [
+                writers.submit(
+                    write_frame, config.layout, out, frame, renderer.render(frame.pose, frame.camera), points
+                )
+                for frame in _reporting(frames, on_frame)
+            ]
             seen = [future.result() for future in pending]
     finally:
         cv2.setNumThreads(opencv_threads)
     sequences = sorted({(f.split, f.sequence) for f in frames})
     if config.layout == "7scenes":
-        SevenScenesWriter(out).write_splits([s for split, s in sequences if split == "train"], [s for split, s in sequences if split == "test"])
+        SevenScenesWriter(out).write_splits(
+            [s for split, s in sequences if split == "train"], [s for split, s in sequences if split == "test"]
+        )
     else:
         write_cambridge_metadata(out, frames, points, colours, seen)
     metadata = {"generator": "reloc synth", "scene": spec.scene, **dataclasses.asdict(config)}
@@ -214,4 +239,9 @@ def write_cambridge_metadata(out: Path, frames: list[PlannedFrame], points, colo
         for point_index, x, y in visible:
             observations[point_index].append((image_index, x, y))
     keep = [i for i, obs in enumerate(observations) if len(obs) >= 2]
-    writer.write_nvm([(name, f.camera, f.pose) for name, f in zip(names, frames)], points[keep], colours[keep], [observations[i] for i in keep])
+    writer.write_nvm(
+        [(name, f.camera, f.pose) for name, f in zip(names, frames)],
+        points[keep],
+        colours[keep],
+        [observations[i] for i in keep],
+    )

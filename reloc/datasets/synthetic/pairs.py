@@ -57,7 +57,13 @@ def correspondences(depth0: np.ndarray, camera0: Camera, pose0: Pose, depth1: np
     projected = np.full((len(points_cam1), 2), np.nan)
     projected[in_front] = camera1.project(points_cam1[in_front])
     flow[valid] = projected
-    inside = in_front & (projected[:, 0] >= 0) & (projected[:, 0] < camera1.width) & (projected[:, 1] >= 0) & (projected[:, 1] < camera1.height)
+    inside = (
+        in_front
+        & (projected[:, 0] >= 0)
+        & (projected[:, 0] < camera1.width)
+        & (projected[:, 1] >= 0)
+        & (projected[:, 1] < camera1.height)
+    )
     cols = np.where(inside, projected[:, 0], 0).astype(int)
     rows = np.where(inside, projected[:, 1], 0).astype(int)
     seen_depth = depth1[rows, cols]
@@ -74,9 +80,18 @@ class PairSampler:
     image 0 covisible are redrawn.
     """
 
-    def __init__(self, kind: str = "room", seed: int = 0, width: int = 320, height: int = 240, focal: float | None = None,
-                 max_baseline_m: float = 0.8, max_angle_deg: float = 25.0, min_overlap: float = 0.3,
-                 appearance: Appearance = Appearance()):
+    def __init__(
+        self,
+        kind: str = "room",
+        seed: int = 0,
+        width: int = 320,
+        height: int = 240,
+        focal: float | None = None,
+        max_baseline_m: float = 0.8,
+        max_angle_deg: float = 25.0,
+        min_overlap: float = 0.3,
+        appearance: Appearance = Appearance(),
+    ):
         self.scene = build_scene(kind, seed)
         self.renderer = Renderer(self.scene)
         self.camera = Camera.simple_pinhole(width, height, focal if focal is not None else 0.9 * width)
@@ -101,7 +116,15 @@ class PairSampler:
             return TrainingPair(
                 image0=apply_appearance(render0.rgb, Appearance(), rng),
                 image1=apply_appearance(render1.rgb, self.appearance, rng),
-                depth0=render0.depth, depth1=render1.depth, camera0=self.camera, camera1=self.camera,
-                pose0=pose0, pose1=pose1, flow0=flow0, flow1=flow1, covisible0=covisible0, covisible1=covisible1,
+                depth0=render0.depth,
+                depth1=render1.depth,
+                camera0=self.camera,
+                camera1=self.camera,
+                pose0=pose0,
+                pose1=pose1,
+                flow0=flow0,
+                flow1=flow1,
+                covisible0=covisible0,
+                covisible1=covisible1,
             )
         raise RuntimeError(f"no pair with {self.min_overlap:.0%} overlap in {max_tries} tries; lower min_overlap")

@@ -50,15 +50,22 @@ class Renderer:
         self.scene = scene
         self.raycaster = o3d.t.geometry.RaycastingScene()
         self.raycaster.add_triangles(
-            o3d.core.Tensor(scene.mesh.vertices.astype(np.float32)), o3d.core.Tensor(scene.mesh.triangles.astype(np.uint32))
+            o3d.core.Tensor(scene.mesh.vertices.astype(np.float32)),
+            o3d.core.Tensor(scene.mesh.triangles.astype(np.uint32)),
         )
         self.atlas = TextureAtlas(scene.textures)
         corner_uvs = scene.mesh.triangle_uvs
         brightness = triangle_brightness(scene.mesh.vertices, scene.mesh.triangles)
         # Per triangle: uv of corner 0, uv edges to corners 1 and 2, brightness, material.
         self.triangle_table = np.concatenate(
-            [corner_uvs[:, 0], corner_uvs[:, 1] - corner_uvs[:, 0], corner_uvs[:, 2] - corner_uvs[:, 0],
-             brightness[:, None], scene.mesh.materials[:, None].astype(np.float32)], axis=1
+            [
+                corner_uvs[:, 0],
+                corner_uvs[:, 1] - corner_uvs[:, 0],
+                corner_uvs[:, 2] - corner_uvs[:, 0],
+                brightness[:, None],
+                scene.mesh.materials[:, None].astype(np.float32),
+            ],
+            axis=1,
         ).astype(np.float32)
         corners = scene.mesh.vertices[scene.mesh.triangles]
         normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])

@@ -61,8 +61,16 @@ class MeshBuilder:
         self.material_kinds.append(kind)
         return len(self.material_kinds) - 1
 
-    def add_quad(self, origin, edge_u, edge_v, material: int, tile_m: float | None = None,
-                 rng: np.random.Generator | None = None, repeat: bool = False) -> None:
+    def add_quad(
+        self,
+        origin,
+        edge_u,
+        edge_v,
+        material: int,
+        tile_m: float | None = None,
+        rng: np.random.Generator | None = None,
+        repeat: bool = False,
+    ) -> None:
         """Quad ``origin + s * edge_u + t * edge_v`` for s, t in [0, 1], split into cells.
 
         Texture mapping: ``tile_m=None`` maps the whole texture once (posters); otherwise the
@@ -97,8 +105,13 @@ class MeshBuilder:
         """Axis-aligned box without (or with) its bottom face; each face shows its own texture window."""
         (x0, y0, z0), (x1, y1, z1) = low, high
         dx, dy, dz = np.array([x1 - x0, 0, 0]), np.array([0, y1 - y0, 0]), np.array([0, 0, z1 - z0])
-        faces = [((x0, y0, z0), dx, dz), ((x0, y1, z0), dx, dz), ((x0, y0, z0), dy, dz),
-                 ((x1, y0, z0), dy, dz), ((x0, y0, z1), dx, dy)]
+        faces = [
+            ((x0, y0, z0), dx, dz),
+            ((x0, y1, z0), dx, dz),
+            ((x0, y0, z0), dy, dz),
+            ((x1, y0, z0), dy, dz),
+            ((x0, y0, z1), dx, dy),
+        ]
         if bottom:
             faces.append(((x0, y0, z0), dx, dy))
         for origin, edge_u, edge_v in faces:
@@ -181,16 +194,24 @@ def courtyard_scene(rng: np.random.Generator) -> SceneModel:
     outside the courtyard repeats a material."""
     width, depth = rng.uniform(16, 24), rng.uniform(14, 20)
     builder = MeshBuilder()
-    builder.add_quad((-20, -20, -0.01), (width + 40, 0, 0), (0, depth + 40, 0), builder.material("ground"), 1.5, rng, repeat=True)
+    builder.add_quad(
+        (-20, -20, -0.01), (width + 40, 0, 0), (0, depth + 40, 0), builder.material("ground"), 1.5, rng, repeat=True
+    )
     builder.add_quad((0, 0, 0), (width, 0, 0), (0, depth, 0), builder.material("surface"), 8.0, rng)  # courtyard floor
     facades = []
-    for origin, along in [((0, depth, 0), (width, 0, 0)), ((0, 0, 0), (0, depth, 0)), ((width, depth, 0), (0, -depth, 0))]:
+    for origin, along in [
+        ((0, depth, 0), (width, 0, 0)),
+        ((0, 0, 0), (0, depth, 0)),
+        ((width, depth, 0), (0, -depth, 0)),
+    ]:
         height = rng.uniform(8, 14)
         origin, along = np.array(origin, dtype=float), np.array(along, dtype=float)
         normal = np.cross(np.array([0, 0, 1.0]), along) / np.linalg.norm(along)
         normal = normal if np.dot(normal, np.array([width / 2, depth / 2, 0]) - origin) > 0 else -normal  # inward
         builder.add_quad(origin, along, (0, 0, height), builder.material("surface"), 6.0, rng)
-        builder.add_quad(origin + (0, 0, height), along, -normal * 5, builder.material("surface"), 6.0, rng)  # roof edge
+        builder.add_quad(
+            origin + (0, 0, height), along, -normal * 5, builder.material("surface"), 6.0, rng
+        )  # roof edge
         facades.append((origin, along, np.array([0, 0, height]), normal))
         length = np.linalg.norm(along)
         for s in np.arange(rng.uniform(1, 3), length - 1, rng.uniform(3, 5)):  # pillars
@@ -202,7 +223,9 @@ def courtyard_scene(rng: np.random.Generator) -> SceneModel:
             s = rng.uniform(1, length - 4)
             foot = origin + s * along / length + (0, 0, 3.5 + 3 * floor) + GAP_M * normal
             far = foot + along / length * rng.uniform(2, 3.5) + normal * 1.0 + (0, 0, 0.9)
-            builder.add_box(np.minimum(foot, far), np.maximum(foot, far), builder.material("surface"), 2.0, rng, bottom=True)
+            builder.add_box(
+                np.minimum(foot, far), np.maximum(foot, far), builder.material("surface"), 2.0, rng, bottom=True
+            )
     add_wall_posters(builder, rng, facades, 14)
     region = CameraRegion(
         low=np.array([4.0, 3.0, 1.4]),

@@ -17,8 +17,20 @@ from PIL import Image
 
 from ...errors import DatasetError
 
-SURFACE_PHOTOS = ("brick.png", "gravel.png", "grass.png", "coffee.png", "chelsea.png", "rocket.jpg",
-                  "motorcycle_left.png", "astronaut.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "moon.png")
+SURFACE_PHOTOS = (
+    "brick.png",
+    "gravel.png",
+    "grass.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "astronaut.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+    "moon.png",
+)
 DETAIL_PHOTOS = ("gravel.png", "brick.png", "grass.png")
 POSTER_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "camera.png")
 TEXTURE_SIZE = 1024

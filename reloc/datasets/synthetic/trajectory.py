@@ -51,7 +51,9 @@ def smooth_noise(rng: np.random.Generator, count: int, dims: int, amplitude: flo
     return amplitude * noise
 
 
-def handheld_trajectory(region: CameraRegion, count: int, rng: np.random.Generator, config: HandheldConfig = HandheldConfig()) -> list[Pose]:
+def handheld_trajectory(
+    region: CameraRegion, count: int, rng: np.random.Generator, config: HandheldConfig = HandheldConfig()
+) -> list[Pose]:
     """``count`` cam_from_world poses along one smooth hand-held path inside ``region``."""
     low, high = region.low.copy(), region.high.copy()
     low[2] -= config.height_margin_m
@@ -65,8 +67,19 @@ def handheld_trajectory(region: CameraRegion, count: int, rng: np.random.Generat
     pitches = rng.uniform(*np.radians(region.pitch_deg), config.waypoints)
     t = np.linspace(0, 1, count)
     path = CubicSpline(knots, positions, bc_type="natural")(t)
-    path = np.clip(path + smooth_noise(rng, count, 3, config.sway_m) + rng.normal(0, config.shake_m, (count, 3)), low, high)
-    angles = np.stack([CubicSpline(knots, yaws, bc_type="natural")(t), CubicSpline(knots, pitches, bc_type="natural")(t)], 1)
-    angles += smooth_noise(rng, count, 2, np.radians(config.sway_deg)) + rng.normal(0, np.radians(config.shake_deg), (count, 2))
-    rolls = smooth_noise(rng, count, 1, np.radians(config.sway_deg))[:, 0] + rng.normal(0, np.radians(config.shake_deg), count)
-    return [Pose.from_rotation_center(look_rotation(yaw, pitch, roll), centre) for (yaw, pitch), roll, centre in zip(angles, rolls, path)]
+    path = np.clip(
+        path + smooth_noise(rng, count, 3, config.sway_m) + rng.normal(0, config.shake_m, (count, 3)), low, high
+    )
+    angles = np.stack(
+        [CubicSpline(knots, yaws, bc_type="natural")(t), CubicSpline(knots, pitches, bc_type="natural")(t)], 1
+    )
+    angles += smooth_noise(rng, count, 2, np.radians(config.sway_deg)) + rng.normal(
+        0, np.radians(config.shake_deg), (count, 2)
+    )
+    rolls = smooth_noise(rng, count, 1, np.radians(config.sway_deg))[:, 0] + rng.normal(
+        0, np.radians(config.shake_deg), count
+    )
+    return [
+        Pose.from_rotation_center(look_rotation(yaw, pitch, roll), centre)
+        for (yaw, pitch), roll, centre in zip(angles, rolls, path)
+    ]

@@ -64,7 +64,10 @@ class CambridgeWriter:
         save_png(self.root / name, rgb)
 
     def write_split(self, split: str, rows: list[tuple[str, Pose]]) -> None:
-        lines = [f"{name} {' '.join(f'{v:.6f}' for v in pose.center)} {' '.join(f'{v:.9f}' for v in pose.qvec)}" for name, pose in rows]
+        lines = [
+            f"{name} {' '.join(f'{v:.6f}' for v in pose.center)} {' '.join(f'{v:.9f}' for v in pose.qvec)}"
+            for name, pose in rows
+        ]
         (self.root / f"dataset_{split}.txt").write_text(CAMBRIDGE_HEADER + "\n".join(lines) + "\n")
 
     def write_nvm(
@@ -88,6 +91,8 @@ class CambridgeWriter:
             for image_index, x, y in seen:
                 measurements.append(f"{image_index} {feature_index} {x:.3f} {y:.3f}")
                 feature_index += 1
-            lines.append(" ".join([*(f"{v:.6f}" for v in point), *(str(int(c)) for c in colour), str(len(seen)), *measurements]))
+            lines.append(
+                " ".join([*(f"{v:.6f}" for v in point), *(str(int(c)) for c in colour), str(len(seen)), *measurements])
+            )
         lines += ["", "0", ""]
         (self.root / "reconstruction.nvm").write_text("\n".join(lines))

@@ -37,7 +37,9 @@ def prior_loss(log_prior: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -log_prior.masked_fill(~mask, float("-inf")).logsumexp(dim=2)[rows].mean()
 
 
-def one_to_one_loss(log_match: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+def one_to_one_loss(
+    log_match: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, float]:
     """Negative log-likelihood of each child's true match among its prior candidates, and the
     prior recall (share of children with a true match whose match is among the candidates).
     ``log_match`` (B, N, 4, 4k), ``candidates`` (B, N, 4k), ``targets`` (B, 4N)."""
@@ -58,5 +60,8 @@ def casp_loss(output: CaspOutput, flow0: torch.Tensor, flow1: torch.Tensor) -> t
     prior = prior_loss(output.log_prior, targets01) + prior_loss(output.log_prior.transpose(1, 2), targets10)
     match01, recall01 = one_to_one_loss(output.log_match01, output.candidates01, targets01)
     match10, recall10 = one_to_one_loss(output.log_match10, output.candidates10, targets10)
-    return prior + match01 + match10, {"prior": prior.item(), "one_to_one": (match01 + match10).item(),
-                                       "prior_recall": 0.5 * (recall01 + recall10)}
+    return prior + match01 + match10, {
+        "prior": prior.item(),
+        "one_to_one": (match01 + match10).item(),
+        "prior_recall": 0.5 * (recall01 + recall10),
+    }

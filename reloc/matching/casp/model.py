@@ -37,7 +37,9 @@ def sinusoidal_positions(height: int, width: int, dim: int) -> torch.Tensor:
     """(height * width, dim) 2-D sine/cosine encoding of token grid positions (row-major)."""
     quarter = dim // 4
     frequencies = torch.exp(torch.arange(quarter, dtype=torch.float32) * (-torch.log(torch.tensor(1000.0)) / quarter))
-    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     angles_y = rows.reshape(-1, 1) * frequencies
     angles_x = cols.reshape(-1, 1) * frequencies
     return torch.cat([angles_x.sin(), angles_x.cos(), angles_y.sin(), angles_y.cos()], dim=1)
@@ -162,14 +164,19 @@ class Casp(nn.Module):
     def match_pyramids(self, pyramid0: Pyramid, pyramid1: Pyramid) -> CaspOutput:
         """Both phases on precomputed backbone maps (shared with a fine stage)."""
         parents0, parents1 = self.attend16(self.tokens16(pyramid0), self.tokens16(pyramid1))
-        similarity = F.normalize(parents0, dim=-1) @ F.normalize(parents1, dim=-1).transpose(1, 2) / self.config.temperature
+        similarity = (
+            F.normalize(parents0, dim=-1) @ F.normalize(parents1, dim=-1).transpose(1, 2) / self.config.temperature
+        )
         log_prior = similarity - similarity.logsumexp(dim=1, keepdim=True) - similarity.logsumexp(dim=2, keepdim=True)
         top_k = min(self.config.top_k, log_prior.shape[1], log_prior.shape[2])
         prior01 = log_prior.topk(top_k, dim=2).indices  # (B, N0, k) parents in image 1
         prior10 = log_prior.topk(top_k, dim=1).indices.transpose(1, 2)  # (B, N1, k) parents in image 0
 
         children0, children1 = self.children8(pyramid0, parents0), self.children8(pyramid1, parents1)
-        children0, children1 = self.selective(children0, children1, prior01), self.selective(children1, children0, prior10)
+        children0, children1 = (
+            self.selective(children0, children1, prior01),
+            self.selective(children1, children0, prior10),
+        )
         candidates01 = candidate_ids(prior01)
         candidates10 = candidate_ids(prior10)
         log_match01 = self.one_to_one(children0, children1, prior01)
@@ -211,5 +218,11 @@ def mutual_matches(output: CaspOutput, threshold: float) -> list[tuple[torch.Ten
         ids0 = torch.arange(target01.shape[1], device=target01.device)
         confidence = probability01[b] * probability10[b][target01[b]]
         keep = (target10[b][target01[b]] == ids0) & (confidence > threshold)
-        results.append((grouped_to_points(ids0[keep], output.grid0), grouped_to_points(target01[b][keep], output.grid1), confidence[keep]))
+        results.append(
+            (
+                grouped_to_points(ids0[keep], output.grid0),
+                grouped_to_points(target01[b][keep], output.grid1),
+                confidence[keep],
+            )
+        )
     return results

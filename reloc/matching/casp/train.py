@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from ..training import TrainConfig, ground_truth_at, train
+from ..training import ground_truth_at
 from ..training_pairs import PairBatch
 from .loss import casp_loss
-from .model import Casp, CaspConfig, mutual_matches
+from .model import Casp, mutual_matches
 
 
 def casp_step(model: Casp, batch: PairBatch) -> tuple[torch.Tensor, dict]:
@@ -32,8 +30,3 @@ def match_precision(output, flow0: torch.Tensor, threshold: float) -> dict:
         checked += int(known.sum())
         correct += int(((truth[known] - points1[known]).abs().max(dim=1).values <= 8).sum())
     return {"matches": counts / flow0.shape[0], "precision": correct / max(checked, 1)}
-
-
-def train_casp(model_config: CaspConfig, config: TrainConfig, on_step: Callable[[int, dict], None] | None = None):
-    model = Casp(model_config)
-    return model, train(model, casp_step, config, on_step)

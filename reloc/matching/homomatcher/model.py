@@ -79,15 +79,21 @@ class FineFeatures(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.local = nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, dim, 3, padding=1))
+        self.local = nn.Sequential(
+            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, dim, 3, padding=1)
+        )
         self.context = nn.Conv2d(24, dim, 1)
-        self.fuse = nn.Sequential(nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1))
+        self.fuse = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1)
+        )
 
     def forward(self, images: torch.Tensor, pyramid: Pyramid) -> torch.Tensor:
         grey = images.mean(dim=1, keepdim=True)
         grey = (grey - grey.mean(dim=(2, 3), keepdim=True)) / (grey.std(dim=(2, 3), keepdim=True) + 1e-4)
         local = self.local(grey)
-        context = F.interpolate(self.context(pyramid.quarter), size=local.shape[-2:], mode="bilinear", align_corners=False)
+        context = F.interpolate(
+            self.context(pyramid.quarter), size=local.shape[-2:], mode="bilinear", align_corners=False
+        )
         # Channels-last memory: faster convolutions on CPU, and the per-pixel norm runs over
         # contiguous memory (about 15x faster than over dim 1 of a channels-first map).
         features = self.fuse((local + context).contiguous(memory_format=torch.channels_last))
@@ -121,8 +127,15 @@ class HomoMatcher(nn.Module):
     def fine_features(self, images: torch.Tensor, pyramid: Pyramid | None = None) -> torch.Tensor:
         return self.fine(images, pyramid if pyramid is not None else self.backbone(images))
 
-    def forward(self, fine0: torch.Tensor, fine1: torch.Tensor, points0: torch.Tensor, points1: torch.Tensor,
-                size0: tuple[int, int], size1: tuple[int, int]) -> PatchHomographies:
+    def forward(
+        self,
+        fine0: torch.Tensor,
+        fine1: torch.Tensor,
+        points0: torch.Tensor,
+        points1: torch.Tensor,
+        size0: tuple[int, int],
+        size1: tuple[int, int],
+    ) -> PatchHomographies:
         """``fine0``/``fine1`` from :meth:`fine_features`; coarse matches ``points0``/``points1``
         (B, M, 2); ``size`` (W, H) of each image."""
         config = self.config
@@ -141,15 +154,23 @@ class HomoMatcher(nn.Module):
                 correlation = torch.gather(correlation, 3, allowed.expand(batch, matches, -1, -1))  # (B, M, P², A)
                 base, offsets = points1[:, :, None, :], window[allowed]  # targets: base + offsets (P², A, 2)
             else:  # a small window around where the current homography sends each sample
-                base = apply_homography(per_iteration[-1].detach(), points0[:, :, None, :] + patch)  # no gradient through the seed
+                base = apply_homography(
+                    per_iteration[-1].detach(), points0[:, :, None, :] + patch
+                )  # no gradient through the seed
                 offsets = grid_offsets(2 * config.refine_radius + 1, config.spacing_px).to(points0)  # (R², 2)
                 targets = base[:, :, :, None, :] + offsets
-                descriptors1 = sample_features(fine1, targets.reshape(batch, -1, 2), size1).reshape(*targets.shape[:-1], -1)
+                descriptors1 = sample_features(fine1, targets.reshape(batch, -1, 2), size1).reshape(
+                    *targets.shape[:-1], -1
+                )
                 correlation = (descriptors0[..., None, :] @ descriptors1.transpose(-1, -2))[..., 0, :]  # (B, M, P², R²)
             probability = (correlation / self.log_temperature.exp()).softmax(dim=-1)
-            estimate = base + (probability[..., None, :] @ offsets.expand(*probability.shape[:-1], -1, -1))[..., 0, :]  # (B, M, P², 2)
+            estimate = (
+                base + (probability[..., None, :] @ offsets.expand(*probability.shape[:-1], -1, -1))[..., 0, :]
+            )  # (B, M, P², 2)
             weights = probability.max(dim=-1).values + 0.05  # the floor keeps the fit well-posed
-            local_homography = weighted_homography((patch / scale).expand(batch, matches, -1, -1), (estimate - points1[:, :, None, :]) / scale, weights)
+            local_homography = weighted_homography(
+                (patch / scale).expand(batch, matches, -1, -1), (estimate - points1[:, :, None, :]) / scale, weights
+            )
             per_iteration.append(self.to_image(local_homography, points0, points1, scale))
             estimates.append(estimate)
         refined = apply_homography(per_iteration[-1], points0[:, :, None, :])[:, :, 0]
@@ -177,16 +198,28 @@ class HomoMatcher(nn.Module):
         return denormalise1 @ local @ normalise0
 
     @torch.inference_mode()
-    def refine(self, fine0: torch.Tensor, fine1: torch.Tensor, points0: torch.Tensor, points1: torch.Tensor,
-               size0: tuple[int, int], size1: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def refine(
+        self,
+        fine0: torch.Tensor,
+        fine1: torch.Tensor,
+        points0: torch.Tensor,
+        points1: torch.Tensor,
+        size0: tuple[int, int],
+        size1: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Single image pair, in chunks: ``points0``/``points1`` (M, 2) -> refined points1 (M, 2),
         homographies (M, 3, 3), confidence (M,)."""
-        outputs = [self(fine0, fine1, p0[None], p1[None], size0, size1)
-                   for p0, p1 in zip(points0.split(self.config.chunk), points1.split(self.config.chunk))]
+        outputs = [
+            self(fine0, fine1, p0[None], p1[None], size0, size1)
+            for p0, p1 in zip(points0.split(self.config.chunk), points1.split(self.config.chunk))
+        ]
         if not outputs:
             return points1.clone(), torch.zeros(0, 3, 3), torch.zeros(0)
-        return (torch.cat([o.points1[0] for o in outputs]), torch.cat([o.homographies[0] for o in outputs]),
-                torch.cat([o.confidence[0] for o in outputs]))
+        return (
+            torch.cat([o.points1[0] for o in outputs]),
+            torch.cat([o.homographies[0] for o in outputs]),
+            torch.cat([o.confidence[0] for o in outputs]),
+        )
 
     def dense(self, homographies: torch.Tensor, points0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense output: every pixel centre of each P x P source patch (spacing 1 px, the patch's

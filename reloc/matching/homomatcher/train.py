@@ -3,15 +3,13 @@ matched to the cell that holds their true correspondence, as a coarse matcher re
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ..casp.loss import cell_targets
 from ..casp.model import grouped_to_points
-from ..training import TrainConfig, ground_truth_at, train
+from ..training import ground_truth_at
 from ..training_pairs import PairBatch
-from .model import HomoMatcher, HomoMatcherConfig, apply_homography, grid_offsets
+from .model import HomoMatcher, apply_homography, grid_offsets
 
 MATCHES_PER_PAIR = 96
 
@@ -36,7 +34,9 @@ def charbonnier(error: torch.Tensor) -> torch.Tensor:
     return (error.pow(2).sum(-1) + 0.25).sqrt() - 0.5
 
 
-def homomatcher_step(model: HomoMatcher, batch: PairBatch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+def homomatcher_step(
+    model: HomoMatcher, batch: PairBatch, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict]:
     """Robust pixel error, against the ground truth, of every patch sample's soft-argmax match and
     of its image under each iteration's homography; metrics: the refined centre's median error and within-1-px share."""
     generator = generator if generator is not None else torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))
@@ -49,17 +49,18 @@ def homomatcher_step(model: HomoMatcher, batch: PairBatch, generator: torch.Gene
     truth = ground_truth_at(batch.flow0, samples.flatten(1, 2)).reshape(samples.shape)
     known = torch.isfinite(truth[..., 0])
     truth = torch.nan_to_num(truth)
-    losses = [charbonnier(apply_homography(homography, samples) - truth)[known].mean() + charbonnier(estimate - truth)[known].mean()
-              for homography, estimate in zip(output.per_iteration, output.estimates)]
+    losses = [
+        charbonnier(apply_homography(homography, samples) - truth)[known].mean()
+        + charbonnier(estimate - truth)[known].mean()
+        for homography, estimate in zip(output.per_iteration, output.estimates)
+    ]
     with torch.no_grad():
         centre_truth = ground_truth_at(batch.flow0, points0)
         centre_known = torch.isfinite(centre_truth[..., 0])
         error = (output.points1 - centre_truth).norm(dim=-1)[centre_known]
         coarse_error = (points1 - centre_truth).norm(dim=-1)[centre_known]
-    return sum(losses), {"centre_error_px": float(error.median()), "within_1px": float((error < 1).float().mean()),
-                         "coarse_error_px": float(coarse_error.median())}
-
-
-def train_homomatcher(model_config: HomoMatcherConfig, config: TrainConfig, on_step: Callable[[int, dict], None] | None = None):
-    model = HomoMatcher(model_config)
-    return model, train(model, homomatcher_step, config, on_step)
+    return sum(losses), {
+        "centre_error_px": float(error.median()),
+        "within_1px": float((error < 1).float().mean()),
+        "coarse_error_px": float(coarse_error.median()),
+    }
