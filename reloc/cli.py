@@ -15,18 +15,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .datasets import load_dataset
-from .datasets.folder import ImageFolder
+from . import api
+from .configs import config_path, shipped_names
+from .datasets import DATASETS, load_dataset
 from .errors import RelocError
 from .eval.metrics import compute_metrics
-from .eval.plots import PLOTS_FOLDER, write_plots
-from .eval.report import print_metrics, write_metrics, write_report
-from .io.results import GROUND_TRUTH_FILE, read_results, write_poses, write_results
+from .eval.plots import PLOTS_FOLDER
+from .eval.report import print_metrics, write_metrics
+from .eval.run import evaluate
+from .io.results import GROUND_TRUTH_FILE, read_results, write_results
+from .matching.pairwise import PAIR_MATCHERS
+from .matching.trained import MODELS
 from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
-from .pipeline.runner import build_map, folder_bytes, load_map_pipeline, localize, map_is_current
+from .pipeline.runner import folder_bytes
 from .pipeline.spec import SOURCES, load_pipeline, read_yaml
-from .viz.scene import has_sparse_model, load_scene
+from .viz.scene import load_scene
 
 app = typer.Typer(
     help="reloc: visual camera relocalization. Map a scene from posed images, then estimate the "
@@ -37,17 +41,24 @@ app = typer.Typer(
 console = Console()
 
 
-class ScoredDataset(str, Enum):
-    sevenscenes = "7scenes"
-    cambridge = "cambridge"
-    colmap = "colmap"
-
+ScoredDataset = Enum("ScoredDataset", {kind: kind for kind, cls in DATASETS.items() if cls.scored}, type=str)
 
 DatasetOption = Annotated[
-    ScoredDataset, typer.Option("--dataset", help="Layout of --root: 7scenes, cambridge or colmap.")
+    ScoredDataset, typer.Option("--dataset", help=f"Layout of --root: {', '.join(k.value for k in ScoredDataset)}.")
 ]
 RootOption = Annotated[Path, typer.Option("--root", help="Scene folder (e.g. 7scenes/chess, Cambridge/KingsCollege).")]
-ConfigOption = Annotated[Path, typer.Option("--config", help="Pipeline YAML (see configs/).")]
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", help=f"Pipeline YAML, or the name of a shipped one ({', '.join(shipped_names())})."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a config value, validated like the YAML: [mapping.|localization.]NODE.KEY=VALUE "
+        "(e.g. localization.pnp.confident_inliers=50); repeat for more.",
+    ),
+]
 ImagesOption = Annotated[Path | None, typer.Option(help="colmap only: image folder (default ROOT/images).")]
 QueriesOption = Annotated[Path | None, typer.Option(help="colmap only: file of query image names (test split).")]
 
@@ -71,36 +82,44 @@ def open_dataset(dataset: ScoredDataset, root: Path, images: Path | None = None,
     return load_dataset(dataset.value, root, **options)
 
 
-def node_progress(description: str):
-    """A rich progress display: one bar over the graph's nodes, and one more for each ``track``ed
-    loop inside a node (images, queries, training steps). Returns the display, the node task, the
-    node callback and the context that routes the loops to the display."""
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    task = progress.add_task(description, total=None)
+class GraphProgress:
+    """A rich display with a bar per graph run (its nodes) and one more for each ``track``ed loop
+    inside a node (images, queries, training steps). Use as a context; ``on_node(description)``
+    gives the callback a graph run reports its nodes to."""
 
-    def on_node(name: str, index: int, total: int) -> None:
-        progress.update(task, description=f"{description}: {name}", completed=index, total=total)
+    def __init__(self):
+        self.display = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        )
+        self.tasks: dict[str, tuple] = {}
+        self.loops = reporting(self.start_loop)
 
-    def start_task(loop: str, total: int):
-        loop_task = progress.add_task(f"  {loop}", total=total)
-        return lambda: progress.advance(loop_task)
+    def __enter__(self) -> GraphProgress:
+        self.display.__enter__()
+        self.loops.__enter__()
+        return self
 
-    return progress, task, on_node, reporting(start_task)
+    def __exit__(self, *exc) -> None:
+        for description, (task, total) in self.tasks.items():
+            self.display.update(task, description=f"{description}: done", completed=total, total=total)
+        self.loops.__exit__(*exc)
+        self.display.__exit__(*exc)
+
+    def on_node(self, description: str):
+        def report(name: str, index: int, total: int) -> None:
+            if description not in self.tasks:
+                self.tasks[description] = (self.display.add_task(description, total=total), total)
+            self.display.update(self.tasks[description][0], description=f"{description}: {name}", completed=index)
+
+        return report
+
+    def start_loop(self, loop: str, total: int):
+        task = self.display.add_task(f"  {loop}", total=total)
+        return lambda: self.display.advance(task)
 
 
-def run_mapping(pipeline, frames, map_dir: Path, dataset: dict) -> None:
-    progress, task, on_node, loops = node_progress("mapping")
-    with progress, loops:
-        run = build_map(pipeline, frames, map_dir, dataset, on_node)
-        progress.update(task, description="mapping: done", completed=len(run.seconds))
-    table = Table(title=f"Mapping {len(frames)} frames into {map_dir}")
+def print_mapping(run, map_dir: Path) -> None:
+    table = Table(title=f"Mapping into {map_dir}")
     table.add_column("node")
     table.add_column("seconds", justify="right")
     for name, seconds in run.seconds.items():
@@ -108,14 +127,9 @@ def run_mapping(pipeline, frames, map_dir: Path, dataset: dict) -> None:
     console.print(table)
 
 
-def run_localization(map_dir: Path, queries, pipeline=None) -> list:
-    progress, task, on_node, loops = node_progress(f"localizing {len(queries)} queries")
-    with progress, loops:
-        results = localize(map_dir, queries, on_node, pipeline)
-        progress.update(task, description="localization: done", completed=1, total=1)
+def print_localized(results: list) -> None:
     failed = sum(not r.success for r in results)
     console.print(f"localized {len(results) - failed}/{len(results)} queries ({failed} failed)")
-    return results
 
 
 @app.command()
@@ -148,11 +162,14 @@ def map_command(
     out: Annotated[Path, typer.Option(help="Map folder to write.")],
     images: ImagesOption = None,
     queries: QueriesOption = None,
+    overrides: SetOption = None,
 ):
     """Build a map from the posed mapping split of a dataset."""
-    pipeline = load_pipeline(config)
-    frames = open_dataset(dataset, root, images, queries).frames("train")
-    run_mapping(pipeline, frames, out, {"kind": dataset.value, "root": str(root.resolve())})
+    with GraphProgress() as progress:
+        run = api.map(
+            config, dataset.value, root, out, overrides, progress.on_node("mapping"), images=images, queries=queries
+        )
+    print_mapping(run, out)
 
 
 @app.command("localize")
@@ -169,8 +186,10 @@ def localize_command(
     """Localize unposed images against a map. Intrinsics: --focal, --camera, or the images' EXIF."""
     if focal is not None and camera is not None:
         raise typer.BadParameter("give either --focal or --camera, not both")
-    queries = ImageFolder(Path.cwd(), focal=focal, camera_file=camera, images=images).frames("test")
-    write_results(out, run_localization(map_dir, queries))
+    with GraphProgress() as progress:
+        results = api.localize(map_dir, images, focal, camera, progress.on_node(f"localizing {len(images)} inputs"))
+    print_localized(results)
+    write_results(out, results)
     console.print(f"wrote {out}")
 
 
@@ -183,6 +202,7 @@ def eval_command(
     out: Annotated[Path, typer.Option(help="Run folder: map/, results.txt, metrics.json, report.md.")],
     images: ImagesOption = None,
     queries: QueriesOption = None,
+    overrides: SetOption = None,
     map_dir: Annotated[
         Path | None,
         typer.Option(
@@ -194,34 +214,22 @@ def eval_command(
     ] = None,
 ):
     """Map the training split, localize the test split and score it (the map is reused when unchanged)."""
-    pipeline = load_pipeline(config)
+    pipeline = load_pipeline(config, overrides=overrides)
     scene = open_dataset(dataset, root, images, queries)
-    query_frames = scene.frames("test")
     if map_dir is not None:
-        load_map_pipeline(map_dir)  # a folder that is not a map fails here, by name
         console.print(f"localizing against the given map {map_dir}")
-    else:
-        frames, map_dir = scene.frames("train"), out / "map"
-        if map_is_current(map_dir, pipeline, frames):
-            console.print(f"reusing the map in {map_dir} (same mapping config and frames)")
-        else:
-            run_mapping(pipeline, frames, map_dir, {"kind": dataset.value, "root": str(root.resolve())})
-    results = run_localization(map_dir, query_frames, pipeline)
-    write_results(out / "results.txt", results)
-    ground_truth = scene.ground_truth()
-    write_poses(out / GROUND_TRUTH_FILE, {name: frame.pose for name, frame in ground_truth.items()})
-    metrics, errors = compute_metrics({r.name: r for r in results}, ground_truth, folder_bytes(map_dir))
-    write_metrics(out / "metrics.json", metrics)
-    title = f"{pipeline.name} on {root}"
-    with console.status("drawing the report's figures"):
-        map_scene = (
-            load_scene(map_dir, out / "results.txt", out / GROUND_TRUTH_FILE) if has_sparse_model(map_dir) else None
+    with GraphProgress() as progress:
+        evaluation = evaluate(
+            pipeline, scene, out, map_dir, progress.on_node("mapping"), progress.on_node("localizing")
         )
-        plots = write_plots(out, errors, map_scene)
-    write_report(out / "report.md", metrics, errors, title, plots)
-    print_metrics(metrics, title, console)
+    if evaluation.mapping is not None:
+        print_mapping(evaluation.mapping, evaluation.map_dir)
+    elif map_dir is None:
+        console.print(f"reusing the map in {evaluation.map_dir} (same mapping config and frames)")
+    print_localized(evaluation.results)
+    print_metrics(evaluation.metrics, f"{pipeline.name} on {root}", console)
     console.print(
-        f"wrote {out}/results.txt, {GROUND_TRUTH_FILE}, metrics.json, report.md and {len(plots)} figures in "
+        f"wrote {out}/results.txt, {GROUND_TRUTH_FILE}, metrics.json, report.md and {len(evaluation.plots)} figures in "
         f"{out / PLOTS_FOLDER}"
     )
 
@@ -307,8 +315,9 @@ def describe_ports(ports: dict) -> str:
 
 @app.command()
 @reports_errors
-def graph(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")]):
+def graph(config: Annotated[Path, typer.Argument(help="Pipeline YAML, or the name of a shipped one.")]):
     """Print a pipeline's nodes and edges, and validate it."""
+    config = config_path(config)
     content = read_yaml(config)
     stages = registered_stages()
     planned = []
@@ -412,12 +421,7 @@ def synth(
     console.print(f"wrote {mapping_frames} mapping and {query_frames} query frames to {out}")
 
 
-class PairMatcherName(str, Enum):
-    casp = "casp"
-    casp_coarse = "casp-coarse"
-    xfeat_star = "xfeat-star"
-    aliked_lightglue = "aliked-lightglue"
-    sift = "sift"
+PairMatcherName = Enum("PairMatcherName", {name.replace("-", "_"): name for name in PAIR_MATCHERS}, type=str)
 
 
 @app.command("match-eval")
@@ -496,9 +500,7 @@ def match_eval(
     console.print(f"wrote {out}")
 
 
-class TrainedModel(str, Enum):
-    casp = "casp"
-    homomatcher = "homomatcher"
+TrainedModel = Enum("TrainedModel", {name: name for name in MODELS}, type=str)
 
 
 @app.command("train")
@@ -506,7 +508,10 @@ class TrainedModel(str, Enum):
 def train_command(
     model: Annotated[TrainedModel, typer.Argument(help="casp (coarse matcher heads) or homomatcher (fine stage).")],
     out: Annotated[
-        Path | None, typer.Option(help="Checkpoint to write (default: the shipped reloc/weights/MODEL.pt).")
+        Path | None,
+        typer.Option(
+            help="Checkpoint to write (default: runs/train/MODEL-TIME.pt); never the shipped one in reloc/weights/."
+        ),
     ] = None,
     steps: Annotated[int, typer.Option(help="Optimisation steps, each on a fresh batch.")] = 1500,
     batch_size: Annotated[int, typer.Option(help="Image pairs per step.")] = 4,

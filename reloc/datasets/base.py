@@ -23,6 +23,7 @@ class Dataset(ABC):
     and are the keys of results files."""
 
     kind: str = ""
+    scored: bool = True  # has ground-truth poses for its queries (reloc eval / score)
 
     def __init__(self, root: str | Path):
         self.root = Path(root)

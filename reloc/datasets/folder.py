@@ -94,6 +94,7 @@ class ImageFolder(Dataset):
     """Query images without poses. ``root`` may be a folder, or ``images`` a list of paths."""
 
     kind = "folder"
+    scored = False
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ..configs import FOLDER as SHIPPED_CONFIGS
 from ..errors import PipelineError
 
 MAP_FILE = "map.yaml"
@@ -24,7 +25,6 @@ GLOBAL_FILE = "global.h5"
 PATCHES_FILE = "patches.h5"
 KEYFRAME_IMAGES = "keyframe_images"
 FAVOR_FILE = "favor.pt"
-SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ import json
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import RelocError
 from ..weights import project_weights
 from .casp.model import Casp, CaspConfig
 from .casp.train import casp_step
@@ -30,12 +32,25 @@ def load_trained(name: str, path: Path | None = None):
     return load_checkpoint(model_class, config_class, path or project_weights(f"{name}.pt"))
 
 
+def checkpoint_path(name: str, out: Path | None) -> Path:
+    """Where a training run writes: ``out``, or ``runs/train/NAME-TIME.pt``; never over the
+    checkpoint shipped in the package (retrained weights are copied there by hand, with the model
+    card updated)."""
+    path = Path(out) if out is not None else Path("runs") / "train" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.pt"
+    shipped = project_weights(f"{name}.pt", must_exist=False)
+    if path.resolve() == shipped.resolve():
+        raise RelocError(f"{path}: is the shipped checkpoint; train into another file and replace it by hand")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def train_and_save(
     name: str, config: TrainConfig, out: Path | None, on_step: Callable[[int, dict], None] | None = None
 ):
     """Train ``name`` from scratch and write its checkpoint and per-step log (``.log.json``);
     returns the checkpoint path and the mean of each metric over the last 100 steps."""
     model_class, config_class, step = MODELS[name]
+    path = checkpoint_path(name, out)
     torch.manual_seed(config.seed)
     model_config = config_class()
     model = model_class(model_config)
@@ -57,7 +72,6 @@ def train_and_save(
         "torch": str(torch.__version__),
         "last_100_steps": summary,
     }
-    path = Path(out) if out is not None else project_weights(f"{name}.pt", must_exist=False)
     save_checkpoint(model, path, model_config, metadata)
     path.with_suffix(".log.json").write_text(json.dumps({"metadata": metadata, "history": history}))
     return path, summary

@@ -22,6 +22,7 @@ and ``map.dir`` (the map folder being written); localization gets ``queries.fram
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..configs import config_path, shipped_names
 from ..errors import PipelineError
 from ..types import Frame, QueryResult
 from .registry import Stage, port_accepts, stage_class, type_name
@@ -105,7 +107,7 @@ def plain_config(config: Any) -> dict:
 def read_yaml(path: Path) -> dict:
     """Safe-load a YAML mapping; python tags and other unsafe constructs are rejected."""
     if not path.is_file():
-        raise PipelineError(f"{path}: pipeline file does not exist")
+        raise PipelineError(f"{path}: pipeline file does not exist (shipped configs: {', '.join(shipped_names())})")
     try:
         content = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -254,10 +256,52 @@ def build_graph(path: Path, section: str, content: Any) -> Graph:
     return Graph(section, nodes, order, sources, output)
 
 
-def load_pipeline(path: str | Path, content: dict | None = None) -> Pipeline:
-    """Load and validate a pipeline file (or ``content`` already read from ``path``)."""
-    path = Path(path)
+def apply_overrides(path: Path, content: dict, overrides: list[str]) -> dict:
+    """``content`` with ``[section.]node.key[.subkey]=value`` overrides set in the nodes' ``with``
+    (values parsed as YAML, so numbers, booleans and lists keep their types). The section may be
+    left out when the node name is in one graph only. The result is validated like the file."""
+    content = copy.deepcopy(content)
+    for override in overrides:
+        where = f"{path}: --set {override!r}"
+        target, separator, text = override.partition("=")
+        if not separator or not all(target.split(".")):
+            example = "localization.pnp.confident_inliers=50"
+            raise PipelineError(f"{where}: expected [section.]node.key=value, e.g. {example}")
+        values, key = override_slot(where, content, target.split("."))
+        try:
+            values[key] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise PipelineError(f"{where}: the value is not valid YAML ({error})") from None
+    return content
+
+
+def override_slot(where: str, content: dict, parts: list[str]) -> tuple[dict, str]:
+    """The ``with`` mapping (or nested config mapping) an override writes into, and its key."""
+    sections = [name for name in SECTION_KEYS if parts[0] in ((content.get(name) or {}).get("nodes") or {})]
+    if parts[0] in SECTION_KEYS:
+        sections, parts = [parts[0]], parts[1:]
+    if len(sections) != 1 or len(parts) < 2:
+        found = " and ".join(sections) or "neither graph"
+        raise PipelineError(f"{where}: node '{parts[0]}' is in {found}; name the graph: mapping.NODE.KEY=VALUE")
+    node = ((content.get(sections[0]) or {}).get("nodes") or {}).get(parts[0])
+    if not isinstance(node, dict):
+        raise PipelineError(f"{where}: {sections[0]} has no node '{parts[0]}'")
+    values = node.get("with") or {}
+    node["with"] = values
+    for key in parts[1:-1]:
+        values = values.setdefault(key, {})
+        if not isinstance(values, dict):
+            raise PipelineError(f"{where}: 'with.{key}' is not a mapping of config values")
+    return values, parts[-1]
+
+
+def load_pipeline(path: str | Path, content: dict | None = None, overrides: list[str] | None = None) -> Pipeline:
+    """Load and validate a pipeline file (or ``content`` already read from ``path``). ``path`` may
+    name a shipped config (``default``); ``overrides`` are ``--set`` values (:func:`apply_overrides`)."""
+    path = config_path(path)
     content = read_yaml(path) if content is None else content
+    if overrides:
+        content = apply_overrides(path, content, overrides)
     _check_keys(str(path), content, TOP_LEVEL_KEYS, "the pipeline file")
     for section in ("mapping", "localization"):
         if section not in content:

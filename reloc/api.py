@@ -1,0 +1,74 @@
+"""The Python API: the same functions the ``reloc`` command calls, for notebooks and scripts.
+
+>>> import reloc
+>>> evaluation = reloc.evaluate("default", "7scenes", "data/my-scene", "runs/my-run")
+>>> evaluation.metrics["recall"]["5cm_5deg"]
+>>> results = reloc.localize("runs/my-run/map", ["photos/"], focal=585)
+
+Poses are cam_from_world; a query that could not be localized has ``pose=None`` and a ``reason``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .datasets import load_dataset
+from .datasets.folder import ImageFolder
+from .eval.run import Evaluation, NodeCallback
+from .eval.run import evaluate as evaluate_pipeline
+from .pipeline.engine import GraphRun
+from .pipeline.runner import build_map
+from .pipeline.runner import localize as localize_frames
+from .pipeline.spec import Pipeline
+from .pipeline.spec import load_pipeline as load_validated_pipeline
+from .types import QueryResult
+
+
+def load_pipeline(config: str | Path, overrides: list[str] | None = None) -> Pipeline:
+    """A validated pipeline: a YAML path or a shipped config's name (``default``, ``favor``...),
+    with ``section.node.key=value`` overrides applied before validation."""
+    return load_validated_pipeline(config, overrides=overrides)
+
+
+def map(  # noqa: A001 - reloc.map reads as the verb it is
+    config: str | Path,
+    dataset: str,
+    root: str | Path,
+    out: str | Path,
+    overrides: list[str] | None = None,
+    on_node: NodeCallback | None = None,
+    **dataset_options,
+) -> GraphRun:
+    """Build a map folder ``out`` from the posed training split of a dataset (``7scenes``,
+    ``cambridge``, ``colmap``; ``dataset_options`` such as ``images=`` and ``queries=`` for COLMAP)."""
+    scene = load_dataset(dataset, root, **dataset_options)
+    record = {"kind": scene.kind, "root": str(Path(root).resolve())}
+    return build_map(load_pipeline(config, overrides), scene.frames("train"), Path(out), record, on_node)
+
+
+def localize(
+    map_dir: str | Path,
+    images: list[str | Path],
+    focal: float | None = None,
+    camera: str | Path | None = None,
+    on_node: NodeCallback | None = None,
+) -> list[QueryResult]:
+    """Localize images (files or folders) against a map with the pipeline stored in it.
+    Intrinsics: ``focal`` (principal point at the centre), a ``camera`` file, or the EXIF."""
+    queries = ImageFolder(Path.cwd(), focal=focal, camera_file=camera, images=[Path(i) for i in images]).frames("test")
+    return localize_frames(Path(map_dir), queries, on_node)
+
+
+def evaluate(
+    config: str | Path,
+    dataset: str,
+    root: str | Path,
+    out: str | Path,
+    map_dir: str | Path | None = None,
+    overrides: list[str] | None = None,
+    **dataset_options,
+) -> Evaluation:
+    """Map the training split (reused when unchanged), localize the test split, score it and
+    write the run folder ``out`` (results, ground truth, metrics.json, report.md, figures)."""
+    scene = load_dataset(dataset, root, **dataset_options)
+    return evaluate_pipeline(load_pipeline(config, overrides), scene, Path(out), Path(map_dir) if map_dir else None)

@@ -1,0 +1,70 @@
+"""``reloc eval`` as a function: map the training split (or reuse a map), localize the test split,
+score it and write the run folder (results, ground truth, metrics, report and its figures)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..datasets.base import Dataset
+from ..io.results import GROUND_TRUTH_FILE, write_poses, write_results
+from ..pipeline.engine import GraphRun
+from ..pipeline.runner import build_map, folder_bytes, load_map_pipeline, localize, map_is_current
+from ..pipeline.spec import Pipeline
+from ..types import QueryResult
+from ..viz.scene import has_sparse_model, load_scene
+from .metrics import QueryError, compute_metrics
+from .plots import Plot, write_plots
+from .report import write_metrics, write_report
+
+RESULTS_FILE = "results.txt"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+NodeCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation produced; its files are in ``out``."""
+
+    out: Path
+    map_dir: Path
+    mapping: GraphRun | None  # None when a map was reused or given
+    results: list[QueryResult]
+    metrics: dict
+    errors: list[QueryError]
+    plots: list[Plot]
+
+
+def evaluate(
+    pipeline: Pipeline,
+    scene: Dataset,
+    out: Path,
+    map_dir: Path | None = None,
+    on_mapping_node: NodeCallback | None = None,
+    on_localization_node: NodeCallback | None = None,
+) -> Evaluation:
+    """Evaluate ``pipeline`` on ``scene``. Without ``map_dir`` the map is ``out/map``, built from
+    the training split unless the one there has the same mapping key; with ``map_dir`` only the
+    localization graph runs, against that map. The callbacks report each graph's nodes."""
+    mapping = None
+    if map_dir is not None:
+        load_map_pipeline(map_dir)  # a folder that is not a map fails here, by name
+    else:
+        frames, map_dir = scene.frames("train"), out / "map"
+        if not map_is_current(map_dir, pipeline, frames):
+            dataset = {"kind": scene.kind, "root": str(Path(scene.root).resolve())}
+            mapping = build_map(pipeline, frames, map_dir, dataset, on_mapping_node)
+    results = localize(map_dir, scene.frames("test"), on_localization_node, pipeline)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out / RESULTS_FILE, results)
+    ground_truth = scene.ground_truth()
+    write_poses(out / GROUND_TRUTH_FILE, {name: frame.pose for name, frame in ground_truth.items()})
+    metrics, errors = compute_metrics({r.name: r for r in results}, ground_truth, folder_bytes(map_dir))
+    write_metrics(out / METRICS_FILE, metrics)
+    has_model = has_sparse_model(map_dir)
+    map_scene = load_scene(map_dir, out / RESULTS_FILE, out / GROUND_TRUTH_FILE) if has_model else None
+    plots = write_plots(out, errors, map_scene)
+    write_report(out / REPORT_FILE, metrics, errors, f"{pipeline.name} on {scene.root}", plots)
+    return Evaluation(out, map_dir, mapping, results, metrics, errors, plots)
