@@ -209,6 +209,38 @@ class Frame:
 
 
 @dataclass
+class Round:
+    """One keyframe round of a localizer: the keyframes it matched, the 2D-3D correspondences
+    found so far and the inliers of PnP on them."""
+
+    keyframes: list[str]
+    correspondences: int
+    inliers: int
+
+
+def _no_points() -> np.ndarray:
+    return np.zeros((0, 2))
+
+
+def _no_ids() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
+@dataclass
+class QueryRecord:
+    """What localizing one query did, for reports and the viewer (``<results>.details.json``)."""
+
+    retrieved: list[str] = field(default_factory=list)  # keyframes (priors) in the order they were tried
+    rounds: list[Round] = field(default_factory=list)
+    num_matches: int = 0  # 2D-3D correspondences of the answer's round
+    inlier_points2d: np.ndarray = field(default_factory=_no_points)  # (K, 2) COLMAP pixels of the query
+    inlier_landmarks: np.ndarray = field(default_factory=_no_ids)  # (K,) landmark id (index in landmarks.h5)
+    image: Path | None = None  # the query image file
+    camera: Camera | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # a method's own entries (FaVoR: prior, iterations)
+
+
+@dataclass
 class QueryResult:
     """Outcome of localizing one query. A failed query has ``pose=None`` and a ``reason``; it is
     never given a prior pose."""
@@ -218,7 +250,7 @@ class QueryResult:
     reason: str = ""
     num_inliers: int = 0
     timings: dict[str, float] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+    record: QueryRecord = field(default_factory=QueryRecord)
 
     @property
     def success(self) -> bool:

@@ -15,7 +15,7 @@ from reloc.errors import ResultsError
 from reloc.eval.metrics import compute_metrics
 from reloc.geometry.rotation import axis_angle_to_rotmat
 from reloc.io.results import read_results, write_results
-from reloc.types import Pose, QueryResult
+from reloc.types import Camera, Pose, QueryRecord, QueryResult, Round
 
 from .layouts import write_cambridge
 
@@ -114,3 +114,32 @@ def test_score_rejects_names_not_in_dataset_and_missing_files(tmp_path, generate
         app, ["score", str(tmp_path / "nope.txt"), "--dataset", "cambridge", "--root", str(generated_scene)]
     )
     assert result.exit_code == 2 and "nope.txt: results file does not exist" in result.output
+
+
+def test_query_records_round_trip_through_the_details_sidecar(tmp_path):
+    camera = Camera("SIMPLE_PINHOLE", 640, 480, (500.0, 320.0, 240.0))
+    record = QueryRecord(
+        retrieved=["a.png", "b.png"],
+        rounds=[Round(["a.png"], 12, 0), Round(["b.png"], 80, 61)],
+        num_matches=80,
+        inlier_points2d=np.array([[10.25, 20.5], [30.0, 40.75]]),
+        inlier_landmarks=np.array([7, 9]),
+        image=tmp_path / "q.png",
+        camera=camera,
+        extra={"iterations": [{"inliers": 61}]},
+    )
+    pose = Pose.from_qvec_tvec([1.0, 0, 0, 0], [0.1, 0.2, 0.3])
+    write_results(
+        tmp_path / "r.txt",
+        [
+            QueryResult("q.png", pose, num_inliers=61, record=record),
+            QueryResult("f.png", None, "too few inliers (3 < 20)"),
+        ],
+    )
+    loaded = read_results(tmp_path / "r.txt")
+    back = loaded["q.png"].record
+    assert back.retrieved == record.retrieved and back.rounds == record.rounds and back.num_matches == 80
+    np.testing.assert_array_equal(back.inlier_points2d, record.inlier_points2d)
+    np.testing.assert_array_equal(back.inlier_landmarks, record.inlier_landmarks)
+    assert back.image == record.image and back.camera == camera and back.extra == record.extra
+    assert loaded["f.png"].pose is None and loaded["f.png"].record.rounds == []

@@ -211,18 +211,14 @@ def test_favor_localizes_queries_in_iterations(favor_run):
     results = read_results(favor_run / "run" / "results.txt")
     errors = []
     for name, result in results.items():
-        iterations = result.details["iterations"]
+        iterations = result.record.extra["iterations"]
         assert 1 <= len(iterations) <= 3 and all(set(it["ms"]) == {"render", "matching", "pnp"} for it in iterations)
         if result.pose is None:
             assert result.reason.startswith("FaVoR iteration") and iterations[-1]["pose"] is None
             assert result.reason.endswith(("is visible from the current pose", "< 20)")), result.reason
         else:
             assert len(iterations) == 3 and iterations[-1]["inliers"] == result.num_inliers
-            assert (
-                len(result.details["inliers"]["points2d"])
-                == len(result.details["inliers"]["landmarks"])
-                == result.num_inliers
-            )
+            assert len(result.record.inlier_points2d) == len(result.record.inlier_landmarks) == result.num_inliers
             errors.append(pose_error(result.pose, ground_truth[name].pose)[0])
     # Every query has over half its view mapped, yet FaVoR renders from one prior, retrieval's
     # top-1 keyframe: for 3 of the 6 it sees no landmark field of this small map (1200 landmarks)

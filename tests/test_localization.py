@@ -79,8 +79,8 @@ def test_localization_rounds_go_on_only_while_pnp_fails():
         "q", ["a", "b", "c", "d", "e"], cumulative(matches, keypoints, calls), points, CAMERA, pnp, 2
     )
     assert calls == [["a", "b"], ["c", "d"]]  # "e" is never matched: round 2 found the pose
-    assert outcome.rounds[0]["inliers"] < 30 <= outcome.rounds[1]["inliers"]
-    assert outcome.rounds[1]["correspondences"] == 200 and len(outcome.landmark_ids) == 200
+    assert outcome.rounds[0].inliers < 30 <= outcome.rounds[1].inliers
+    assert outcome.rounds[1].correspondences == 200 and len(outcome.landmark_ids) == 200
     dt, dr = pose_error(outcome.estimate.pose, truth)
     assert dt < 1e-3 and dr < 0.01
     calls.clear()
@@ -110,7 +110,7 @@ def test_localization_rounds_go_on_until_a_confident_pose():
         keyframes_per_round=1,
         confident_inliers=100,
     )
-    assert [r["inliers"] for r in outcome.rounds] == [40, 140]  # 40 inliers is a pose, not yet a confident one
+    assert [r.inliers for r in outcome.rounds] == [40, 140]  # 40 inliers is a pose, not yet a confident one
     assert outcome.estimate.inliers.sum() == 140 and len(outcome.points2d) == 140
 
 

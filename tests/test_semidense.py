@@ -310,11 +310,7 @@ def test_casp_relocalizes_a_synthetic_scene(tmp_path):
         elif outcome.pose is not None:
             dt, dr = pose_error(outcome.pose, truth[name].pose)
             (within if dt < 0.02 and dr < 2.0 else wrong).append(name)
-            assert (
-                len(outcome.details["inliers"]["landmarks"])
-                == len(outcome.details["inliers"]["points2d"])
-                == outcome.num_inliers
-            )
+            assert len(outcome.record.inlier_landmarks) == len(outcome.record.inlier_points2d) == outcome.num_inliers
     assert len(within) >= 2 and len(wrong) <= 1, (within, wrong)
     assert len(list((tmp_path / "run" / "map" / "keyframe_images").glob("*.jpg"))) > 5
 

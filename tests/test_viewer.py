@@ -70,7 +70,7 @@ def run(tmp_path_factory) -> Path:
     results = read_results(root / "run" / "results.txt")
     assert FAILED_QUERY in results
     results[FAILED_QUERY] = QueryResult(
-        FAILED_QUERY, None, "too few inliers (3 < 20)", details=results[FAILED_QUERY].details
+        FAILED_QUERY, None, "too few inliers (3 < 20)", record=results[FAILED_QUERY].record
     )
     write_results(root / "run" / "results_failed.txt", list(results.values()))
     return root

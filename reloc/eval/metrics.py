@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ResultsError
-from ..geometry.errors import pose_error
+from ..geometry.errors import scored_errors
 from ..types import Frame, QueryResult
 
 RECALL_THRESHOLDS = {  # key: (translation in cm, rotation in degrees)
@@ -47,12 +47,8 @@ def query_errors(results: dict[str, QueryResult], ground_truth: dict[str, Frame]
         if frame.pose is None:
             raise ResultsError(f"query {name} has no ground-truth pose; it cannot be scored")
         result = results.get(name)
-        if result is None or result.pose is None:
-            reason = "missing from results" if result is None else result.reason or "failed"
-            errors.append(QueryError(name, math.inf, math.inf, reason))
-            continue
-        t_m, r_deg = pose_error(result.pose, frame.pose)
-        errors.append(QueryError(name, 100.0 * t_m, r_deg))
+        reason = "missing from results" if result is None else "" if result.success else result.reason or "failed"
+        errors.append(QueryError(name, *scored_errors(result.pose if result else None, frame.pose), reason))
     return errors
 
 

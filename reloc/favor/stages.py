@@ -12,13 +12,12 @@ import numpy as np
 from ..features.base import prepare_image
 from ..features.dense import dense_backbone
 from ..io.map_folder import FAVOR_FILE, SFM_FOLDER
-from ..localization.pnp import inlier_record
 from ..mapping.patches import read_landmark_patches
 from ..mapping.store import read_sparse_map
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
-from ..types import Frame, QueryResult
+from ..types import Frame, QueryRecord, QueryResult
 from .localize import FavorLocalizeConfig, localize_favor
 from .model import LandmarkFields, keyframe_poses, training_rays
 from .train import TrainConfig, train_grids
@@ -53,7 +52,7 @@ class FavorQueryConfig(FavorLocalizeConfig):
 @register_stage
 class LocalizeFavor(Stage):
     """Prior: the pose of the top retrieved keyframe; then FaVoR's render-match-PnP iterations.
-    Per-iteration poses, matches, inliers and seconds go to the results' details."""
+    Per-iteration poses, matches, inliers and seconds go to the query record's extra entries."""
 
     name = "favor.localize"
     Config = FavorQueryConfig
@@ -77,8 +76,7 @@ class LocalizeFavor(Stage):
                 for stage, seconds in iteration.seconds.items():
                     add_query_time(stage, [frame.name], seconds)
             last = iterations[-1]
-            details = {
-                "prior": retrieved[frame.name][0],
+            iterations_record = {
                 "iterations": [
                     {
                         "pose": None if it.pose is None else [*it.pose.qvec.tolist(), *it.pose.t.tolist()],
@@ -88,9 +86,15 @@ class LocalizeFavor(Stage):
                         "ms": {k: 1000 * v for k, v in it.seconds.items()},
                     }
                     for it in iterations
-                ],
-                "inliers": inlier_record(last.inlier_points2d, last.inlier_landmarks),
+                ]
             }
+            record = QueryRecord(
+                [retrieved[frame.name][0]],
+                num_matches=last.matches,
+                inlier_points2d=last.inlier_points2d,
+                inlier_landmarks=last.inlier_landmarks,
+                extra=iterations_record,
+            )
             reason = "" if last.pose is not None else f"FaVoR iteration {len(iterations)}: {last.reason}"
-            results.append(QueryResult(frame.name, last.pose, reason, last.inliers, details=details))
+            results.append(QueryResult(frame.name, last.pose, reason, last.inliers, record=record))
         return {"results": results}

@@ -8,14 +8,16 @@ per-stage timings, method extras) go to a sidecar ``<results stem>.details.json`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import ResultsError
-from ..types import Pose, QueryResult
+from ..types import Camera, Pose, QueryRecord, QueryResult, Round
 
 GROUND_TRUTH_FILE = "ground_truth.txt"  # beside a run's results: the queries' ground-truth poses
 
@@ -44,11 +46,65 @@ def write_results(path: str | Path, results: list[QueryResult]) -> None:
             "reason": r.reason,
             "num_inliers": r.num_inliers,
             "timings": r.timings,
-            **r.details,
+            **record_entries(r.record),
         }
         for r in results
     }
     details_path(path).write_text(json.dumps(details, indent=1, default=_json_default))
+
+
+def record_entries(record: QueryRecord) -> dict[str, Any]:
+    """A query record as the sidecar's JSON entries (the format the viewer and older runs share)."""
+    entries: dict[str, Any] = {
+        "num_matches": record.num_matches,
+        "retrieved": record.retrieved,
+        "rounds": [dataclasses.asdict(round_) for round_ in record.rounds],
+        "inliers": {
+            "points2d": np.round(np.asarray(record.inlier_points2d, np.float64).reshape(-1, 2), 2).tolist(),
+            "landmarks": np.asarray(record.inlier_landmarks, np.int64).tolist(),
+        },
+    }
+    if record.image is not None:
+        entries["image"] = str(record.image)
+    if record.camera is not None:
+        camera = record.camera
+        entries["camera"] = {
+            "model": camera.model,
+            "width": camera.width,
+            "height": camera.height,
+            "params": list(camera.params),
+        }
+    return {**entries, **record.extra}
+
+
+def parse_record(entry: dict[str, Any]) -> QueryRecord:
+    """The inverse of :func:`record_entries`; unknown keys go to ``extra``."""
+    inliers = entry.get("inliers") or {}
+    camera = entry.get("camera")
+    known = {
+        "success",
+        "reason",
+        "num_inliers",
+        "timings",
+        "num_matches",
+        "retrieved",
+        "rounds",
+        "inliers",
+        "image",
+        "camera",
+    }
+    return QueryRecord(
+        retrieved=list(entry.get("retrieved") or ([entry["prior"]] if "prior" in entry else [])),
+        rounds=[Round(**round_) for round_ in entry.get("rounds") or []],
+        num_matches=int(entry.get("num_matches", 0)),
+        inlier_points2d=np.array(inliers.get("points2d", []), np.float64).reshape(-1, 2),
+        inlier_landmarks=np.array(inliers.get("landmarks", []), np.int64),
+        image=Path(entry["image"]) if entry.get("image") else None,
+        camera=Camera(camera["model"], int(camera["width"]), int(camera["height"]), tuple(camera["params"]))
+        if camera
+        else None,
+        extra={key: value for key, value in entry.items() if key not in known},
+    )
 
 
 def pose_line(name: str, pose: Pose) -> str:
@@ -118,6 +174,4 @@ def _merge_details(path: Path, results: dict[str, QueryResult]) -> None:
         if name in results:
             results[name].num_inliers = int(entry.get("num_inliers", 0))
             results[name].timings = {k: float(v) for k, v in entry.get("timings", {}).items()}
-            results[name].details = {
-                k: v for k, v in entry.items() if k not in ("success", "reason", "num_inliers", "timings")
-            }
+            results[name].record = parse_record(entry)

@@ -10,15 +10,6 @@ import pycolmap
 from ..types import Camera, Pose
 
 
-def inlier_record(points2d: np.ndarray, landmark_ids: np.ndarray) -> dict:
-    """The ``inliers`` entry of a query's details: PnP inlier keypoints (K, 2), COLMAP pixels of
-    the query image, and the landmark id (index into ``landmarks.h5``) each one matched."""
-    return {
-        "points2d": np.round(np.asarray(points2d, np.float64).reshape(-1, 2), 2).tolist(),
-        "landmarks": np.asarray(landmark_ids, np.int64).tolist(),
-    }
-
-
 @dataclass
 class PnPConfig:
     max_error_px: float = 4.0  # RANSAC inlier threshold

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..pipeline.timing import query_timer
-from ..types import Camera
+from ..types import Camera, Round
 from .pnp import PnPConfig, PnPResult, estimate_pose
 
 Correspondences = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
@@ -26,7 +26,7 @@ class RoundsResult:
     estimate: PnPResult  # of the round with the most inliers
     points2d: np.ndarray  # (N, 2) query pixels (COLMAP) of that round's correspondences
     landmark_ids: np.ndarray  # (N,) landmark id of each
-    rounds: list[dict]  # per round: keyframes matched, correspondences so far, PnP inliers
+    rounds: list[Round]  # every round run, the answer's and the others
 
 
 def localize_in_rounds(
@@ -56,9 +56,7 @@ def localize_in_rounds(
             points2d, landmark_ids = correspondences(keyframes)
         with query_timer("pnp", name):
             estimate = estimate_pose(points2d, points[landmark_ids], camera, pnp)
-        rounds.append(
-            {"keyframes": keyframes, "correspondences": int(len(landmark_ids)), "inliers": int(estimate.inliers.sum())}
-        )
+        rounds.append(Round(keyframes, int(len(landmark_ids)), int(estimate.inliers.sum())))
         if best.estimate.pose is None or (
             estimate.pose is not None and estimate.inliers.sum() > best.estimate.inliers.sum()
         ):

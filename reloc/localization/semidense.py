@@ -26,8 +26,8 @@ from ..matching.pairwise import CaspPairMatcher, PairMatcherConfig, PreparedImag
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
-from ..types import Frame, QueryResult
-from .pnp import PnPConfig, inlier_record
+from ..types import Frame, QueryRecord, QueryResult
+from .pnp import PnPConfig
 from .rounds import localize_in_rounds
 
 
@@ -123,12 +123,9 @@ class SemiDenseLocalize(Stage):
             self.config.confident_inliers,
         )
         inliers = outcome.estimate.inliers
-        details = {
-            "num_matches": len(points2d),
-            "retrieved": names,
-            "rounds": outcome.rounds,
-            "inliers": inlier_record(outcome.points2d[inliers], outcome.landmark_ids[inliers]),
-        }
+        record = QueryRecord(
+            names, outcome.rounds, len(points2d), outcome.points2d[inliers], outcome.landmark_ids[inliers]
+        )
         return QueryResult(
-            frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), details=details
+            frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), record=record
         )

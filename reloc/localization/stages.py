@@ -16,8 +16,8 @@ from ..mapping.store import read_sparse_map
 from ..matching import MatcherConfig, build_matcher
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
-from ..types import Frame, QueryResult
-from .pnp import PnPConfig, inlier_record
+from ..types import Frame, QueryRecord, QueryResult
+from .pnp import PnPConfig
 from .rounds import Correspondences, localize_in_rounds
 
 
@@ -91,15 +91,16 @@ class LocalizePnP(Stage):
                 self.config.confident_inliers,
             )
             inliers = outcome.estimate.inliers
-            details = {
-                "num_matches": int(len(outcome.landmark_ids)),
-                "retrieved": retrieved[frame.name],
-                "rounds": outcome.rounds,
-                "inliers": inlier_record(outcome.points2d[inliers], outcome.landmark_ids[inliers]),
-            }
+            record = QueryRecord(
+                retrieved[frame.name],
+                outcome.rounds,
+                int(len(outcome.landmark_ids)),
+                outcome.points2d[inliers],
+                outcome.landmark_ids[inliers],
+            )
             results.append(
                 QueryResult(
-                    frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), details=details
+                    frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), record=record
                 )
             )
         return {"results": results}

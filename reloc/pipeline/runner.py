@@ -131,22 +131,8 @@ def localize(
         by_name.get(frame.name) or QueryResult(frame.name, None, "no result from the pipeline") for frame in queries
     ]
     for frame, result in zip(queries, results):
-        result.details.update(query_details(frame))
+        result.record.image, result.record.camera = Path(frame.image_path).resolve(), frame.camera
     return results
-
-
-def query_details(frame: Frame) -> dict:
-    """What a viewer needs to draw a query later: its image file and its camera."""
-    camera = frame.camera
-    return {
-        "image": str(Path(frame.image_path).resolve()),
-        "camera": {
-            "model": camera.model,
-            "width": camera.width,
-            "height": camera.height,
-            "params": list(camera.params),
-        },
-    }
 
 
 def folder_bytes(folder: Path) -> int:

@@ -14,10 +14,10 @@ import pycolmap
 
 from ..errors import RelocError, ResultsError
 from ..favor.model import LandmarkFields
-from ..geometry.errors import pose_error
+from ..geometry.errors import scored_errors
 from ..io.map_folder import FAVOR_FILE, SFM_FOLDER, read_map_record
 from ..io.results import GROUND_TRUTH_FILE, read_results
-from ..types import Camera, Pose
+from ..types import Camera, Pose, QueryResult
 
 
 @dataclass
@@ -200,31 +200,20 @@ def read_queries(results_path: Path, ground_truth_path: Path | None = None) -> l
     return [query_view(result, truth[name].pose if name in truth else None) for name, result in results.items()]
 
 
-def query_view(result, ground_truth: Pose | None) -> QueryView:
-    details = result.details
-    camera = None
-    if "camera" in details:
-        entry = details["camera"]
-        camera = Camera(entry["model"], int(entry["width"]), int(entry["height"]), tuple(entry["params"]))
-    if ground_truth is None:
-        t_cm = r_deg = math.nan
-    elif result.pose is None:
-        t_cm = r_deg = math.inf
-    else:
-        t_m, r_deg = pose_error(result.pose, ground_truth)
-        t_cm = 100.0 * t_m
-    inliers = details.get("inliers") or {}
-    image = details.get("image")
+def query_view(result: QueryResult, ground_truth: Pose | None) -> QueryView:
+    """A query as the viewer shows it; errors by the scoring rule (NaN without ground truth)."""
+    record = result.record
+    t_cm, r_deg = (math.nan, math.nan) if ground_truth is None else scored_errors(result.pose, ground_truth)
     return QueryView(
         result.name,
-        camera,
+        record.camera,
         result.pose,
         ground_truth,
         result.reason,
         t_cm,
         r_deg,
-        Path(image) if image else None,
-        np.array(inliers.get("points2d", []), np.float64).reshape(-1, 2),
-        np.array(inliers.get("landmarks", []), np.int64),
-        list(details.get("retrieved") or ([details["prior"]] if "prior" in details else [])),
+        record.image,
+        record.inlier_points2d,
+        record.inlier_landmarks,
+        record.retrieved,
     )
