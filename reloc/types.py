@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry.rotation import qvec_to_rotmat, rotmat_to_qvec
+from .rotation import qvec_to_rotmat, rotmat_to_qvec
 
 CAMERA_MODEL_PARAMS = {
     "SIMPLE_PINHOLE": ("f", "cx", "cy"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from reloc.geometry.rotation import axis_angle_to_rotmat
+from reloc.rotation import axis_angle_to_rotmat
 from reloc.types import Pose
 
 

@@ -11,7 +11,7 @@ from reloc.datasets.cambridge import Cambridge
 from reloc.datasets.folder import ImageFolder
 from reloc.datasets.pairs import read_pairs_with_gt
 from reloc.errors import DatasetError
-from reloc.geometry.rotation import axis_angle_to_rotmat
+from reloc.rotation import axis_angle_to_rotmat
 from reloc.types import Camera, Pose
 
 from .layouts import write_cambridge, write_sevenscenes

@@ -13,8 +13,8 @@ from reloc.cli import app
 from reloc.datasets import load_dataset
 from reloc.errors import ResultsError
 from reloc.eval.metrics import compute_metrics
-from reloc.geometry.rotation import axis_angle_to_rotmat
 from reloc.io.results import read_results, write_results
+from reloc.rotation import axis_angle_to_rotmat
 from reloc.types import Camera, Pose, QueryRecord, QueryResult, Round
 
 from .layouts import write_cambridge

@@ -3,7 +3,7 @@ import pytest
 
 from reloc.geometry.errors import pose_error
 from reloc.geometry.projection import backproject_depth, project_points
-from reloc.geometry.rotation import axis_angle_to_rotmat, qvec_to_rotmat, rotmat_to_qvec
+from reloc.rotation import axis_angle_to_rotmat, qvec_to_rotmat, rotmat_to_qvec
 from reloc.types import Camera, Pose
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ..geometry.rotation import project_to_so3
+from ..rotation import project_to_so3
 from ..types import Camera, Frame, Pose
 from .base import Dataset, require_file
 

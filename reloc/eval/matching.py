@@ -21,7 +21,7 @@ import poselib
 from ..datasets.base import read_image, require_file
 from ..datasets.pairs import PairWithGT, read_pairs_with_gt
 from ..errors import DatasetError
-from ..geometry.rotation import rotation_angle_deg
+from ..rotation import rotation_angle_deg
 from ..types import Pose
 
 AUC_THRESHOLDS_DEG = (5, 10, 20)

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
+from ..rotation import rotation_angle_deg
 from ..types import Pose
-from .rotation import rotation_angle_deg
 
 
 def pose_error(estimate: Pose, ground_truth: Pose) -> tuple[float, float]:

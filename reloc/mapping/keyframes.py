@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry.rotation import rotation_angle_deg
+from ..rotation import rotation_angle_deg
 from ..types import Frame
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...geometry.projection import backproject_depth
-from ...geometry.rotation import axis_angle_to_rotmat
+from ...rotation import axis_angle_to_rotmat
 from ...types import Camera, Pose
 from .appearance import Appearance, apply_appearance
 from .generate import build_scene

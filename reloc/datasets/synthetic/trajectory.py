@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from ...geometry.rotation import axis_angle_to_rotmat
+from ...rotation import axis_angle_to_rotmat
 from ...types import Pose
 from .scenes import CameraRegion
 
