@@ -82,15 +82,26 @@ def open_dataset(dataset: ScoredDataset, root: Path, images: Path | None = None,
     return load_dataset(dataset.value, root, **options)
 
 
+def progress_bar(*extra: TextColumn) -> Progress:
+    """The one progress display of the commands: description, bar, done/total, time, and any
+    ``extra`` columns (a training step's losses)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        *extra,
+        console=console,
+    )
+
+
 class GraphProgress:
     """A rich display with a bar per graph run (its nodes) and one more for each ``track``ed loop
     inside a node (images, queries, training steps). Use as a context; ``on_node(description)``
     gives the callback a graph run reports its nodes to."""
 
     def __init__(self):
-        self.display = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        )
+        self.display = progress_bar()
         self.tasks: dict[str, tuple] = {}
         self.loops = reporting(self.start_loop)
 
@@ -408,13 +419,7 @@ def synth(
         parse_appearance(appearance),
         query_offset,
     )
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} frames"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    progress = progress_bar()
     with progress:
         task = progress.add_task(f"rendering {layout.value} scene (seed {seed})", total=mapping_frames + query_frames)
         generate(config, out, lambda done, total: progress.update(task, completed=done))
@@ -468,9 +473,7 @@ def match_eval(
         if pairs.is_file()
         else 0
     )
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    )
+    progress = progress_bar()
     with progress:
         task = progress.add_task(f"{matcher.value} on {pairs}", total=pair_count)
         results = evaluate_pairs(
@@ -563,14 +566,7 @@ def train_command(
             max_corner_shift=max_corner_shift,
         ),
     )
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-    )
+    progress = progress_bar(TextColumn("{task.fields[status]}"))
     with progress:
         task = progress.add_task(f"training {model.value}", total=steps, status="")
 

@@ -505,24 +505,19 @@ def test_eval_against_a_given_map_runs_only_the_localization_graph(tmp_path):
 def test_a_map_without_an_artifact_the_localizer_reads_is_refused_before_anything_runs(tmp_path, monkeypatch):
     scene, _ = map_toy_scene(tmp_path, 3)
     monkeypatch.setattr(FailAll, "needs", (FAVOR_FILE,))
-    result = CliRunner().invoke(
-        app,
-        [
-            "localize",
-            str(tmp_path / "map"),
-            str(scene / "seq1" / "frame00001.png"),
-            "--focal",
-            "50",
-            "--out",
-            str(tmp_path / "r.txt"),
-        ],
-    )
+    args = ["localize", str(tmp_path / "map"), str(scene / "seq1" / "frame00001.png"), "--focal", "50"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "r.txt")])
     assert result.exit_code == 2 and not (tmp_path / "r.txt").exists()
     assert (
         f"{tmp_path / 'map' / 'favor.pt'}: missing, and localization node 'loc' reads it; it is built by a mapping "
-        "node with "
-        "stage favor.train (as in configs/favor-aliked.yaml, configs/favor.yaml)"
+        "node with stage favor.train (as in configs/favor-aliked.yaml, configs/favor.yaml)"
     ) in result.output
+    (tmp_path / "map" / "favor.pt").write_bytes(b"fields")  # present, but written in an older format
+    record = yaml.safe_load((tmp_path / "map" / "map.yaml").read_text())
+    record["artifacts"]["favor.pt"] = {"node": "fields", "stage": "favor.train", "version": "1", "format": 0}
+    (tmp_path / "map" / "map.yaml").write_text(yaml.safe_dump(record))
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "r.txt")])
+    assert result.exit_code == 2 and "favor.pt: format 0, but this reloc reads format 1" in result.output
 
 
 def test_track_reports_each_loop_to_the_front_end_only_inside_reporting():

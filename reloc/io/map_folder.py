@@ -81,18 +81,26 @@ def configs_with_stages(stages: tuple[str, ...], folder: Path = SHIPPED_CONFIGS)
     return names
 
 
-def require_artifacts(map_dir: Path, needs: dict[str, tuple[str, ...]]) -> None:
-    """Refuse a map that lacks an artifact a localization node reads. ``needs``: node name ->
-    artifact names (the node's ``stage.needs``)."""
-    for node, artifacts in needs.items():
-        for name in artifacts:
+def require_artifacts(map_dir: Path, needs: dict[str, tuple[str, ...]], recorded: dict[str, dict]) -> None:
+    """Refuse a map that lacks an artifact a localization node reads, or holds one in an older
+    format than this reloc reads. ``needs``: node name -> artifact names (its ``stage.needs``);
+    ``recorded``: map.yaml's ``artifacts`` (format versions as written)."""
+    for node, names in needs.items():
+        for name in names:
+            artifact = ARTIFACTS[name]
+            configs = configs_with_stages(artifact.built_by)
+            rebuild = (
+                f"it is built by a mapping node with stage {' or '.join(artifact.built_by)}"
+                + (f" (as in {', '.join(configs)})" if configs else "")
+                + ": rebuild the map with such a config"
+            )
             if not (map_dir / name).exists():
-                artifact = ARTIFACTS[name]
-                configs = configs_with_stages(artifact.built_by)
-                shipped = f" (as in {', '.join(configs)})" if configs else ""
+                raise PipelineError(f"{map_dir / name}: missing, and localization node '{node}' reads it; {rebuild}")
+            written = (recorded.get(name) or {}).get("format", artifact.format_version)
+            if written != artifact.format_version:
                 raise PipelineError(
-                    f"{map_dir / name}: missing, and localization node '{node}' reads it; it is built by a mapping "
-                    f"node with stage {' or '.join(artifact.built_by)}{shipped}: rebuild the map with such a config"
+                    f"{map_dir / name}: format {written}, but this reloc reads format "
+                    f"{artifact.format_version} (localization node '{node}'); {rebuild}"
                 )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import PipelineError
-from ..io.map_folder import MAP_FILE, read_map_record, require_artifacts
+from ..io.map_folder import ARTIFACTS, MAP_FILE, read_map_record, require_artifacts
 from ..types import Frame, QueryResult
 from .cache import CACHE_FOLDER, DiskCache, fingerprint
 from .engine import GraphRun, run_graph
@@ -89,12 +89,14 @@ def build_map(
 
 def artifact_producers(pipeline: Pipeline, run: GraphRun) -> dict[str, dict]:
     """Each top-level file or folder of the map (``features.h5``, ``sfm``) with the node, stage
-    and stage version that wrote it."""
+    and stage version that wrote it, and its format version when reloc knows the artifact."""
     producers = {}
     for name, paths in run.written.items():
         stage = pipeline.mapping.nodes[name].stage
-        for path in paths:
-            producers[Path(path).parts[0]] = {"node": name, "stage": stage.name, "version": stage.version}
+        for artifact in {Path(path).parts[0] for path in paths}:
+            producers[artifact] = {"node": name, "stage": stage.name, "version": stage.version}
+            if artifact in ARTIFACTS:
+                producers[artifact]["format"] = ARTIFACTS[artifact].format_version
     return dict(sorted(producers.items()))
 
 
@@ -118,7 +120,8 @@ def localize(
     failed.
     """
     pipeline = pipeline if pipeline is not None else load_map_pipeline(map_dir)
-    require_artifacts(map_dir, {name: node.stage.needs for name, node in pipeline.localization.nodes.items()})
+    needs = {name: node.stage.needs for name, node in pipeline.localization.nodes.items()}
+    require_artifacts(map_dir, needs, read_map_record(map_dir).get("artifacts") or {})
     with recording() as timings:
         run = run_graph(pipeline.localization, {"queries.frames": queries, "map.dir": map_dir}, on_node=on_node)
     by_name = {result.name: result for result in run.output(pipeline.localization.output)}
