@@ -25,12 +25,12 @@ from .eval.report import print_metrics, write_metrics
 from .eval.run import evaluate
 from .io.results import GROUND_TRUTH_FILE, read_results, write_results
 from .matching.pairwise import PAIR_MATCHERS
-from .matching.trained import MODELS
 from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
 from .pipeline.runner import folder_bytes
 from .pipeline.spec import SOURCES, load_pipeline, read_yaml
 from .viz.scene import load_scene
+from .weights import TRAINED_HERE
 
 app = typer.Typer(
     help="reloc: visual camera relocalization. Map a scene from posed images, then estimate the "
@@ -503,7 +503,7 @@ def match_eval(
     console.print(f"wrote {out}")
 
 
-TrainedModel = Enum("TrainedModel", {name: name for name in MODELS}, type=str)
+TrainedModel = Enum("TrainedModel", {name: name for name in TRAINED_HERE}, type=str)
 
 
 @app.command("train")

