@@ -18,7 +18,16 @@ from reloc.favor.model import LandmarkFields, keyframe_poses, training_rays
 from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
 from reloc.favor.train import TrainConfig, TrainingRays, initial_grids, train_grids
 from reloc.geometry.errors import pose_error
-from reloc.io.map_folder import FAVOR_FILE
+from reloc.io.map_folder import (
+    ARTIFACTS,
+    FAVOR_FILE,
+    FEATURES_FILE,
+    GLOBAL_FILE,
+    LANDMARKS_FILE,
+    PATCHES_FILE,
+    SFM_FOLDER,
+    open_artifact,
+)
 from reloc.io.results import read_results
 from reloc.mapping.patches import read_landmark_patches
 from reloc.mapping.store import read_sparse_map
@@ -256,3 +265,15 @@ def test_trained_fields_render_the_observed_descriptors(favor_map):
     mean_descriptor = torch.nn.functional.normalize(fields.grids[:, 1:].mean(dim=(2, 3, 4)), dim=1)
     baseline = (mean_descriptor[:, None] * rays.targets[rows]).sum(-1)[rendering.valid]
     assert float(cosine.mean()) > 0.85 and float(cosine.mean()) > float(baseline.mean())
+
+
+@pytest.mark.slow
+def test_every_artifact_of_a_favor_map_opens_with_its_reader(favor_map):
+    """reloc.io.map_folder knows how to open each artifact: the FaVoR map has all but keyframe_images."""
+    opened = {name: open_artifact(favor_map, name) for name, artifact in ARTIFACTS.items() if artifact.reader}
+    assert set(opened) == {FEATURES_FILE, LANDMARKS_FILE, SFM_FOLDER, GLOBAL_FILE, PATCHES_FILE, FAVOR_FILE}
+    assert opened[FEATURES_FILE].extractor == "sift" and len(opened[LANDMARKS_FILE].points) == len(
+        opened[SFM_FOLDER].points3D
+    )
+    assert len(opened[GLOBAL_FILE].names) == len(opened[SFM_FOLDER].images) == len(opened[PATCHES_FILE].images)
+    assert set(opened[FAVOR_FILE].landmark_ids.tolist()) <= set(opened[PATCHES_FILE].landmark_ids.tolist())

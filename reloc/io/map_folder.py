@@ -9,6 +9,7 @@ refused before anything runs, with the file and the stage (and shipped configs) 
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class Artifact:
     built_by: tuple[str, ...]  # stages that write it
     format_version: int  # raised with the writer's stage version when the layout changes
     content: str
+    reader: str = ""  # "package.module:function" (or Class.method) that opens it from its path
 
 
 ARTIFACTS = {
@@ -44,6 +46,7 @@ ARTIFACTS = {
             1,
             "keypoints (COLMAP pixels), float16 descriptors and scores per mapping image; the extractor as an "
             "attribute",
+            "reloc.features.base:FeatureStore.open",
         ),
         Artifact(
             LANDMARKS_FILE,
@@ -51,22 +54,37 @@ ARTIFACTS = {
             1,
             "landmark points, a representative descriptor each, the landmark id of every keyframe keypoint, "
             "keyframe cameras",
+            "reloc.mapping.store:read_sparse_map",
         ),
         Artifact(
             SFM_FOLDER,
             ("mapping.triangulate",),
             1,
             "a pycolmap reconstruction of the keyframes and landmarks (opens in COLMAP)",
+            "reloc.mapping.store:read_reconstruction",
         ),
-        Artifact(GLOBAL_FILE, ("retrieval.vlad",), 1, "VLAD vocabulary and one VLAD vector (and pose) per keyframe"),
+        Artifact(
+            GLOBAL_FILE,
+            ("retrieval.vlad",),
+            1,
+            "VLAD vocabulary and one VLAD vector (and pose) per keyframe",
+            "reloc.retrieval.vlad:RetrievalIndex.read",
+        ),
         Artifact(
             PATCHES_FILE,
             ("mapping.patches",),
             1,
             "dense-descriptor patches around the observations of persistent landmarks",
+            "reloc.mapping.patches:read_landmark_patches",
         ),
         Artifact(KEYFRAME_IMAGES, ("mapping.keyframe_images",), 1, "resized JPEG copies of the keyframe images"),
-        Artifact(FAVOR_FILE, ("favor.train",), 1, "FaVoR voxel descriptor fields, one per kept landmark"),
+        Artifact(
+            FAVOR_FILE,
+            ("favor.train",),
+            1,
+            "FaVoR voxel descriptor fields, one per kept landmark",
+            "reloc.favor.model:LandmarkFields.load",
+        ),
     )
 }
 
@@ -102,6 +120,16 @@ def require_artifacts(map_dir: Path, needs: dict[str, tuple[str, ...]], recorded
                     f"{map_dir / name}: format {written}, but this reloc reads format "
                     f"{artifact.format_version} (localization node '{node}'); {rebuild}"
                 )
+
+
+def open_artifact(map_dir: Path, name: str):
+    """Open artifact ``name`` of a map with its reader (imported on use, so that this module needs
+    none of the stage families); a missing file fails in the reader, by name."""
+    module, _, attribute = ARTIFACTS[name].reader.partition(":")
+    reader = importlib.import_module(module)
+    for part in attribute.split("."):
+        reader = getattr(reader, part)
+    return reader(map_dir / name)
 
 
 def read_map_record(map_dir: Path) -> dict:

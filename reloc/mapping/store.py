@@ -117,8 +117,14 @@ def write_reconstruction(folder: Path, frames: list[Frame], keypoints: list[np.n
     reconstruction.write_binary(str(folder))
 
 
-def read_sparse_map(map_dir: Path) -> SparseMap:
-    path = map_dir / LANDMARKS_FILE
+def read_reconstruction(path: Path) -> pycolmap.Reconstruction:
+    """The map's pycolmap reconstruction (``sfm/``: keyframes, cameras, landmarks with colours)."""
+    return pycolmap.Reconstruction(str(path))
+
+
+def read_sparse_map(path: Path) -> SparseMap:
+    """The sparse map of ``path``: a ``landmarks.h5`` file, or a map folder holding one."""
+    path = path / LANDMARKS_FILE if path.is_dir() else path
     if not path.is_file():
         raise RelocError(f"{path}: missing; the map has no sparse landmarks (was it built with a triangulation stage?)")
     point_ids, cameras = {}, {}

@@ -13,9 +13,8 @@ import numpy as np
 import pycolmap
 
 from ..errors import RelocError, ResultsError
-from ..favor.model import LandmarkFields
 from ..geometry.errors import scored_errors
-from ..io.map_folder import FAVOR_FILE, SFM_FOLDER, read_map_record
+from ..io.map_folder import FAVOR_FILE, SFM_FOLDER, open_artifact, read_map_record
 from ..io.results import GROUND_TRUTH_FILE, read_results
 from ..types import Camera, Pose, QueryResult
 
@@ -136,7 +135,7 @@ def load_scene(map_dir: Path, results: Path | None = None, ground_truth: Path | 
         raise RelocError(
             f"{sfm}: missing the COLMAP model of the map (images.bin); was it built with a triangulation stage?"
         )
-    reconstruction = pycolmap.Reconstruction(str(sfm))
+    reconstruction = open_artifact(map_dir, SFM_FOLDER)
     points, colors = landmark_arrays(reconstruction)
     root = dataset_root(record)
     keyframes = [
@@ -181,7 +180,7 @@ def favor_voxels(map_dir: Path) -> FavorVoxels | None:
     path = map_dir / FAVOR_FILE
     if not path.is_file():
         return None
-    fields = LandmarkFields.load(path)
+    fields = open_artifact(map_dir, FAVOR_FILE)
     return FavorVoxels(
         fields.centres.numpy().astype(np.float64),
         fields.sides.numpy().astype(np.float64),
