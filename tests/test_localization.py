@@ -132,6 +132,9 @@ def test_localization_rounds_keep_the_round_with_the_most_inliers():
         confident_inliers=100,
     )
     assert len(outcome.rounds) == 2 and outcome.estimate.inliers.sum() == 60 and len(outcome.points2d) == 60
+    result = outcome.query_result("q", ["a", "b"])  # the answer's round, and every round in the record
+    assert result.num_inliers == 60 and result.record.num_matches == 60 and len(result.record.inlier_landmarks) == 60
+    assert [r.correspondences for r in result.record.rounds] == [60, 300] and result.record.retrieved == ["a", "b"]
 
 
 def test_localization_rounds_report_failure_after_the_last_round():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..pipeline.timing import query_timer
-from ..types import Camera, Round
+from ..types import Camera, QueryRecord, QueryResult, Round
 from .pnp import PnPConfig, PnPResult, estimate_pose
 
 Correspondences = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
@@ -27,6 +27,15 @@ class RoundsResult:
     points2d: np.ndarray  # (N, 2) query pixels (COLMAP) of that round's correspondences
     landmark_ids: np.ndarray  # (N,) landmark id of each
     rounds: list[Round]  # every round run, the answer's and the others
+
+    def query_result(self, name: str, retrieved: list[str]) -> QueryResult:
+        """Query ``name``'s result: the answer's pose (or PnP's reason), its inliers, and the
+        record of the rounds."""
+        inliers = self.estimate.inliers
+        record = QueryRecord(
+            retrieved, self.rounds, len(self.landmark_ids), self.points2d[inliers], self.landmark_ids[inliers]
+        )
+        return QueryResult(name, self.estimate.pose, self.estimate.reason, int(inliers.sum()), record=record)
 
 
 def localize_in_rounds(

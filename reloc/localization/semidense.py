@@ -26,7 +26,7 @@ from ..matching.pairwise import CaspPairMatcher, PairMatcherConfig, PreparedImag
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
-from ..types import Frame, QueryRecord, QueryResult
+from ..types import Frame, QueryResult
 from .pnp import PnPConfig
 from .rounds import localize_in_rounds
 
@@ -122,10 +122,4 @@ class SemiDenseLocalize(Stage):
             self.config.keyframes_per_round,
             self.config.confident_inliers,
         )
-        inliers = outcome.estimate.inliers
-        record = QueryRecord(
-            names, outcome.rounds, len(points2d), outcome.points2d[inliers], outcome.landmark_ids[inliers]
-        )
-        return QueryResult(
-            frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), record=record
-        )
+        return outcome.query_result(frame.name, names)

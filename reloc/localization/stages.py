@@ -16,7 +16,7 @@ from ..mapping.store import read_sparse_map
 from ..matching import MatcherConfig, build_matcher
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
-from ..types import Frame, QueryRecord, QueryResult
+from ..types import Frame, QueryResult
 from .pnp import PnPConfig
 from .rounds import Correspondences, localize_in_rounds
 
@@ -90,19 +90,7 @@ class LocalizePnP(Stage):
                 self.config.keyframes_per_round,
                 self.config.confident_inliers,
             )
-            inliers = outcome.estimate.inliers
-            record = QueryRecord(
-                retrieved[frame.name],
-                outcome.rounds,
-                int(len(outcome.landmark_ids)),
-                outcome.points2d[inliers],
-                outcome.landmark_ids[inliers],
-            )
-            results.append(
-                QueryResult(
-                    frame.name, outcome.estimate.pose, outcome.estimate.reason, int(inliers.sum()), record=record
-                )
-            )
+            results.append(outcome.query_result(frame.name, retrieved[frame.name]))
         return {"results": results}
 
     def keyframe_matches(
