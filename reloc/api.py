@@ -42,8 +42,7 @@ def map(  # noqa: A001 - reloc.map reads as the verb it is
     """Build a map folder ``out`` from the posed training split of a dataset (``7scenes``,
     ``cambridge``, ``colmap``; ``dataset_options`` such as ``images=`` and ``queries=`` for COLMAP)."""
     scene = load_dataset(dataset, root, **dataset_options)
-    record = {"kind": scene.kind, "root": str(Path(root).resolve())}
-    return build_map(load_pipeline(config, overrides), scene.frames("train"), Path(out), record, on_node)
+    return build_map(load_pipeline(config, overrides), scene.frames("train"), Path(out), scene.description(), on_node)
 
 
 def localize(

@@ -38,6 +38,10 @@ class Dataset(ABC):
         if split not in SPLITS:
             raise DatasetError(f"unknown split {split!r}; use one of {SPLITS}")
 
+    def description(self) -> dict[str, str]:
+        """What a map records of the dataset it was built from: its kind and absolute root."""
+        return {"kind": self.kind, "root": str(self.root.resolve())}
+
     def ground_truth(self) -> dict[str, Frame]:
         """Query frames by name, for scoring results."""
         return {frame.name: frame for frame in self.frames("test")}

@@ -55,8 +55,7 @@ def evaluate(
     else:
         frames, map_dir = scene.frames("train"), out / "map"
         if not map_is_current(map_dir, pipeline, frames):
-            dataset = {"kind": scene.kind, "root": str(Path(scene.root).resolve())}
-            run = build_map(pipeline, frames, map_dir, dataset, on_mapping_node)
+            run = build_map(pipeline, frames, map_dir, scene.description(), on_mapping_node)
             mapping = dataclasses.replace(run, values={})  # the timings; the outputs are in the map folder
     results = localize(map_dir, scene.frames("test"), on_localization_node, pipeline)
     out.mkdir(parents=True, exist_ok=True)
