@@ -236,3 +236,27 @@ def test_folder_bad_input_messages(tmp_path):
         ImageFolder(tmp_path, focal=100).frames("train")
     with pytest.raises(DatasetError, match=r"missing.jpg: no such image file or folder"):
         ImageFolder(tmp_path, focal=100, images=[tmp_path / "missing.jpg"]).frames("test")
+
+
+@pytest.mark.parametrize(
+    "header", ["Visual Landmark Dataset V1\nImageFile, Camera Position [X Y Z W P Q R]\n\n", "", "# my poses\n"]
+)
+def test_cambridge_split_rows_are_read_with_any_header_or_none(tmp_path, header):
+    """A split file without the release's three header lines loses no row (it used to lose 3)."""
+    poses = write_cambridge(tmp_path, sizes=[(64, 48)] * 5)
+    rows = (tmp_path / "dataset_test.txt").read_text().splitlines()[3:]
+    (tmp_path / "dataset_test.txt").write_text(header + "\n".join(rows) + "\n")
+    frames = Cambridge(tmp_path).frames("test")
+    assert [f.name for f in frames] == [f"seq1/frame{i:05d}.png" for i in range(1, 5)]
+    assert all(np.allclose(f.pose.matrix, poses[f.name].matrix, atol=1e-9) for f in frames)
+
+
+def test_cambridge_split_refuses_a_malformed_row_even_first(tmp_path):
+    write_cambridge(tmp_path, sizes=[(64, 48)] * 3)
+    rows = (tmp_path / "dataset_test.txt").read_text().splitlines()[3:]
+    (tmp_path / "dataset_test.txt").write_text("seq1/frame00001.png 1 2 3\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match=r"dataset_test.txt:1: expected 'name X Y Z W P Q R', got 4 fields"):
+        Cambridge(tmp_path).frames("test")
+    (tmp_path / "dataset_test.txt").write_text("\n".join([rows[0], "ImageFile, Camera Position", rows[1]]) + "\n")
+    with pytest.raises(DatasetError, match=r"dataset_test.txt:2: expected 'name X Y Z W P Q R', got 3 fields"):
+        Cambridge(tmp_path).frames("test")

@@ -1,7 +1,7 @@
 """Cambridge Landmarks, in its original layout.
 
-A scene folder holds ``dataset_train.txt`` / ``dataset_test.txt`` (three header lines, then
-``name X Y Z W P Q R``: camera centre and the world-to-camera quaternion), the images, and
+A scene folder holds ``dataset_train.txt`` / ``dataset_test.txt`` (header lines, three in the
+release, then ``name X Y Z W P Q R``: camera centre and the world-to-camera quaternion), the images, and
 ``reconstruction.nvm`` (NVM_V3) which gives each image's focal length. The principal point is the
 image centre and the image size is read from each file, so images may have any resolution.
 The NVM radial distortion term is not used (the images are treated as pinhole, as the common
@@ -19,7 +19,7 @@ from ..types import Camera, Frame, Pose
 from .base import Dataset, image_size, require_file
 
 SPLIT_FILES = {"train": "dataset_train.txt", "test": "dataset_test.txt"}
-HEADER_LINES = 3
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def image_key(name: str) -> str:
@@ -56,14 +56,30 @@ def read_nvm_focals(path: Path) -> dict[str, float]:
     return focals
 
 
+def looks_like_row(tokens: list[str]) -> bool:
+    """A line meant as a row: it names an image, or it has a name and seven numbers."""
+    if tokens[0].lower().endswith(IMAGE_SUFFIXES):
+        return True
+    if len(tokens) != 8:
+        return False
+    try:
+        for token in tokens[1:]:
+            float(token)
+    except ValueError:
+        return False
+    return True
+
+
 def read_split(path: Path) -> list[tuple[str, Pose, int]]:
-    """(image name, cam_from_world, line number) for each row of a ``dataset_*.txt`` file."""
+    """(image name, cam_from_world, line number) for each row of a ``dataset_*.txt`` file. Lines
+    before the first row that do not look like a row (:func:`looks_like_row`) are the header; from
+    then on every line must be a row, so no data line is ever skipped."""
     rows = []
     lines = require_file(path, "Cambridge split file").read_text().splitlines()
-    for line_number, line in enumerate(lines[HEADER_LINES:], start=HEADER_LINES + 1):
+    for line_number, line in enumerate(lines, start=1):
         tokens = line.split()
-        if not tokens:
-            continue
+        if not tokens or (not rows and not looks_like_row(tokens)):
+            continue  # blank, or a header line before the first row (any number of them, or none)
         if len(tokens) != 8:
             raise DatasetError(f"{path}:{line_number}: expected 'name X Y Z W P Q R', got {len(tokens)} fields")
         try:
