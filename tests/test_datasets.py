@@ -260,3 +260,13 @@ def test_cambridge_split_refuses_a_malformed_row_even_first(tmp_path):
     (tmp_path / "dataset_test.txt").write_text("\n".join([rows[0], "ImageFile, Camera Position", rows[1]]) + "\n")
     with pytest.raises(DatasetError, match=r"dataset_test.txt:2: expected 'name X Y Z W P Q R', got 3 fields"):
         Cambridge(tmp_path).frames("test")
+
+
+def test_a_truncated_jpeg_is_an_error_naming_the_file(tmp_path):
+    """OpenCV would decode it half grey with only a warning."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "x.jpg")
+    data = (tmp_path / "x.jpg").read_bytes()
+    assert read_image(tmp_path / "x.jpg").shape == (48, 64, 3)
+    (tmp_path / "x.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match=r"x.jpg: truncated JPEG \(no end-of-image marker\): the file is incomplete"):
+        read_image(tmp_path / "x.jpg")

@@ -591,3 +591,39 @@ def test_graph_command_prints_nodes_edges_and_planned_stages(tmp_path):
 def test_shipped_configs_are_valid(config):
     pipeline = load_pipeline(config)
     assert pipeline.localization.output is not None
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_mapping_image_stops_mapping_by_name_and_a_truncated_query_fails_alone(tmp_path):
+    scene = tmp_path / "scene"
+    write_cambridge(scene, sizes=[(64, 48)] * 4)
+    config = write_yaml(tmp_path, pipeline_dict())
+    args = [
+        "eval",
+        "--config",
+        str(config),
+        "--dataset",
+        "cambridge",
+        "--root",
+        str(scene),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    truncate(scene / "seq1" / "frame00000.png")  # the mapping image
+    result = CliRunner().invoke(app, args)
+    assert (
+        result.exit_code == 2 and f"{scene / 'seq1' / 'frame00000.png'}: truncated PNG (no IEND chunk)" in result.output
+    )
+    assert not (tmp_path / "run" / "map" / "map.yaml").exists() and CALLS == []
+    write_cambridge(tmp_path / "fresh", sizes=[(64, 48)] * 4)
+    (scene / "seq1" / "frame00000.png").write_bytes((tmp_path / "fresh" / "seq1" / "frame00000.png").read_bytes())
+    truncate(scene / "seq1" / "frame00002.png")  # a query
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "run" / "results.txt").read_text()
+    assert f"# FAILED seq1/frame00002.png: {scene / 'seq1' / 'frame00002.png'}: truncated PNG (no IEND chunk)" in lines
+    assert "# FAILED seq1/frame00003.png: map of 2 frames cannot localize" in lines  # the others ran in the graph

@@ -71,11 +71,30 @@ def image_size(path: Path) -> tuple[int, int]:
         return image.size
 
 
+def check_complete(path: str | Path) -> None:
+    """Refuse a truncated JPEG or PNG (no end-of-image marker / IEND chunk in its last kilobyte):
+    OpenCV decodes a truncated JPEG half grey with only a warning that names no file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            head = file.read(8)
+            file.seek(max(0, file.seek(0, 2) - 1024))
+            tail = file.read()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file does not exist") from None
+    if head.startswith(b"\xff\xd8") and b"\xff\xd9" not in tail:
+        raise DatasetError(f"{path}: truncated JPEG (no end-of-image marker): the file is incomplete")
+    if head.startswith(b"\x89PNG") and b"IEND" not in tail:
+        raise DatasetError(f"{path}: truncated PNG (no IEND chunk): the file is incomplete")
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 array (H, W, 3). Corrupt or missing files raise a DatasetError naming the file.
+    """RGB uint8 array (H, W, 3). Corrupt, truncated or missing files raise a DatasetError naming
+    the file.
 
     Decoded by OpenCV (about twice as fast as PIL for JPEG); files OpenCV cannot decode go
     through PIL, which reads a few more formats and explains why a file is unreadable."""
+    check_complete(path)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # as PIL: pixels as stored
     if image is not None:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import PipelineError
+from ..datasets.base import check_complete
+from ..errors import DatasetError, PipelineError
 from ..io.map_folder import ARTIFACTS, MAP_FILE, read_map_record, require_artifacts
 from ..types import Frame, QueryResult
 from .cache import CACHE_FOLDER, DiskCache, fingerprint
@@ -65,6 +66,8 @@ def build_map(
     unposed = [frame.name for frame in frames if frame.pose is None]
     if unposed:
         raise PipelineError(f"mapping needs posed frames; {len(unposed)} have no pose, e.g. {unposed[0]}")
+    for frame in frames:
+        check_complete(frame.image_path)  # a truncated mapping image fails here, by name, before any work
     map_dir.mkdir(parents=True, exist_ok=True)
     (map_dir / MAP_FILE).unlink(missing_ok=True)
     run = run_graph(
@@ -122,8 +125,10 @@ def localize(
     pipeline = pipeline if pipeline is not None else load_map_pipeline(map_dir)
     needs = {name: node.stage.needs for name, node in pipeline.localization.nodes.items()}
     require_artifacts(map_dir, needs, read_map_record(map_dir).get("artifacts") or {})
+    unreadable = unreadable_images(queries)
+    readable = [frame for frame in queries if frame.name not in unreadable]
     with recording() as timings:
-        run = run_graph(pipeline.localization, {"queries.frames": queries, "map.dir": map_dir}, on_node=on_node)
+        run = run_graph(pipeline.localization, {"queries.frames": readable, "map.dir": map_dir}, on_node=on_node)
     by_name = {result.name: result for result in run.output(pipeline.localization.output)}
     for name, result in by_name.items():
         result.timings = {**timings.get(name, {}), **result.timings}
@@ -131,11 +136,25 @@ def localize(
     if unknown:
         raise PipelineError(f"localization returned results for images that are not queries, e.g. {unknown[0]}")
     results = [
-        by_name.get(frame.name) or QueryResult(frame.name, None, "no result from the pipeline") for frame in queries
+        by_name.get(frame.name)
+        or QueryResult(frame.name, None, unreadable.get(frame.name, "no result from the pipeline"))
+        for frame in queries
     ]
     for frame, result in zip(queries, results):
         result.record.image, result.record.camera = Path(frame.image_path).resolve(), frame.camera
     return results
+
+
+def unreadable_images(frames: list[Frame]) -> dict[str, str]:
+    """Query name -> why its image cannot be used (missing or truncated file): such a query is
+    reported failed with that reason and the others are localized."""
+    reasons = {}
+    for frame in frames:
+        try:
+            check_complete(frame.image_path)
+        except DatasetError as error:
+            reasons[frame.name] = str(error)
+    return reasons
 
 
 def folder_bytes(folder: Path) -> int:
