@@ -151,7 +151,7 @@ def score(
     ],
     dataset: DatasetOption,
     root: RootOption,
-    out: Annotated[Path | None, typer.Option(help="Write metrics.json here.")] = None,
+    out: Annotated[Path | None, typer.Option(dir_okay=False, help="Write metrics.json here.")] = None,
     map_dir: Annotated[Path | None, typer.Option("--map", help="Map folder, to report its size.")] = None,
     queries: QueriesOption = None,
 ):
@@ -170,7 +170,7 @@ def map_command(
     config: ConfigOption,
     dataset: DatasetOption,
     root: RootOption,
-    out: Annotated[Path, typer.Option(help="Map folder to write.")],
+    out: Annotated[Path, typer.Option(file_okay=False, help="Map folder to write.")],
     images: ImagesOption = None,
     queries: QueriesOption = None,
     overrides: SetOption = None,
@@ -188,7 +188,7 @@ def map_command(
 def localize_command(
     map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map'.")],
     images: Annotated[list[Path], typer.Argument(help="Query images or folders of images.")],
-    out: Annotated[Path, typer.Option(help="Results file to write.")],
+    out: Annotated[Path, typer.Option(dir_okay=False, help="Results file to write.")],
     focal: Annotated[float | None, typer.Option(help="Focal length in pixels (principal point at the centre).")] = None,
     camera: Annotated[
         Path | None, typer.Option(help="Camera file: 'MODEL W H PARAMS...' or 'NAME MODEL W H PARAMS...' lines.")
@@ -210,7 +210,7 @@ def eval_command(
     config: ConfigOption,
     dataset: DatasetOption,
     root: RootOption,
-    out: Annotated[Path, typer.Option(help="Run folder: map/, results.txt, metrics.json, report.md.")],
+    out: Annotated[Path, typer.Option(file_okay=False, help="Run folder: map/, results.txt, metrics.json, report.md.")],
     images: ImagesOption = None,
     queries: QueriesOption = None,
     overrides: SetOption = None,
@@ -264,9 +264,10 @@ def view_command(
     screenshot: Annotated[
         Path | None,
         typer.Option(
+            dir_okay=False,
             help="Render headless to this PNG (no window, no display needed) "
             "from a viewpoint that frames the map, and exit. The view camera "
-            "goes to OUT.view.json (K, cam_from_world)."
+            "goes to OUT.view.json (K, cam_from_world).",
         ),
     ] = None,
     width: Annotated[int, typer.Option(min=64, help="Window or screenshot width in pixels.")] = 1280,
@@ -383,7 +384,7 @@ def synth(
         SynthLayout,
         typer.Option(help="7scenes: indoor room, 640x480, depth; cambridge: outdoor courtyard, 640x360, NVM."),
     ],
-    out: Annotated[Path, typer.Option(help="Scene folder to write.")],
+    out: Annotated[Path, typer.Option(file_okay=False, help="Scene folder to write.")],
     seed: Annotated[int, typer.Option(help="Everything (scene, paths, noise) follows from the seed.")] = 0,
     frames: Annotated[str, typer.Option(help="MAPPING,QUERIES frame counts.")] = "300,100",
     sequences: Annotated[str, typer.Option(help="MAPPING,QUERIES sequence counts.")] = "3,2",
@@ -445,7 +446,10 @@ def match_eval(
     images: Annotated[Path, typer.Option(help="Folder the pair file's image names are relative to.")],
     out: Annotated[
         Path,
-        typer.Option(help="metrics.json to write (auc_5/10/20 in percent, matches_per_pair, ms_per_pair, per pair)."),
+        typer.Option(
+            dir_okay=False,
+            help="metrics.json to write (auc_5/10/20 in percent, matches_per_pair, ms_per_pair, per pair).",
+        ),
     ],
     resize_max: Annotated[int, typer.Option(help="Long side the matcher sees, in pixels (0: original size).")] = 640,
     max_keypoints: Annotated[
@@ -513,7 +517,8 @@ def train_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Checkpoint to write (default: runs/train/MODEL-TIME.pt); never the shipped one in reloc/weights/."
+            dir_okay=False,
+            help="Checkpoint to write (default: runs/train/MODEL-TIME.pt); never the shipped one in reloc/weights/.",
         ),
     ] = None,
     steps: Annotated[int, typer.Option(help="Optimisation steps, each on a fresh batch.")] = 1500,

@@ -270,3 +270,31 @@ def test_a_truncated_jpeg_is_an_error_naming_the_file(tmp_path):
     (tmp_path / "x.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetError, match=r"x.jpg: truncated JPEG \(no end-of-image marker\): the file is incomplete"):
         read_image(tmp_path / "x.jpg")
+
+
+def test_folder_queries_with_one_file_name_in_two_folders_stay_two_queries(tmp_path):
+    """a/x.jpg and b/x.jpg used to share the name x.jpg (both got b's pose); the same file twice is an error."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        save_jpeg(tmp_path / folder / "x.jpg")
+    frames = ImageFolder(tmp_path, focal=500, images=[tmp_path / "a" / "x.jpg", tmp_path / "b"]).frames("test")
+    assert [f.name for f in frames] == ["a/x.jpg", "b/x.jpg"]
+    outside = ImageFolder(tmp_path / "a", focal=500, images=[tmp_path / "b" / "x.jpg"]).frames("test")
+    assert [f.name for f in outside] == [(tmp_path / "b" / "x.jpg").resolve().as_posix()]  # not below the root
+    with pytest.raises(DatasetError, match=r"x.jpg: given twice \(also as .*a/x.jpg\); each query image once"):
+        ImageFolder(tmp_path, focal=500, images=[tmp_path / "a" / "x.jpg", tmp_path / "a"]).frames("test")
+
+
+@pytest.mark.parametrize("focal", [float("nan"), float("inf"), 0.0, -5.0])
+def test_folder_refuses_a_focal_that_is_not_a_positive_number(tmp_path, focal):
+    save_jpeg(tmp_path / "a.jpg")
+    with pytest.raises(DatasetError, match=r"--focal must be a positive, finite number of pixels"):
+        ImageFolder(tmp_path, focal=focal)
+
+
+def test_folder_names_an_exif_focal_stored_as_text(tmp_path):
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x920A] = "fifty"  # FocalLength
+    save_jpeg(tmp_path / "a.jpg", exif=exif)
+    with pytest.raises(DatasetError, match=r"a.jpg: EXIF tag 37386 holds 'fifty', not a focal number; pass --focal"):
+        ImageFolder(tmp_path).frames("test")

@@ -143,3 +143,13 @@ def test_query_records_round_trip_through_the_details_sidecar(tmp_path):
     np.testing.assert_array_equal(back.inlier_landmarks, record.inlier_landmarks)
     assert back.image == record.image and back.camera == camera and back.extra == record.extra
     assert loaded["f.png"].pose is None and loaded["f.png"].record.rounds == []
+
+
+def test_a_name_with_spaces_reads_back_whole(tmp_path):
+    pose = Pose.from_qvec_tvec([1.0, 0, 0, 0], [0.5, -1.0, 2.0])
+    write_results(
+        tmp_path / "r.txt", [QueryResult("my photos/IMG 1.jpg", pose), QueryResult("b c.jpg", None, "too few")]
+    )
+    loaded = read_results(tmp_path / "r.txt")
+    assert set(loaded) == {"my photos/IMG 1.jpg", "b c.jpg"} and loaded["b c.jpg"].reason == "too few"
+    np.testing.assert_allclose(loaded["my photos/IMG 1.jpg"].pose.matrix, pose.matrix)

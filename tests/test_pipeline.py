@@ -627,3 +627,43 @@ def test_a_truncated_mapping_image_stops_mapping_by_name_and_a_truncated_query_f
     lines = (tmp_path / "run" / "results.txt").read_text()
     assert f"# FAILED seq1/frame00002.png: {scene / 'seq1' / 'frame00002.png'}: truncated PNG (no IEND chunk)" in lines
     assert "# FAILED seq1/frame00003.png: map of 2 frames cannot localize" in lines  # the others ran in the graph
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("pipeline: !!python/object/apply:os.system ['echo owned']\n", r"map.yaml: not valid \(safe\) YAML"),
+        ("- a\n- b\n", r"map.yaml: not a map record"),
+    ],
+)
+def test_a_damaged_map_record_is_one_clear_line(tmp_path, content, message):
+    scene, _ = map_toy_scene(tmp_path, 3)
+    (tmp_path / "map" / "map.yaml").write_text(content)
+    result = CliRunner().invoke(
+        app, ["localize", str(tmp_path / "map"), str(scene / "seq1"), "--focal", "50", "--out", str(tmp_path / "r.txt")]
+    )
+    assert result.exit_code == 2 and re.search(message, result.output) and "Traceback" not in result.output
+
+
+def test_outputs_of_the_wrong_kind_are_refused_before_any_work(tmp_path):
+    scene, _ = map_toy_scene(tmp_path, 3)
+    (tmp_path / "taken").write_text("x")
+    localize = ["localize", str(tmp_path / "map"), str(scene / "seq1"), "--focal", "50", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, localize, env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and "is a directory" in result.output
+    result = CliRunner().invoke(
+        app,
+        [
+            "map",
+            "--config",
+            str(tmp_path / "pipe.yaml"),
+            "--dataset",
+            "cambridge",
+            "--root",
+            str(scene),
+            "--out",
+            str(tmp_path / "taken"),
+        ],
+        env={"COLUMNS": "400"},
+    )
+    assert result.exit_code == 2 and "is a file" in result.output

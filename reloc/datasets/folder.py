@@ -11,6 +11,7 @@ Camera file: ``#`` comments; either one line ``MODEL WIDTH HEIGHT PARAMS...`` (C
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from PIL import Image
@@ -60,34 +61,57 @@ def exif_focal_pixels(path: Path) -> float | None:
     with Image.open(path) as image:
         width, height = image.size
         exif = image.getexif().get_ifd(EXIF_IFD)
-    focal_35mm = float(exif.get(EXIF_FOCAL_35MM, 0) or 0)
+    focal_35mm = exif_number(path, exif, EXIF_FOCAL_35MM)
     if focal_35mm > 0:
         return focal_35mm / 36.0 * max(width, height)
-    focal_mm = float(exif.get(EXIF_FOCAL_LENGTH, 0) or 0)
-    resolution = float(exif.get(EXIF_FOCAL_PLANE_X_RESOLUTION, 0) or 0)
+    focal_mm = exif_number(path, exif, EXIF_FOCAL_LENGTH)
+    resolution = exif_number(path, exif, EXIF_FOCAL_PLANE_X_RESOLUTION)
     unit_mm = FOCAL_PLANE_UNIT_MM.get(int(exif.get(EXIF_FOCAL_PLANE_UNIT, 2)))
     if focal_mm > 0 and resolution > 0 and unit_mm:
         return focal_mm * resolution / unit_mm
     return None
 
 
-def list_images(paths: list[Path]) -> list[tuple[str, Path]]:
-    """(name, path) for image files and the images inside folders, sorted by name."""
-    found = []
+def image_name(path: Path, root: Path) -> str:
+    """A query's name in results files: its path relative to ``root`` when it lies below it, else
+    its absolute path, so that ``a/x.jpg`` and ``b/x.jpg`` stay two queries."""
+    path, root = path.resolve(), root.resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+
+
+def exif_number(path: Path, exif, tag: int) -> float:
+    """An EXIF value as a finite number (0 when absent); text or NaN is an error naming the file."""
+    value = exif.get(tag, 0) or 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise DatasetError(
+            f"{path}: EXIF tag {tag} holds {value!r}, not a focal number; pass --focal PIXELS or --camera FILE"
+        )
+    return number
+
+
+def list_images(paths: list[Path], root: Path) -> list[tuple[str, Path]]:
+    """(name, path) for image files and the images inside folders, in the order given (folders
+    sorted); names by :func:`image_name`. The same image given twice is an error."""
+    found: dict[str, Path] = {}
     for path in paths:
         if path.is_dir():
-            found += [
-                (p.relative_to(path).as_posix(), p)
-                for p in sorted(path.rglob("*"))
-                if p.suffix.lower() in IMAGE_SUFFIXES
-            ]
+            files = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
         elif path.is_file():
-            found.append((path.name, path))
+            files = [path]
         else:
             raise DatasetError(f"{path}: no such image file or folder")
+        for file in files:
+            name = image_name(file, root)
+            if name in found:
+                raise DatasetError(f"{file}: given twice (also as {found[name]}); each query image once")
+            found[name] = file
     if not found:
         raise DatasetError(f"{', '.join(map(str, paths))}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return found
+    return list(found.items())
 
 
 class ImageFolder(Dataset):
@@ -104,8 +128,8 @@ class ImageFolder(Dataset):
         images: list[str | Path] | None = None,
     ):
         super().__init__(root)
-        if focal is not None and focal <= 0:
-            raise DatasetError(f"--focal must be a positive number of pixels, got {focal}")
+        if focal is not None and not (math.isfinite(focal) and focal > 0):
+            raise DatasetError(f"--focal must be a positive, finite number of pixels, got {focal}")
         self.focal = focal
         self.cameras = read_camera_file(Path(camera_file)) if camera_file is not None else None
         self.camera_file = camera_file
@@ -136,4 +160,4 @@ class ImageFolder(Dataset):
         self._check_split(split)
         if split == "train":
             raise DatasetError(f"{self.root}: an image folder holds unposed queries only; it has no mapping split")
-        return [Frame(name, path, self.camera_for(name, path)) for name, path in list_images(self.images)]
+        return [Frame(name, path, self.camera_for(name, path)) for name, path in list_images(self.images, self.root)]

@@ -137,4 +137,11 @@ def read_map_record(map_dir: Path) -> dict:
     path = map_dir / MAP_FILE
     if not path.is_file():
         raise PipelineError(f"{map_dir}: not a reloc map folder (no {MAP_FILE}; build one with 'reloc map')")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        record = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        reason = str(error).splitlines()[0]
+        raise PipelineError(f"{path}: not valid (safe) YAML ({reason}); rebuild the map with 'reloc map'") from None
+    if not isinstance(record, dict):
+        raise PipelineError(f"{path}: not a map record (a mapping of keys); rebuild the map with 'reloc map'")
+    return record

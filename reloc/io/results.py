@@ -4,6 +4,10 @@ the 7-Scenes/Cambridge tooling read them.
 A failed query is written as a comment line ``# FAILED name: reason`` so that other tools skip it
 (and so count it as failed) while reloc reads the reason back. Per-query details (inliers,
 per-stage timings, method extras) go to a sidecar ``<results stem>.details.json``.
+
+Names are written as they are. reloc reads a line as the name followed by the last seven numbers,
+so a name with spaces reads back whole; tools that split lines on whitespace (hloc) do not read
+such names, and a name holding ": " cannot be told from the reason on a FAILED line.
 """
 
 from __future__ import annotations
@@ -154,7 +158,7 @@ def read_results(path: str | Path) -> dict[str, QueryResult]:
         elif not line.strip() or line.lstrip().startswith("#"):
             continue
         else:
-            tokens = line.split()
+            tokens = line.strip().rsplit(maxsplit=7)  # the name may hold spaces; the pose is the last 7
             result = QueryResult(tokens[0], _parse_pose_line(path, line_number, tokens))
         if result.name in results:
             raise ResultsError(f"{path}:{line_number}: query {result.name} appears twice")

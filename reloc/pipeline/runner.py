@@ -46,11 +46,11 @@ def mapping_key(pipeline: Pipeline, frames: list[Frame]) -> str:
 def map_is_current(map_dir: Path, pipeline: Pipeline, frames: list[Frame]) -> bool:
     """True when ``map_dir`` was built by the same mapping graph (same stage versions) and seed
     from the same frames."""
-    path = map_dir / MAP_FILE
-    if not path.is_file():
+    try:
+        record = read_map_record(map_dir)
+    except PipelineError:  # no map there, or a damaged record: build it anew
         return False
-    content = yaml.safe_load(path.read_text()) or {}
-    return content.get("mapping_key") == mapping_key(pipeline, frames)
+    return record.get("mapping_key") == mapping_key(pipeline, frames)
 
 
 def build_map(
