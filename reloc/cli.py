@@ -37,6 +37,7 @@ app = typer.Typer(
     "6-DoF pose (cam_from_world) of new images against the map.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings are paragraphs: rewrapped to the terminal, not line by line
 )
 console = Console()
 
@@ -55,6 +56,7 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
+        metavar="NODE.KEY=VALUE",
         help="Override a config value, validated like the YAML: [mapping.|localization.]NODE.KEY=VALUE "
         "(e.g. localization.pnp.confident_inliers=50); repeat for more.",
     ),

@@ -298,3 +298,42 @@ def test_folder_names_an_exif_focal_stored_as_text(tmp_path):
     save_jpeg(tmp_path / "a.jpg", exif=exif)
     with pytest.raises(DatasetError, match=r"a.jpg: EXIF tag 37386 holds 'fifty', not a focal number; pass --focal"):
         ImageFolder(tmp_path).frames("test")
+
+
+def pair_line(rotation: np.ndarray, decimals: int, bottom=(0, 0, 0, 1)) -> str:
+    K = "500 0 320 0 500 240 0 0 1"
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3], T[3] = rotation, [0.1, -0.2, 0.3], bottom
+    return f"a.jpg b.jpg 0 0 {K} {K} " + " ".join(f"{v:.{decimals}f}" for v in T.ravel())
+
+
+def test_pairs_printed_to_five_decimals_read_and_non_rotations_are_refused(tmp_path):
+    """The SuperGlue / LoFTR files print rotations to 5 decimals; reloc used to refuse them."""
+    rotation = axis_angle_to_rotmat(np.array([0.3, -0.5, 0.8]), 0.7)
+    (tmp_path / "p.txt").write_text(pair_line(rotation, 5) + "\n")
+    (pair,) = read_pairs_with_gt(tmp_path / "p.txt")
+    assert 0 < pair.rotation_deviation < 1e-4 and np.abs(pair.cam1_from_cam0.R - rotation).max() < 1e-5
+    for bad, message in [
+        (pair_line(1.01 * rotation, 5), r"p.txt:1: T_0to1's upper-left 3x3 is not a rotation \(off by 0.017"),
+        (pair_line(np.diag([1.0, 1.0, -1.0]), 5), r"p.txt:1: T_0to1's upper-left 3x3 is not a rotation"),
+        (pair_line(rotation, 5, bottom=(0, 0, 1, 1)), r"p.txt:1: T_0to1's last row is \[0.0, 0.0, 1.0, 1.0\]"),
+        (pair_line(rotation, 5).replace("0.10000", "nan", 1), r"p.txt:1: T_0to1 contains NaN"),
+    ]:
+        (tmp_path / "p.txt").write_text(bad + "\n")
+        with pytest.raises(DatasetError, match=message):
+            read_pairs_with_gt(tmp_path / "p.txt")
+
+
+def test_a_row_or_sequence_listed_twice_is_refused_by_line(tmp_path):
+    write_cambridge(tmp_path / "cam", sizes=[(64, 48)] * 3)
+    split = tmp_path / "cam" / "dataset_test.txt"
+    lines = split.read_text().splitlines()
+    split.write_text("\n".join([*lines, lines[3]]) + "\n")
+    with pytest.raises(
+        DatasetError, match=r"dataset_test.txt:6: seq1/frame00001.png is listed twice \(first on line 4\)"
+    ):
+        Cambridge(tmp_path / "cam").frames("test")
+    write_sevenscenes(tmp_path / "7s")
+    (tmp_path / "7s" / "TrainSplit.txt").write_text("sequence1\nsequence1\n")
+    with pytest.raises(DatasetError, match=r"TrainSplit.txt:2: sequence1 is listed twice \(first on line 1\)"):
+        load_dataset("7scenes", tmp_path / "7s").frames("train")

@@ -667,3 +667,23 @@ def test_outputs_of_the_wrong_kind_are_refused_before_any_work(tmp_path):
         env={"COLUMNS": "400"},
     )
     assert result.exit_code == 2 and "is a file" in result.output
+
+
+def test_an_empty_test_split_stops_eval_before_mapping(tmp_path):
+    scene = tmp_path / "scene"
+    write_cambridge(scene, sizes=[(64, 48)] * 3)
+    (scene / "dataset_test.txt").write_text(
+        "Visual Landmark Dataset V1\nImageFile, Camera Position [X Y Z W P Q R]\n\n"
+    )
+    args = [
+        "eval",
+        "--config",
+        str(write_yaml(tmp_path, pipeline_dict())),
+        "--dataset",
+        "cambridge",
+        "--root",
+        str(scene),
+    ]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and f"{scene}: the test split has no queries; nothing to evaluate" in result.output
+    assert CALLS == [] and not (tmp_path / "run" / "map").exists()

@@ -75,6 +75,7 @@ def read_split(path: Path) -> list[tuple[str, Pose, int]]:
     before the first row that do not look like a row (:func:`looks_like_row`) are the header; from
     then on every line must be a row, so no data line is ever skipped."""
     rows = []
+    first_line: dict[str, int] = {}
     lines = require_file(path, "Cambridge split file").read_text().splitlines()
     for line_number, line in enumerate(lines, start=1):
         tokens = line.split()
@@ -92,6 +93,11 @@ def read_split(path: Path) -> list[tuple[str, Pose, int]]:
             pose = Pose.from_rotation_center(Pose.from_qvec_tvec(values[3:], np.zeros(3)).R, values[:3])
         except ValueError as error:
             raise DatasetError(f"{path}:{line_number}: {error}") from None
+        if tokens[0] in first_line:
+            raise DatasetError(
+                f"{path}:{line_number}: {tokens[0]} is listed twice (first on line {first_line[tokens[0]]})"
+            )
+        first_line[tokens[0]] = line_number
         rows.append((tokens[0], pose, line_number))
     return rows
 

@@ -34,8 +34,19 @@ def sequence_folder(line: str, split_file: Path, line_number: int) -> str:
 
 
 def read_split(split_file: Path) -> list[str]:
+    """Sequence folders of a split file; a sequence listed twice is an error (its frames would be
+    mapped or scored twice)."""
     lines = require_file(split_file, "7-Scenes split file").read_text().splitlines()
-    return [sequence_folder(line, split_file, i + 1) for i, line in enumerate(lines) if line.strip()]
+    first: dict[str, int] = {}
+    for line_number, line in enumerate(lines, start=1):
+        if line.strip():
+            folder = sequence_folder(line, split_file, line_number)
+            if folder in first:
+                raise DatasetError(
+                    f"{split_file}:{line_number}: {line.strip()} is listed twice (first on line {first[folder]})"
+                )
+            first[folder] = line_number
+    return list(first)
 
 
 def read_camera_to_world(path: Path) -> Pose:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..datasets.base import Dataset
+from ..errors import DatasetError
 from ..io.results import GROUND_TRUTH_FILE, write_poses, write_results
 from ..pipeline.engine import GraphRun
 from ..pipeline.runner import build_map, folder_bytes, load_map_pipeline, localize, map_is_current
@@ -49,6 +50,9 @@ def evaluate(
     """Evaluate ``pipeline`` on ``scene``. Without ``map_dir`` the map is ``out/map``, built from
     the training split unless the one there has the same mapping key; with ``map_dir`` only the
     localization graph runs, against that map. The callbacks report each graph's nodes."""
+    queries = scene.frames("test")
+    if not queries:
+        raise DatasetError(f"{scene.root}: the test split has no queries; nothing to evaluate")
     mapping = None
     if map_dir is not None:
         load_map_pipeline(map_dir)  # a folder that is not a map fails here, by name
@@ -57,7 +61,7 @@ def evaluate(
         if not map_is_current(map_dir, pipeline, frames):
             run = build_map(pipeline, frames, map_dir, scene.description(), on_mapping_node)
             mapping = dataclasses.replace(run, values={})  # the timings; the outputs are in the map folder
-    results = localize(map_dir, scene.frames("test"), on_localization_node, pipeline)
+    results = localize(map_dir, queries, on_localization_node, pipeline)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out / RESULTS_FILE, results)
     ground_truth = scene.ground_truth()
