@@ -687,3 +687,20 @@ def test_an_empty_test_split_stops_eval_before_mapping(tmp_path):
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")], env={"COLUMNS": "400"})
     assert result.exit_code == 2 and f"{scene}: the test split has no queries; nothing to evaluate" in result.output
     assert CALLS == [] and not (tmp_path / "run" / "map").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("mapping.retrieval.clusters=0", r"node 'retrieval': config key 'clusters' must be >= 1, got 0"),
+        ("localization.pnp.pnp.max_error_px=-1", r"node 'pnp': config key 'max_error_px' must be > 0.0, got -1"),
+        ("localization.pnp.pnp.min_inliers=-3", r"node 'pnp': config key 'min_inliers' must be >= 1, got -3"),
+        ("localization.pnp.matcher.ratio=7.5", r"node 'pnp': config key 'ratio' must be > 0.0 and <= 1.0, got 7.5"),
+        ("mapping.features.max_keypoints=0", r"node 'features': config key 'max_keypoints' must be >= 1, got 0"),
+        ("localization.retrieval.top_k=0", r"node 'retrieval': config key 'top_k' must be >= 1, got 0"),
+    ],
+)
+def test_config_values_out_of_range_are_refused_when_the_graph_loads(override, message):
+    """`reloc graph` used to call these valid; they failed with a traceback after mapping had started."""
+    with pytest.raises(PipelineError, match=message):
+        load_pipeline("default", overrides=[override])

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import require_range
 from ..weights import wheel_weights
 from .base import Features, canonical_order, to_original_pixels
 
@@ -18,6 +19,10 @@ class ExtractorConfig:
     max_keypoints: int = 2048
     resize_max: int = 1024  # long side in pixels; 0 keeps the original size
     detection_threshold: float = 0.0  # 0: the extractor's own default
+
+    def __post_init__(self) -> None:
+        require_range(self, "max_keypoints", low=1)
+        require_range(self, "resize_max", low=0)
 
 
 def load_xfeat(max_keypoints: int = 4096, detection_threshold: float = 0.05):

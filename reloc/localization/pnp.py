@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pycolmap
 
+from ..errors import require_range
 from ..types import Camera, Pose
 
 
@@ -15,6 +16,10 @@ class PnPConfig:
     max_error_px: float = 4.0  # RANSAC inlier threshold
     min_inliers: int = 20  # fewer inliers: the query is reported failed
     refine: bool = True
+
+    def __post_init__(self) -> None:
+        require_range(self, "max_error_px", above=0.0)
+        require_range(self, "min_inliers", low=1)
 
 
 @dataclass

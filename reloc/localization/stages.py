@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import require_range
 from ..features.base import Features, FeatureStore
 from ..io.map_folder import FEATURES_FILE, LANDMARKS_FILE
 from ..mapping.store import read_sparse_map
@@ -28,6 +29,10 @@ class LocalizeConfig:
     enough_correspondences: int = 0  # a round stops matching keyframes once it found this many (0: no stop)
     keyframes_per_round: int = 0  # retrieved keyframes per round; 0: all of them in one round
     confident_inliers: int = 0  # a pose with fewer inliers than this goes on to the next round (0: any pose stops)
+
+    def __post_init__(self) -> None:
+        for key in ("enough_correspondences", "keyframes_per_round", "confident_inliers"):
+            require_range(self, key, low=0)
 
 
 def correspondences_2d3d(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import RelocError
+from ..errors import RelocError, require_range
 from .lightglue import LightGlueConfig, LightGlueMatcher
 from .mnn import MutualNNConfig, MutualNNMatcher
 
@@ -15,6 +15,11 @@ class MatcherConfig:
     min_similarity: float = 0.0  # mnn: cosine similarity threshold
     ratio: float = 1.0  # mnn: Lowe's ratio (1: off)
     filter_threshold: float = 0.1  # lightglue: match confidence threshold
+
+    def __post_init__(self) -> None:
+        require_range(self, "min_similarity", low=-1.0, high=1.0)
+        require_range(self, "ratio", above=0.0, high=1.0)
+        require_range(self, "filter_threshold", low=0.0, high=1.0)
 
 
 def build_matcher(config: MatcherConfig, extractor: str):

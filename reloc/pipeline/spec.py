@@ -145,6 +145,8 @@ def resolve_config(where: str, stage: type[Stage], values: Any) -> Any:
         key = getattr(error, "full_key", "") or "?"
         reason = str(getattr(error, "msg", error)).splitlines()[0]
         raise PipelineError(f"{where}: config key 'with.{key}': {reason}") from None
+    except ValueError as error:  # a config's own range check (reloc.errors.require_range)
+        raise PipelineError(f"{where}: {error}") from None
 
 
 def _check_inputs(where: str, stage: type[Stage], wiring: dict) -> None:

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import torch
 
-from ..errors import RelocError
+from ..errors import RelocError, require_range
 from ..types import Pose
 
 
@@ -21,10 +21,17 @@ class VladConfig:
     max_training_descriptors: int = 100_000
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for key in ("clusters", "iterations", "max_training_descriptors"):
+            require_range(self, key, low=1)
+
 
 @dataclass
 class VladQueryConfig:
     top_k: int = 5
+
+    def __post_init__(self) -> None:
+        require_range(self, "top_k", low=1)
 
 
 def kmeans(descriptors: np.ndarray, clusters: int, iterations: int, seed: int) -> np.ndarray:
