@@ -19,6 +19,7 @@ from reloc.cli import app
 from reloc.errors import PipelineError
 from reloc.features.base import FeatureStore
 from reloc.features.stages import XFeatFeatures
+from reloc.io.lock import writing
 from reloc.io.map_folder import FAVOR_FILE
 from reloc.pipeline.cache import DiskCache
 from reloc.pipeline.engine import run_graph
@@ -704,3 +705,24 @@ def test_config_values_out_of_range_are_refused_when_the_graph_loads(override, m
     """`reloc graph` used to call these valid; they failed with a traceback after mapping had started."""
     with pytest.raises(PipelineError, match=message):
         load_pipeline("default", overrides=[override])
+
+
+def test_a_second_run_on_a_folder_being_written_is_refused(tmp_path):
+    scene = tmp_path / "scene"
+    write_cambridge(scene, sizes=[(64, 48)] * 3)
+    args = [
+        "eval",
+        "--config",
+        str(write_yaml(tmp_path, pipeline_dict())),
+        "--dataset",
+        "cambridge",
+        "--root",
+        str(scene),
+    ]
+    with writing(tmp_path / "run"):  # another run holds the folder
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")], env={"COLUMNS": "400"})
+        assert result.exit_code == 2 and f"{tmp_path / 'run'}: another reloc run (pid " in result.output
+        assert "is writing this folder; wait for it to end or write elsewhere" in result.output
+        assert CALLS == [] and not (tmp_path / "run" / "map").exists()
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0 and (tmp_path / "run" / "map" / "map.yaml").is_file()

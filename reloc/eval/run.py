@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..datasets.base import Dataset
 from ..errors import DatasetError
+from ..io.lock import writing
 from ..io.results import GROUND_TRUTH_FILE, write_poses, write_results
 from ..pipeline.engine import GraphRun
 from ..pipeline.runner import build_map, folder_bytes, load_map_pipeline, localize, map_is_current
@@ -53,23 +54,38 @@ def evaluate(
     queries = scene.frames("test")
     if not queries:
         raise DatasetError(f"{scene.root}: the test split has no queries; nothing to evaluate")
-    mapping = None
+    with writing(out):
+        map_dir, mapping = map_to_use(pipeline, scene, out, map_dir, on_mapping_node)
+        results = localize(map_dir, queries, on_localization_node, pipeline)
+        metrics, errors, plots = write_run(out, pipeline, scene, map_dir, results)
+    return Evaluation(out, map_dir, mapping, results, metrics, errors, plots)
+
+
+def map_to_use(
+    pipeline: Pipeline, scene: Dataset, out: Path, map_dir: Path | None, on_node: NodeCallback | None
+) -> tuple[Path, GraphRun | None]:
+    """The given map (checked to be one), or ``out/map`` built unless current; and the mapping
+    run's timings when one ran."""
     if map_dir is not None:
         load_map_pipeline(map_dir)  # a folder that is not a map fails here, by name
-    else:
-        frames, map_dir = scene.frames("train"), out / "map"
-        if not map_is_current(map_dir, pipeline, frames):
-            run = build_map(pipeline, frames, map_dir, scene.description(), on_mapping_node)
-            mapping = dataclasses.replace(run, values={})  # the timings; the outputs are in the map folder
-    results = localize(map_dir, queries, on_localization_node, pipeline)
-    out.mkdir(parents=True, exist_ok=True)
+        return map_dir, None
+    frames, map_dir = scene.frames("train"), out / "map"
+    if map_is_current(map_dir, pipeline, frames):
+        return map_dir, None
+    run = build_map(pipeline, frames, map_dir, scene.description(), on_node)
+    return map_dir, dataclasses.replace(run, values={})  # the timings; the outputs are in the map folder
+
+
+def write_run(
+    out: Path, pipeline: Pipeline, scene: Dataset, map_dir: Path, results: list[QueryResult]
+) -> tuple[dict, list[QueryError], list[Plot]]:
+    """Results, ground truth, metrics, figures and report of a run in ``out``."""
     write_results(out / RESULTS_FILE, results)
     ground_truth = scene.ground_truth()
     write_poses(out / GROUND_TRUTH_FILE, {name: frame.pose for name, frame in ground_truth.items()})
     metrics, errors = compute_metrics({r.name: r for r in results}, ground_truth, folder_bytes(map_dir))
     write_metrics(out / METRICS_FILE, metrics)
-    has_model = has_sparse_model(map_dir)
-    map_scene = load_scene(map_dir, out / RESULTS_FILE, out / GROUND_TRUTH_FILE) if has_model else None
+    map_scene = load_scene(map_dir, out / RESULTS_FILE, out / GROUND_TRUTH_FILE) if has_sparse_model(map_dir) else None
     plots = write_plots(out, errors, map_scene)
     write_report(out / REPORT_FILE, metrics, errors, f"{pipeline.name} on {scene.root}", plots)
-    return Evaluation(out, map_dir, mapping, results, metrics, errors, plots)
+    return metrics, errors, plots

@@ -16,6 +16,7 @@ import yaml
 
 from ..datasets.base import check_complete
 from ..errors import DatasetError, PipelineError
+from ..io.lock import writing
 from ..io.map_folder import ARTIFACTS, MAP_FILE, read_map_record, require_artifacts
 from ..types import Frame, QueryResult
 from .cache import CACHE_FOLDER, DiskCache, fingerprint
@@ -60,7 +61,8 @@ def build_map(
     dataset: dict,
     on_node: Callable[[str, int, int], None] | None = None,
 ) -> GraphRun:
-    """Run the mapping graph on posed ``frames`` into ``map_dir`` and write ``map.yaml`` last."""
+    """Run the mapping graph on posed ``frames`` into ``map_dir`` and write ``map.yaml`` last,
+    holding the folder's write lock (a second run on it is refused)."""
     if not frames:
         raise PipelineError("the mapping split has no frames")
     unposed = [frame.name for frame in frames if frame.pose is None]
@@ -68,25 +70,25 @@ def build_map(
         raise PipelineError(f"mapping needs posed frames; {len(unposed)} have no pose, e.g. {unposed[0]}")
     for frame in frames:
         check_complete(frame.image_path)  # a truncated mapping image fails here, by name, before any work
-    map_dir.mkdir(parents=True, exist_ok=True)
-    (map_dir / MAP_FILE).unlink(missing_ok=True)
-    run = run_graph(
-        pipeline.mapping,
-        {"dataset.frames": frames, "map.dir": map_dir},
-        cache=DiskCache(map_dir / CACHE_FOLDER),
-        on_node=on_node,
-        artifacts=map_dir,
-    )
-    record = {
-        "pipeline": pipeline.resolved(),
-        "mapping_key": mapping_key(pipeline, frames),
-        "artifacts": artifact_producers(pipeline, run),
-        "dataset": {**dataset, "n_frames": len(frames)},
-        "mapping_seconds": {name: round(s, 4) for name, s in run.seconds.items()},
-        "versions": package_versions(),
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    (map_dir / MAP_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
+    with writing(map_dir):
+        (map_dir / MAP_FILE).unlink(missing_ok=True)
+        run = run_graph(
+            pipeline.mapping,
+            {"dataset.frames": frames, "map.dir": map_dir},
+            cache=DiskCache(map_dir / CACHE_FOLDER),
+            on_node=on_node,
+            artifacts=map_dir,
+        )
+        record = {
+            "pipeline": pipeline.resolved(),
+            "mapping_key": mapping_key(pipeline, frames),
+            "artifacts": artifact_producers(pipeline, run),
+            "dataset": {**dataset, "n_frames": len(frames)},
+            "mapping_seconds": {name: round(s, 4) for name, s in run.seconds.items()},
+            "versions": package_versions(),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        (map_dir / MAP_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
     return run
 
 
