@@ -66,7 +66,8 @@ QueriesOption = Annotated[Path | None, typer.Option(help="colmap only: file of q
 
 
 def reports_errors(command):
-    """Print RelocError as a red one-liner and exit 2 instead of a traceback."""
+    """Print RelocError as a red one-liner and exit 2 instead of a traceback; Ctrl-C says what
+    was kept and how to resume, and exits 130."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -75,6 +76,14 @@ def reports_errors(command):
         except RelocError as error:
             console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print(
+                "[yellow]interrupted:[/] mapping nodes that finished are kept in the map's cache/ and their files in "
+                "the map folder (the map has no map.yaml until it is complete); run the same command again to resume",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
 
     return wrapper
 

@@ -726,3 +726,34 @@ def test_a_second_run_on_a_folder_being_written_is_refused(tmp_path):
         assert CALLS == [] and not (tmp_path / "run" / "map").exists()
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 0 and (tmp_path / "run" / "map" / "map.yaml").is_file()
+
+
+def test_an_interrupted_run_says_what_was_kept_and_resumes(tmp_path, monkeypatch):
+    scene = tmp_path / "scene"
+    write_cambridge(scene, sizes=[(64, 48)] * 3)
+    args = [
+        "eval",
+        "--config",
+        str(write_yaml(tmp_path, pipeline_dict())),
+        "--dataset",
+        "cambridge",
+        "--root",
+        str(scene),
+    ]
+
+    def interrupt(self, value, map_dir):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(WriteCount, "run", interrupt)  # Ctrl-C in the last mapping node
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")], env={"COLUMNS": "400"})
+    assert (
+        result.exit_code == 130
+        and "interrupted:" in result.output
+        and "run the same command again to resume" in result.output
+    )
+    assert not (tmp_path / "run" / "map" / "map.yaml").exists() and CALLS == ["test.count", "test.scale"]
+    CALLS.clear()
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0 and CALLS == [] and "count (cached)" in result.output  # finished nodes reused
+    assert (tmp_path / "run" / "map" / "map.yaml").is_file()
