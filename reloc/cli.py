@@ -18,11 +18,12 @@ from rich.table import Table
 from . import api
 from .configs import config_path, shipped_names
 from .datasets import DATASETS, load_dataset
-from .errors import RelocError
+from .errors import PipelineError, RelocError
 from .eval.metrics import compute_metrics
 from .eval.plots import PLOTS_FOLDER
 from .eval.report import print_metrics, write_metrics
 from .eval.run import evaluate
+from .io.map_folder import ARTIFACTS, check_files, open_artifact, read_map_record
 from .io.results import GROUND_TRUTH_FILE, read_results, write_results
 from .matching.pairwise import PAIR_MATCHERS
 from .pipeline.progress import reporting
@@ -254,6 +255,41 @@ def eval_command(
         f"wrote {out}/results.txt, {GROUND_TRUTH_FILE}, metrics.json, report.md and {len(evaluation.plots)} figures in "
         f"{out / PLOTS_FOLDER}"
     )
+
+
+@app.command()
+@reports_errors
+def check(
+    map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map' or 'reloc eval' (RUN/map).")],
+):
+    """Check a map folder before trusting it: every file its map.yaml records is there with the size and
+    content it had when the map was built, each artifact is in a format this reloc reads, and each opens."""
+    recorded = read_map_record(map_dir).get("artifacts") or {}
+    checked = check_files(map_dir, recorded, contents=True)
+    table = Table(title=f"{map_dir}: {checked} files as recorded")
+    for column in ("artifact", "written by", "files", "format", "opens"):
+        table.add_column(column)
+    for name, entry in recorded.items():
+        artifact = ARTIFACTS.get(name)
+        if artifact is not None and entry.get("format", artifact.format_version) != artifact.format_version:
+            raise PipelineError(
+                f"{map_dir / name}: format {entry['format']}, but this reloc reads format "
+                f"{artifact.format_version}; rebuild the map"
+            )
+        opens = "-"
+        if artifact is not None and artifact.reader:
+            try:
+                open_artifact(map_dir, name)
+            except RelocError:
+                raise
+            except Exception as error:  # a damaged file fails in its reader's own terms
+                raise PipelineError(f"{map_dir / name}: does not open ({type(error).__name__}: {error})") from None
+            opens = "yes"
+        table.add_row(
+            name, entry.get("stage", "?"), str(len(entry.get("files") or {})), str(entry.get("format", "-")), opens
+        )
+    console.print(table)
+    console.print(f"[green]{map_dir} is as it was built[/]")
 
 
 @app.command("view")

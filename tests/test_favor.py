@@ -3,6 +3,7 @@ a known descriptor field, and batched training equal to one landmark at a time."
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +278,16 @@ def test_every_artifact_of_a_favor_map_opens_with_its_reader(favor_map):
     )
     assert len(opened[GLOBAL_FILE].names) == len(opened[SFM_FOLDER].images) == len(opened[PATCHES_FILE].images)
     assert set(opened[FAVOR_FILE].landmark_ids.tolist()) <= set(opened[PATCHES_FILE].landmark_ids.tolist())
+
+
+@pytest.mark.slow
+def test_check_passes_a_real_map_and_names_a_damaged_file(favor_map, tmp_path):
+    shutil.copytree(favor_map, tmp_path / "map")
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "map")], env={"COLUMNS": "400"})
+    assert result.exit_code == 0 and "is as it was built" in result.output and result.output.count("yes") == 6
+    features = tmp_path / "map" / "features.h5"
+    data = bytearray(features.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, size unchanged
+    features.write_bytes(bytes(data))
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "map")], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and "features.h5: its content differs from the map's record" in result.output

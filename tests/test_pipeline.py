@@ -6,6 +6,7 @@ stages arrive with their issues and are tested with their own modules.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -341,7 +342,7 @@ def test_cached_node_is_not_reused_over_files_another_run_wrote(tmp_path):
         CALLS.clear()
         run = run_graph(graphs[label], sources, cache, artifacts=tmp_path / "map")
         assert "label" not in run.cached and "test.write_label" in CALLS
-        assert (tmp_path / "map" / "label.txt").read_text() == label and run.written["label"] == ["label.txt"]
+        assert (tmp_path / "map" / "label.txt").read_text() == label and list(run.written["label"]) == ["label.txt"]
     run = run_graph(graphs["a"], sources, cache, artifacts=tmp_path / "map")
     assert "label" in run.cached and run.output("label.label") == "a"  # files unchanged: served from cache
 
@@ -360,9 +361,13 @@ def test_eval_a_b_a_leaves_the_map_of_a(tmp_path):
         record = yaml.safe_load((tmp_path / "run" / "map" / "map.yaml").read_text())
         assert record["pipeline"]["mapping"]["nodes"]["label"]["with"] == {"label": label}
         assert (tmp_path / "run" / "map" / "label.txt").read_text() == label
+    files = {
+        name: {name: {"bytes": 1, "sha256": hashlib.sha256(content).hexdigest()}}
+        for name, content in (("count.json", b"2"), ("label.txt", b"a"))
+    }
     assert record["artifacts"] == {
-        "count.json": {"node": "write", "stage": "test.write_count", "version": "1"},
-        "label.txt": {"node": "label", "stage": "test.write_label", "version": "1"},
+        "count.json": {"node": "write", "stage": "test.write_count", "version": "1", "files": files["count.json"]},
+        "label.txt": {"node": "label", "stage": "test.write_label", "version": "1", "files": files["label.txt"]},
     }
 
 
@@ -757,3 +762,31 @@ def test_an_interrupted_run_says_what_was_kept_and_resumes(tmp_path, monkeypatch
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 0 and CALLS == [] and "count (cached)" in result.output  # finished nodes reused
     assert (tmp_path / "run" / "map" / "map.yaml").is_file()
+
+
+def test_check_finds_a_truncated_or_changed_map_file(tmp_path):
+    map_toy_scene(tmp_path, 3)
+    check = ["check", str(tmp_path / "map")]
+    result = CliRunner().invoke(app, check, env={"COLUMNS": "400"})
+    assert result.exit_code == 0 and "is as it was built" in result.output and "test.write_count" in result.output
+    (tmp_path / "map" / "count.json").write_text("")  # truncated
+    result = CliRunner().invoke(app, check, env={"COLUMNS": "400"})
+    assert (
+        result.exit_code == 2 and "count.json: 0 bytes where the map recorded 1 (truncated or changed" in result.output
+    )
+    (tmp_path / "map" / "count.json").write_text("7")  # same size, other content
+    result = CliRunner().invoke(app, check, env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and "count.json: its content differs from the map's record" in result.output
+
+
+def test_localize_refuses_a_needed_artifact_of_another_size_before_running(tmp_path, monkeypatch):
+    scene, _ = map_toy_scene(tmp_path, 3)
+    monkeypatch.setattr(FailAll, "needs", (FAVOR_FILE,))
+    (tmp_path / "map" / "favor.pt").write_bytes(b"half")
+    record = yaml.safe_load((tmp_path / "map" / "map.yaml").read_text())
+    record["artifacts"]["favor.pt"] = {"format": 1, "files": {"favor.pt": {"bytes": 8, "sha256": "0"}}}
+    (tmp_path / "map" / "map.yaml").write_text(yaml.safe_dump(record))
+    args = ["localize", str(tmp_path / "map"), str(scene / "seq1"), "--focal", "50", "--out", str(tmp_path / "r.txt")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and "favor.pt: 4 bytes where the map recorded 8" in result.output
+    assert not (tmp_path / "r.txt").exists()

@@ -9,6 +9,7 @@ refused before anything runs, with the file and the stage (and shipped configs) 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,40 @@ def open_artifact(map_dir: Path, name: str):
     for part in attribute.split("."):
         reader = getattr(reader, part)
     return reader(map_dir / name)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_files(map_dir: Path, recorded: dict[str, dict], names: set[str] | None = None, contents: bool = False) -> int:
+    """Refuse a map whose files differ from what ``map.yaml`` recorded when it was built: missing,
+    another size (a truncated copy), or with ``contents`` another SHA-256. ``names`` limits the
+    check to those artifacts. Returns the number of files checked."""
+    checked = 0
+    for name, entry in recorded.items():
+        if names is not None and name not in names:
+            continue
+        for path, expected in (entry.get("files") or {}).items():
+            file = map_dir / path
+            if not file.is_file():
+                raise PipelineError(f"{file}: missing, but the map recorded it; rebuild the map")
+            size = file.stat().st_size
+            if size != expected["bytes"]:
+                raise PipelineError(
+                    f"{file}: {size} bytes where the map recorded {expected['bytes']} (truncated or "
+                    "changed since it was built); rebuild the map"
+                )
+            if contents and file_sha256(file) != expected["sha256"]:
+                raise PipelineError(
+                    f"{file}: its content differs from the map's record (changed since it was built); rebuild the map"
+                )
+            checked += 1
+    return checked
 
 
 def read_map_record(map_dir: Path) -> dict:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io.map_folder import file_sha256
+
 CACHE_FOLDER = "cache"  # inside the map folder; not part of the map
 
 
@@ -55,14 +57,6 @@ def _feed(digest, value: Any) -> None:
             _feed(digest, getattr(value, field.name))
     else:
         raise TypeError(f"cannot fingerprint a {type(value).__name__}; sources must be plain data")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_state(folder: Path) -> dict[str, tuple[int, int]]:

@@ -22,12 +22,12 @@ from .spec import Graph
 @dataclass
 class GraphRun:
     """Outputs by "node.output" (and sources by name), seconds per node, nodes served from cache,
-    and the files (paths relative to the artifact folder) each node wrote, cached or not."""
+    and the files each node wrote, cached or not (path relative to the artifact folder -> SHA-256)."""
 
     values: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     cached: set[str] = field(default_factory=set)
-    written: dict[str, list[str]] = field(default_factory=dict)
+    written: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def output(self, ref: str) -> Any:
         return self.values[ref]
@@ -70,7 +70,7 @@ def run_graph(
             if cache is not None and node.stage.cacheable:
                 cache.store(name, key, entry)
         run.seconds[name] = time.perf_counter() - start
-        run.written[name] = sorted(entry.files)
+        run.written[name] = dict(sorted(entry.files.items()))
         for output, value in entry.outputs.items():
             run.values[f"{name}.{output}"] = value
             keys[f"{name}.{output}"] = fingerprint([key, output])

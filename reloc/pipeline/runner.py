@@ -17,7 +17,7 @@ import yaml
 from ..datasets.base import check_complete
 from ..errors import DatasetError, PipelineError
 from ..io.lock import writing
-from ..io.map_folder import ARTIFACTS, MAP_FILE, read_map_record, require_artifacts
+from ..io.map_folder import ARTIFACTS, MAP_FILE, check_files, read_map_record, require_artifacts
 from ..types import Frame, QueryResult
 from .cache import CACHE_FOLDER, DiskCache, fingerprint
 from .engine import GraphRun, run_graph
@@ -82,7 +82,7 @@ def build_map(
         record = {
             "pipeline": pipeline.resolved(),
             "mapping_key": mapping_key(pipeline, frames),
-            "artifacts": artifact_producers(pipeline, run),
+            "artifacts": artifact_producers(pipeline, run, map_dir),
             "dataset": {**dataset, "n_frames": len(frames)},
             "mapping_seconds": {name: round(s, 4) for name, s in run.seconds.items()},
             "versions": package_versions(),
@@ -92,16 +92,22 @@ def build_map(
     return run
 
 
-def artifact_producers(pipeline: Pipeline, run: GraphRun) -> dict[str, dict]:
+def artifact_producers(pipeline: Pipeline, run: GraphRun, map_dir: Path) -> dict[str, dict]:
     """Each top-level file or folder of the map (``features.h5``, ``sfm``) with the node, stage
-    and stage version that wrote it, and its format version when reloc knows the artifact."""
-    producers = {}
-    for name, paths in run.written.items():
+    and stage version that wrote it last, its format version when reloc knows the artifact, and
+    the size and SHA-256 of each of its files (what ``reloc check`` compares)."""
+    producers: dict[str, dict] = {}
+    for name, digests in run.written.items():
         stage = pipeline.mapping.nodes[name].stage
-        for artifact in {Path(path).parts[0] for path in paths}:
-            producers[artifact] = {"node": name, "stage": stage.name, "version": stage.version}
+        for path, digest in digests.items():
+            if digest is None:  # written, then removed again
+                continue
+            artifact = Path(path).parts[0]
+            entry = producers.setdefault(artifact, {"files": {}})
+            entry.update(node=name, stage=stage.name, version=stage.version)
             if artifact in ARTIFACTS:
-                producers[artifact]["format"] = ARTIFACTS[artifact].format_version
+                entry["format"] = ARTIFACTS[artifact].format_version
+            entry["files"][path] = {"bytes": (map_dir / path).stat().st_size, "sha256": digest}
     return dict(sorted(producers.items()))
 
 
@@ -126,7 +132,9 @@ def localize(
     """
     pipeline = pipeline if pipeline is not None else load_map_pipeline(map_dir)
     needs = {name: node.stage.needs for name, node in pipeline.localization.nodes.items()}
-    require_artifacts(map_dir, needs, read_map_record(map_dir).get("artifacts") or {})
+    recorded = read_map_record(map_dir).get("artifacts") or {}
+    require_artifacts(map_dir, needs, recorded)
+    check_files(map_dir, recorded, {artifact for artifacts in needs.values() for artifact in artifacts})
     unreadable = unreadable_images(queries)
     readable = [frame for frame in queries if frame.name not in unreadable]
     with recording() as timings:
