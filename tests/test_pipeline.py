@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from reloc.types import Frame, QueryResult
 from .layouts import write_cambridge
 
 CALLS: list[str] = []
+RELOC = str(Path(sys.executable).with_name("reloc"))
 
 
 @dataclass
@@ -790,3 +794,91 @@ def test_localize_refuses_a_needed_artifact_of_another_size_before_running(tmp_p
     result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
     assert result.exit_code == 2 and "favor.pt: 4 bytes where the map recorded 8" in result.output
     assert not (tmp_path / "r.txt").exists()
+
+
+SLOW_STAGES = """
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from reloc.pipeline.registry import Stage
+from reloc.types import Frame, QueryResult
+
+
+@dataclass
+class SlowConfig:
+    seconds: float = 3.0
+
+
+class SlowWrite(Stage):
+    name = "user.slow_write"
+    Config = SlowConfig
+    inputs = {"frames": list[Frame], "map_dir": Path}
+    outputs = {"count": int}
+
+    def run(self, frames, map_dir):
+        (map_dir / "part.txt").write_text("half written")
+        time.sleep(self.config.seconds)
+        (map_dir / "part.txt").write_text(" ".join(frame.name for frame in frames))
+        return {"count": len(frames)}
+
+
+class NoPose(Stage):
+    name = "user.no_pose"
+    inputs = {"frames": list[Frame]}
+    outputs = {"results": list[QueryResult]}
+
+    def run(self, frames):
+        return {"results": [QueryResult(frame.name, None, "no pose") for frame in frames]}
+"""
+
+
+def test_two_runs_on_one_folder_one_is_refused_and_the_map_equals_a_single_runs(tmp_path):
+    """Two `reloc map` processes started together on one folder: one writes, the other is refused
+    at once; the finished map's files equal those of a run alone, byte for byte."""
+    (tmp_path / "slow_stages.py").write_text(SLOW_STAGES)
+    scene = tmp_path / "scene"
+    write_cambridge(scene, sizes=[(64, 48)] * 3)
+    config = write_yaml(
+        tmp_path,
+        {
+            "mapping": {
+                "nodes": {
+                    "slow": {
+                        "stage": "slow_stages:SlowWrite",
+                        "inputs": {"frames": "dataset.frames", "map_dir": "map.dir"},
+                    }
+                }
+            },
+            "localization": {
+                "nodes": {"loc": {"stage": "slow_stages:NoPose", "inputs": {"frames": "queries.frames"}}},
+                "output": "loc.results",
+            },
+        },
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "COLUMNS": "400"}
+
+    def start(out: Path) -> subprocess.Popen:
+        command = [
+            RELOC,
+            "map",
+            "--config",
+            str(config),
+            "--dataset",
+            "cambridge",
+            "--root",
+            str(scene),
+            "--out",
+            str(out),
+        ]
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    runs = [start(tmp_path / "shared"), start(tmp_path / "shared")]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    assert codes == [0, 2], outputs
+    assert any("another reloc run (pid" in output and "is writing this folder" in output for output in outputs)
+    alone = start(tmp_path / "alone")
+    assert alone.wait(timeout=120) == 0
+    assert (tmp_path / "shared" / "part.txt").read_bytes() == (tmp_path / "alone" / "part.txt").read_bytes()
+    assert (tmp_path / "shared" / "map.yaml").is_file()
