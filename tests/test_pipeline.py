@@ -151,6 +151,11 @@ def write_yaml(tmp_path, content) -> Path:
     return path
 
 
+def cambridge_args(config: Path, scene: Path, out: Path, command: str = "eval") -> list[str]:
+    """Arguments of `reloc eval` (or `map`) on a Cambridge-layout scene."""
+    return [command, "--config", str(config), "--dataset", "cambridge", "--root", str(scene), "--out", str(out)]
+
+
 def load_error(tmp_path, content) -> str:
     with pytest.raises(PipelineError) as info:
         load_pipeline(write_yaml(tmp_path, content))
@@ -377,17 +382,7 @@ def test_eval_a_b_a_leaves_the_map_of_a(tmp_path):
 
 def test_changed_stage_default_rebuilds_the_map_and_the_map_keeps_its_settings(tmp_path, monkeypatch):
     scene, config = map_toy_scene(tmp_path, 3)
-    args = [
-        "eval",
-        "--config",
-        str(config),
-        "--dataset",
-        "cambridge",
-        "--root",
-        str(scene),
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    args = cambridge_args(config, scene, tmp_path / "run")
     assert CliRunner().invoke(app, args).exit_code == 0
     assert "reusing the map" in CliRunner().invoke(app, args).output
 
@@ -419,17 +414,7 @@ def test_eval_builds_reuses_map_and_reports_failures(tmp_path, monkeypatch):
     scene = tmp_path / "scene"
     write_cambridge(scene, sizes=[(64, 48)] * 5)
     config = write_yaml(tmp_path, pipeline_dict())
-    args = [
-        "eval",
-        "--config",
-        str(config),
-        "--dataset",
-        "cambridge",
-        "--root",
-        str(scene),
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    args = cambridge_args(config, scene, tmp_path / "run")
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "map" / "count.json").read_text()) == 2  # 1 mapping frame doubled
@@ -469,17 +454,7 @@ def map_toy_scene(tmp_path, frames: int) -> tuple[Path, Path]:
     config = write_yaml(tmp_path, pipeline_dict())
     result = CliRunner().invoke(
         app,
-        [
-            "map",
-            "--config",
-            str(config),
-            "--dataset",
-            "cambridge",
-            "--root",
-            str(scene),
-            "--out",
-            str(tmp_path / "map"),
-        ],
+        cambridge_args(config, scene, tmp_path / "map", "map"),
     )
     assert result.exit_code == 0, result.output
     return scene, config
@@ -491,17 +466,7 @@ def test_eval_against_a_given_map_runs_only_the_localization_graph(tmp_path):
     content["mapping"]["nodes"]["double"]["with"]["factor"] = 5.0  # would write count 5 if mapping ran
     content["localization"]["nodes"]["loc"]["with"] = {"verb": "place"}
     write_yaml(tmp_path, content)
-    args = [
-        "eval",
-        "--config",
-        str(config),
-        "--dataset",
-        "cambridge",
-        "--root",
-        str(scene),
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    args = cambridge_args(config, scene, tmp_path / "run")
     result = CliRunner().invoke(app, [*args, "--map", str(tmp_path / "map")])
     assert result.exit_code == 0, result.output
     assert "localizing against the given map" in result.output and not (tmp_path / "run" / "map").exists()
@@ -612,17 +577,7 @@ def test_a_truncated_mapping_image_stops_mapping_by_name_and_a_truncated_query_f
     scene = tmp_path / "scene"
     write_cambridge(scene, sizes=[(64, 48)] * 4)
     config = write_yaml(tmp_path, pipeline_dict())
-    args = [
-        "eval",
-        "--config",
-        str(config),
-        "--dataset",
-        "cambridge",
-        "--root",
-        str(scene),
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    args = cambridge_args(config, scene, tmp_path / "run")
     truncate(scene / "seq1" / "frame00000.png")  # the mapping image
     result = CliRunner().invoke(app, args)
     assert (
@@ -663,17 +618,7 @@ def test_outputs_of_the_wrong_kind_are_refused_before_any_work(tmp_path):
     assert result.exit_code == 2 and "is a directory" in result.output
     result = CliRunner().invoke(
         app,
-        [
-            "map",
-            "--config",
-            str(tmp_path / "pipe.yaml"),
-            "--dataset",
-            "cambridge",
-            "--root",
-            str(scene),
-            "--out",
-            str(tmp_path / "taken"),
-        ],
+        cambridge_args(tmp_path / "pipe.yaml", scene, tmp_path / "taken", "map"),
         env={"COLUMNS": "400"},
     )
     assert result.exit_code == 2 and "is a file" in result.output
@@ -685,16 +630,8 @@ def test_an_empty_test_split_stops_eval_before_mapping(tmp_path):
     (scene / "dataset_test.txt").write_text(
         "Visual Landmark Dataset V1\nImageFile, Camera Position [X Y Z W P Q R]\n\n"
     )
-    args = [
-        "eval",
-        "--config",
-        str(write_yaml(tmp_path, pipeline_dict())),
-        "--dataset",
-        "cambridge",
-        "--root",
-        str(scene),
-    ]
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")], env={"COLUMNS": "400"})
+    args = cambridge_args(write_yaml(tmp_path, pipeline_dict()), scene, tmp_path / "run")
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
     assert result.exit_code == 2 and f"{scene}: the test split has no queries; nothing to evaluate" in result.output
     assert CALLS == [] and not (tmp_path / "run" / "map").exists()
 
@@ -719,43 +656,27 @@ def test_config_values_out_of_range_are_refused_when_the_graph_loads(override, m
 def test_a_second_run_on_a_folder_being_written_is_refused(tmp_path):
     scene = tmp_path / "scene"
     write_cambridge(scene, sizes=[(64, 48)] * 3)
-    args = [
-        "eval",
-        "--config",
-        str(write_yaml(tmp_path, pipeline_dict())),
-        "--dataset",
-        "cambridge",
-        "--root",
-        str(scene),
-    ]
+    args = cambridge_args(write_yaml(tmp_path, pipeline_dict()), scene, tmp_path / "run")
     with writing(tmp_path / "run"):  # another run holds the folder
-        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")], env={"COLUMNS": "400"})
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
         assert result.exit_code == 2 and f"{tmp_path / 'run'}: another reloc run (pid " in result.output
         assert "is writing this folder; wait for it to end or write elsewhere" in result.output
         assert CALLS == [] and not (tmp_path / "run" / "map").exists()
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0 and (tmp_path / "run" / "map" / "map.yaml").is_file()
 
 
 def test_an_interrupted_run_says_what_was_kept_and_resumes(tmp_path, monkeypatch):
     scene = tmp_path / "scene"
     write_cambridge(scene, sizes=[(64, 48)] * 3)
-    args = [
-        "eval",
-        "--config",
-        str(write_yaml(tmp_path, pipeline_dict())),
-        "--dataset",
-        "cambridge",
-        "--root",
-        str(scene),
-    ]
+    args = cambridge_args(write_yaml(tmp_path, pipeline_dict()), scene, tmp_path / "run")
 
     def interrupt(self, value, map_dir):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patched:
         patched.setattr(WriteCount, "run", interrupt)  # Ctrl-C in the last mapping node
-        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")], env={"COLUMNS": "400"})
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
     assert (
         result.exit_code == 130
         and "interrupted:" in result.output
@@ -763,7 +684,7 @@ def test_an_interrupted_run_says_what_was_kept_and_resumes(tmp_path, monkeypatch
     )
     assert not (tmp_path / "run" / "map" / "map.yaml").exists() and CALLS == ["test.count", "test.scale"]
     CALLS.clear()
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0 and CALLS == [] and "count (cached)" in result.output  # finished nodes reused
     assert (tmp_path / "run" / "map" / "map.yaml").is_file()
 
@@ -859,18 +780,7 @@ def test_two_runs_on_one_folder_one_is_refused_and_the_map_equals_a_single_runs(
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "COLUMNS": "400"}
 
     def start(out: Path) -> subprocess.Popen:
-        command = [
-            RELOC,
-            "map",
-            "--config",
-            str(config),
-            "--dataset",
-            "cambridge",
-            "--root",
-            str(scene),
-            "--out",
-            str(out),
-        ]
+        command = [RELOC, *cambridge_args(config, scene, out, "map")]
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     runs = [start(tmp_path / "shared"), start(tmp_path / "shared")]
