@@ -33,7 +33,27 @@ from .pipeline.spec import SOURCES, load_pipeline, read_yaml
 from .viz.scene import load_scene
 from .weights import TRAINED_HERE
 
+
+class UntypedHelp:
+    """Mixin for commands whose ``--help`` shows no value type (typer 0.29 prints ``<bool>``)."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(UntypedHelp, typer.core.TyperCommand):
+    pass
+
+
+class Group(UntypedHelp, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=Group,
     help="reloc: visual camera relocalization. Map a scene from posed images, then estimate the "
     "6-DoF pose (cam_from_world) of new images against the map.",
     no_args_is_help=True,
@@ -155,7 +175,7 @@ def print_localized(results: list) -> None:
     console.print(f"localized {len(results) - failed}/{len(results)} queries ({failed} failed)")
 
 
-@app.command()
+@app.command(cls=Command)
 @reports_errors
 def score(
     results: Annotated[
@@ -176,7 +196,7 @@ def score(
         console.print(f"wrote {out}")
 
 
-@app.command("map")
+@app.command("map", cls=Command)
 @reports_errors
 def map_command(
     config: ConfigOption,
@@ -195,7 +215,7 @@ def map_command(
     print_mapping(run, out)
 
 
-@app.command("localize")
+@app.command("localize", cls=Command)
 @reports_errors
 def localize_command(
     map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map'.")],
@@ -216,7 +236,7 @@ def localize_command(
     console.print(f"wrote {out}")
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 @reports_errors
 def eval_command(
     config: ConfigOption,
@@ -257,7 +277,7 @@ def eval_command(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 @reports_errors
 def check(
     map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map' or 'reloc eval' (RUN/map).")],
@@ -292,7 +312,7 @@ def check(
     console.print(f"[green]{map_dir} is as it was built[/]")
 
 
-@app.command("view")
+@app.command("view", cls=Command)
 @reports_errors
 def view_command(
     map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map' or 'reloc eval' (RUN/map).")],
@@ -372,7 +392,7 @@ def describe_ports(ports: dict) -> str:
     return "\n".join(f"{name}: {type_name(port_type)}" for name, port_type in ports.items())
 
 
-@app.command()
+@app.command(cls=Command)
 @reports_errors
 def graph(config: Annotated[Path, typer.Argument(help="Pipeline YAML, or the name of a shipped one.")]):
     """Print a pipeline's nodes and edges, and validate it."""
@@ -424,7 +444,7 @@ def parse_frames(text: str) -> tuple[int, int]:
     return mapping, queries
 
 
-@app.command()
+@app.command(cls=Command)
 @reports_errors
 def synth(
     layout: Annotated[
@@ -477,7 +497,7 @@ def synth(
 PairMatcherName = Enum("PairMatcherName", {name.replace("-", "_"): name for name in PAIR_MATCHERS}, type=str)
 
 
-@app.command("match-eval")
+@app.command("match-eval", cls=Command)
 @reports_errors
 def match_eval(
     matcher: Annotated[
@@ -557,7 +577,7 @@ def match_eval(
 TrainedModel = Enum("TrainedModel", {name: name for name in TRAINED_HERE}, type=str)
 
 
-@app.command("train")
+@app.command("train", cls=Command)
 @reports_errors
 def train_command(
     model: Annotated[TrainedModel, typer.Argument(help="casp (coarse matcher heads) or homomatcher (fine stage).")],
@@ -636,7 +656,7 @@ def train_command(
     console.print(f"wrote {path}")
 
 
-@app.command()
+@app.command(cls=Command)
 def stages():
     """List the registered stages with their inputs, outputs and config keys."""
     table = Table(title="Registered stages")

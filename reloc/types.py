@@ -208,6 +208,22 @@ class Frame:
     depth_path: Path | None = None
 
 
+@dataclass(frozen=True)
+class PoseEvidence:
+    """What PnP saw for a pose (:mod:`reloc.localization.confidence`). Its ``confidence`` is the
+    inlier set's ``significance`` (-log10 of its number of false alarms) scaled down when the
+    inliers cover under a quarter of the image."""
+
+    inliers: int
+    matches: int  # 2D-3D matches PnP was given
+    inlier_ratio: float
+    coverage: float  # share of the cells of an 8 x 8 grid over the image holding an inlier
+    median_error_px: float  # inliers' median reprojection error
+    significance: float
+    focal_ratio: float  # focal length the matches fit over the given one
+    confidence: float
+
+
 @dataclass
 class Round:
     """One keyframe round of a localizer: the keyframes it matched, the 2D-3D correspondences
@@ -237,6 +253,7 @@ class QueryRecord:
     inlier_landmarks: np.ndarray = field(default_factory=_no_ids)  # (K,) landmark id (index in landmarks.h5)
     image: Path | None = None  # the query image file
     camera: Camera | None = None
+    evidence: PoseEvidence | None = None  # of the answer's pose (or of the pose refused as not confident)
     extra: dict[str, Any] = field(default_factory=dict)  # a method's own entries (FaVoR: prior, iterations)
 
 

@@ -31,3 +31,5 @@ def test_help_names_every_option_and_argument(name):
             assert parameter.help, f"reloc {name} {parameter.opts[0]} has no help text"
         else:
             assert parameter.name in result.output and parameter.help, (name, parameter.name)
+    help_row = next(line for line in result.output.splitlines() if "--help" in line)
+    assert "Show this message and exit." in help_row and "<" not in help_row  # typer prints <bool> unless told

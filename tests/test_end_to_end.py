@@ -4,10 +4,15 @@ data."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -20,6 +25,7 @@ from reloc.io.results import read_results
 from .overlap import mapped_share
 
 pytestmark = pytest.mark.slow
+RELOC = str(Path(sys.executable).with_name("reloc"))
 
 
 def test_relocalize_synthetic_scene_end_to_end(tmp_path, monkeypatch):
@@ -156,3 +162,45 @@ def test_eval_runs_on_the_real_7scenes_sample(tmp_path, sevenscenes_stairs):
             assert outcome.reason.startswith(("too few", "PnP")), outcome.reason
         else:
             assert pose_error(outcome.pose, query.pose)[0] < 0.25
+
+
+def map_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a map folder by relative path, but the node cache and the lock; map.yaml
+    without its creation time and timings (its artifact hashes cover every other file)."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and not relative.startswith("cache/") and relative != ".reloc.lock":
+            files[relative] = path.read_bytes()
+    record = yaml.safe_load(files.pop("map.yaml"))
+    files["map.yaml"] = yaml.safe_dump({k: v for k, v in record.items() if k not in ("created", "mapping_seconds")})
+    return files
+
+
+def test_a_map_killed_in_every_node_in_turn_is_rebuilt_byte_for_byte(tmp_path):
+    """`reloc map` with the default pipeline is killed (SIGKILL) while each mapping node writes
+    its file (features.h5, landmarks.h5, global.h5, patches.h5 appear); the killed folder has no
+    map.yaml, and the same command run again gives the files of an uninterrupted run, byte for
+    byte."""
+    scene = tmp_path / "scene"
+    generate(
+        SynthConfig("7scenes", seed=8, mapping_frames=16, query_frames=2, mapping_sequences=2, query_sequences=1), scene
+    )
+
+    def command(out: Path) -> list[str]:
+        return [RELOC, "map", "--config", "default", "--dataset", "7scenes", "--root", str(scene), "--out", str(out)]
+
+    assert subprocess.run(command(tmp_path / "alone"), capture_output=True).returncode == 0
+    reference = map_files(tmp_path / "alone")
+    for written in ("features.h5", "landmarks.h5", "global.h5", "patches.h5"):
+        out = tmp_path / f"killed-in-{written}"
+        run = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not (out / written).exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        run.send_signal(signal.SIGKILL)
+        assert run.wait() == -signal.SIGKILL, f"the run ended before it wrote {written}"
+        assert (out / written).exists() and not (out / "map.yaml").exists()
+        rerun = subprocess.run(command(out), capture_output=True, text=True)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert map_files(out) == reference, written

@@ -53,6 +53,17 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def read_lines(path: Path, what: str) -> list[str]:
+    """The lines of the text file ``path``; a missing file or one that is not UTF-8 text raises
+    a DatasetError naming it."""
+    data = require_file(path, what).read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        byte = f"byte {error.start} is {data[error.start]:#04x}"
+        raise DatasetError(f"{path}: {what} is not UTF-8 text ({byte})") from None
+
+
 @contextmanager
 def open_image(path: Path, what: str = "image") -> Iterator[Image.Image]:
     """PIL image of ``path``; a missing or unreadable file raises a DatasetError naming it."""

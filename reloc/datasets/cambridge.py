@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..types import Camera, Frame, Pose
-from .base import Dataset, image_size, require_file
+from .base import Dataset, image_size, read_lines
 
 SPLIT_FILES = {"train": "dataset_train.txt", "test": "dataset_test.txt"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -29,7 +29,7 @@ def image_key(name: str) -> str:
 
 def read_nvm_focals(path: Path) -> dict[str, float]:
     """Focal length per image (keyed by :func:`image_key`) from the first model of an NVM_V3 file."""
-    lines = require_file(path, "NVM reconstruction").read_text().splitlines()
+    lines = read_lines(path, "NVM reconstruction")
     if not lines or not lines[0].startswith("NVM_V3"):
         raise DatasetError(
             f"{path}: not an NVM_V3 file (first line {lines[0][:40]!r})" if lines else f"{path}: empty file"
@@ -56,18 +56,20 @@ def read_nvm_focals(path: Path) -> dict[str, float]:
     return focals
 
 
-def looks_like_row(tokens: list[str]) -> bool:
-    """A line meant as a row: it names an image, or it has a name and seven numbers."""
-    if tokens[0].lower().endswith(IMAGE_SUFFIXES):
-        return True
-    if len(tokens) != 8:
-        return False
+def is_number(token: str) -> bool:
     try:
-        for token in tokens[1:]:
-            float(token)
+        float(token)
     except ValueError:
         return False
     return True
+
+
+def looks_like_row(tokens: list[str]) -> bool:
+    """A line meant as a row: it names an image, it has a name and seven numbers, or it is
+    numbers only (a row that lost its name)."""
+    if tokens[0].lower().endswith(IMAGE_SUFFIXES) or all(is_number(token) for token in tokens):
+        return True
+    return len(tokens) == 8 and all(is_number(token) for token in tokens[1:])
 
 
 def read_split(path: Path) -> list[tuple[str, Pose, int]]:
@@ -76,7 +78,7 @@ def read_split(path: Path) -> list[tuple[str, Pose, int]]:
     then on every line must be a row, so no data line is ever skipped."""
     rows = []
     first_line: dict[str, int] = {}
-    lines = require_file(path, "Cambridge split file").read_text().splitlines()
+    lines = read_lines(path, "Cambridge split file")
     for line_number, line in enumerate(lines, start=1):
         tokens = line.split()
         if not tokens or (not rows and not looks_like_row(tokens)):

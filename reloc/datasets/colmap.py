@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..types import Camera, Frame, Pose
-from .base import Dataset, require_file
+from .base import Dataset, read_lines, require_file
 
 MODEL_FILES = ("cameras", "images", "points3D")
 
@@ -27,7 +27,7 @@ def find_model_folder(root: Path) -> Path:
 
 
 def read_query_list(path: Path) -> list[str]:
-    lines = require_file(path, "query list").read_text().splitlines()
+    lines = read_lines(path, "query list")
     return [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..errors import DatasetError
 from ..types import CAMERA_MODEL_PARAMS, Camera, Frame
-from .base import Dataset, image_size, require_file
+from .base import Dataset, image_size, read_lines
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 EXIF_IFD = 0x8769
@@ -41,7 +41,7 @@ def read_camera_file(path: Path) -> Camera | dict[str, Camera]:
     """One camera for all images, or a camera per image name (see module docstring)."""
     lines = [
         (i + 1, line.split())
-        for i, line in enumerate(require_file(path, "camera file").read_text().splitlines())
+        for i, line in enumerate(read_lines(path, "camera file"))
         if line.strip() and not line.lstrip().startswith("#")
     ]
     if not lines:

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import DatasetError
 from ..rotation import project_to_so3
 from ..types import Pose
-from .base import require_file
+from .base import read_lines
 
 FIELDS = 2 + 2 + 9 + 9 + 16
 MAX_ROTATION_DEVIATION = 1e-3  # Frobenius distance; 5-decimal printing gives about 1e-5
@@ -49,7 +49,7 @@ def relative_pose(path: Path, line_number: int, matrix: np.ndarray) -> tuple[Pos
 def read_pairs_with_gt(path: str | Path) -> list[PairWithGT]:
     path = Path(path)
     pairs = []
-    for line_number, line in enumerate(require_file(path, "pairs file").read_text().splitlines(), start=1):
+    for line_number, line in enumerate(read_lines(path, "pairs file"), start=1):
         tokens = line.split()
         if not tokens or tokens[0].startswith("#"):
             continue
@@ -59,6 +59,11 @@ def read_pairs_with_gt(path: str | Path) -> list[PairWithGT]:
             values = np.array([float(v) for v in tokens[2:]])
         except ValueError:
             raise DatasetError(f"{path}:{line_number}: values are not numbers") from None
+        if not np.all(np.isfinite(values[:20])):
+            raise DatasetError(f"{path}:{line_number}: rotations or intrinsics contain NaN or infinite values")
+        if not all(float(v).is_integer() for v in values[:2]):
+            rotations = f"{tokens[2]} {tokens[3]}"
+            raise DatasetError(f"{path}:{line_number}: rot0 and rot1 must be whole numbers, not {rotations}")
         pose, deviation = relative_pose(path, line_number, values[20:].reshape(4, 4))
         pairs.append(
             PairWithGT(

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import DatasetError
 from ..rotation import project_to_so3
 from ..types import Camera, Frame, Pose
-from .base import Dataset, require_file
+from .base import Dataset, read_lines, require_file
 
 FOCAL = 585.0
 WIDTH, HEIGHT = 640, 480
@@ -36,7 +36,7 @@ def sequence_folder(line: str, split_file: Path, line_number: int) -> str:
 def read_split(split_file: Path) -> list[str]:
     """Sequence folders of a split file; a sequence listed twice is an error (its frames would be
     mapped or scored twice)."""
-    lines = require_file(split_file, "7-Scenes split file").read_text().splitlines()
+    lines = read_lines(split_file, "7-Scenes split file")
     first: dict[str, int] = {}
     for line_number, line in enumerate(lines, start=1):
         if line.strip():

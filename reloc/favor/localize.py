@@ -20,7 +20,7 @@ import torch
 from ..features.dense import DescriptorField
 from ..localization.pnp import PnPConfig, estimate_pose
 from ..matching.mnn import MutualNNConfig, mutual_nn
-from ..types import Camera, Pose
+from ..types import Camera, Pose, PoseEvidence
 from .model import LandmarkFields
 from .render import RenderConfig, render_rays
 
@@ -45,6 +45,7 @@ class Iteration:
     reason: str = ""  # why this iteration found no pose
     inlier_points2d: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) query pixels (COLMAP)
     inlier_landmarks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (K,) ids into landmarks.h5
+    evidence: PoseEvidence | None = None  # of this iteration's pose (or of the pose refused)
 
 
 def query_grid(camera: Camera, step_px: float) -> np.ndarray:
@@ -141,6 +142,7 @@ def localize_favor(
                 reason,
                 points2d[estimate.inliers],
                 matched_ids[estimate.inliers],
+                estimate.evidence,
             )
         )
         if estimate.pose is None:

@@ -93,6 +93,7 @@ class LocalizeFavor(Stage):
                 num_matches=last.matches,
                 inlier_points2d=last.inlier_points2d,
                 inlier_landmarks=last.inlier_landmarks,
+                evidence=last.evidence,
                 extra=iterations_record,
             )
             reason = "" if last.pose is not None else f"FaVoR iteration {len(iterations)}: {last.reason}"

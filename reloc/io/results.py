@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ResultsError
-from ..types import Camera, Pose, QueryRecord, QueryResult, Round
+from ..types import Camera, Pose, PoseEvidence, QueryRecord, QueryResult, Round
 
 GROUND_TRUTH_FILE = "ground_truth.txt"  # beside a run's results: the queries' ground-truth poses
 
@@ -68,6 +68,8 @@ def record_entries(record: QueryRecord) -> dict[str, Any]:
             "landmarks": np.asarray(record.inlier_landmarks, np.int64).tolist(),
         },
     }
+    if record.evidence is not None:
+        entries["evidence"] = dataclasses.asdict(record.evidence)
     if record.image is not None:
         entries["image"] = str(record.image)
     if record.camera is not None:
@@ -83,7 +85,9 @@ def record_entries(record: QueryRecord) -> dict[str, Any]:
 
 def parse_record(entry: dict[str, Any]) -> QueryRecord:
     """The inverse of :func:`record_entries`; unknown keys go to ``extra``."""
-    inliers = entry.get("inliers") or {}
+    inliers = entry.get("inliers") or {"points2d": [], "landmarks": []}
+    if len(inliers["points2d"]) != len(inliers["landmarks"]):
+        raise ValueError(f"{len(inliers['points2d'])} inlier points but {len(inliers['landmarks'])} landmarks")
     camera = entry.get("camera")
     known = {
         "success",
@@ -96,19 +100,27 @@ def parse_record(entry: dict[str, Any]) -> QueryRecord:
         "inliers",
         "image",
         "camera",
+        "evidence",
     }
     return QueryRecord(
         retrieved=list(entry.get("retrieved") or ([entry["prior"]] if "prior" in entry else [])),
         rounds=[Round(**round_) for round_ in entry.get("rounds") or []],
         num_matches=int(entry.get("num_matches", 0)),
-        inlier_points2d=np.array(inliers.get("points2d", []), np.float64).reshape(-1, 2),
-        inlier_landmarks=np.array(inliers.get("landmarks", []), np.int64),
+        inlier_points2d=np.array(inliers["points2d"], np.float64).reshape(-1, 2),
+        inlier_landmarks=np.array(inliers["landmarks"], np.int64),
         image=Path(entry["image"]) if entry.get("image") else None,
+        evidence=parse_evidence(entry["evidence"]) if entry.get("evidence") else None,
         camera=Camera(camera["model"], int(camera["width"]), int(camera["height"]), tuple(camera["params"]))
         if camera
         else None,
         extra={key: value for key, value in entry.items() if key not in known},
     )
+
+
+def parse_evidence(entry: dict[str, Any]) -> PoseEvidence:
+    """A pose's evidence from its sidecar entry."""
+    names = [f.name for f in dataclasses.fields(PoseEvidence)]
+    return PoseEvidence(**{name: entry[name] for name in names})
 
 
 def pose_line(name: str, pose: Pose) -> str:
@@ -151,7 +163,11 @@ def read_results(path: str | Path) -> dict[str, QueryResult]:
     if not path.is_file():
         raise ResultsError(f"{path}: results file does not exist")
     results: dict[str, QueryResult] = {}
-    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ResultsError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    for line_number, line in enumerate(lines, start=1):
         if line.startswith(FAILED_PREFIX):
             name, _, reason = line[len(FAILED_PREFIX) :].partition(": ")
             result = QueryResult(name.strip(), None, reason.strip())
@@ -171,11 +187,16 @@ def _merge_details(path: Path, results: dict[str, QueryResult]) -> None:
     if not path.is_file():
         return
     try:
-        details = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        details = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ResultsError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(details, dict):
+        raise ResultsError(f"{path}: expected an object of query entries, got {type(details).__name__}")
     for name, entry in details.items():
         if name in results:
-            results[name].num_inliers = int(entry.get("num_inliers", 0))
-            results[name].timings = {k: float(v) for k, v in entry.get("timings", {}).items()}
-            results[name].record = parse_record(entry)
+            try:
+                results[name].num_inliers = int(entry.get("num_inliers", 0))
+                results[name].timings = {k: float(v) for k, v in entry.get("timings", {}).items()}
+                results[name].record = parse_record(entry)
+            except (AttributeError, KeyError, TypeError, ValueError) as error:
+                raise ResultsError(f"{path}: the entry of {name} is malformed ({error!r})") from None

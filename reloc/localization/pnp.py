@@ -1,4 +1,5 @@
-"""Absolute pose from 2D-3D correspondences: pycolmap LO-RANSAC PnP with non-linear refinement."""
+"""Absolute pose from 2D-3D correspondences: pycolmap LO-RANSAC PnP with non-linear refinement,
+and the evidence for the pose (:mod:`.confidence`); a pose without enough is refused."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ import numpy as np
 import pycolmap
 
 from ..errors import require_range
-from ..types import Camera, Pose
+from ..types import Camera, Pose, PoseEvidence
+from .confidence import pose_evidence
 
 
 @dataclass
 class PnPConfig:
     max_error_px: float = 4.0  # RANSAC inlier threshold
     min_inliers: int = 20  # fewer inliers: the query is reported failed
+    min_confidence: float = 0.0  # a pose whose confidence (see .confidence) is lower is refused
+    max_focal_deviation: float = 0.1  # refused when the matches fit a focal this far off the given one; 0: no check
     refine: bool = True
 
     def __post_init__(self) -> None:
         require_range(self, "max_error_px", above=0.0)
         require_range(self, "min_inliers", low=1)
+        require_range(self, "min_confidence", low=0.0)
+        require_range(self, "max_focal_deviation", low=0.0)
 
 
 @dataclass
@@ -27,6 +33,7 @@ class PnPResult:
     pose: Pose | None
     inliers: np.ndarray  # (N,) bool
     reason: str = ""
+    evidence: PoseEvidence | None = None  # of the pose found, also when it was refused
 
 
 def estimate_pose(points2d: np.ndarray, points3d: np.ndarray, camera: Camera, config: PnPConfig) -> PnPResult:
@@ -49,6 +56,26 @@ def estimate_pose(points2d: np.ndarray, points3d: np.ndarray, camera: Camera, co
     if result is None:
         return PnPResult(None, none, "PnP RANSAC found no pose")
     inliers = np.asarray(result["inlier_mask"], bool)
-    if inliers.sum() < config.min_inliers:
-        return PnPResult(None, inliers, f"too few inliers ({int(inliers.sum())} < {config.min_inliers})")
-    return PnPResult(Pose.from_pycolmap(result["cam_from_world"]), inliers)
+    pose = Pose.from_pycolmap(result["cam_from_world"])
+    evidence = pose_evidence(points2d, points3d, inliers, pose, camera, config.max_error_px)
+    reason = refusal(evidence, camera, config)
+    return PnPResult(None if reason else pose, inliers, reason, evidence)
+
+
+def refusal(evidence: PoseEvidence, camera: Camera, config: PnPConfig) -> str:
+    """Why a pose with this evidence is refused ("" when it is accepted)."""
+    if evidence.inliers < config.min_inliers:
+        return f"too few inliers ({evidence.inliers} < {config.min_inliers})"
+    if evidence.confidence < config.min_confidence:
+        return (
+            f"pose not confident: confidence {evidence.confidence:.1f} < {config.min_confidence:g} "
+            f"({evidence.inliers} of {evidence.matches} matches are inliers, "
+            f"covering {100 * evidence.coverage:.0f} % of the image)"
+        )
+    if config.max_focal_deviation and abs(evidence.focal_ratio - 1) > config.max_focal_deviation:
+        given = float(np.mean(camera.focal_length))
+        return (
+            f"the matches fit a focal length of {given * evidence.focal_ratio:.0f} px, not the given {given:.0f} px "
+            f"(x{evidence.focal_ratio:.2f}): check the query's intrinsics"
+        )
+    return ""

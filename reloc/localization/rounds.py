@@ -33,7 +33,12 @@ class RoundsResult:
         record of the rounds."""
         inliers = self.estimate.inliers
         record = QueryRecord(
-            retrieved, self.rounds, len(self.landmark_ids), self.points2d[inliers], self.landmark_ids[inliers]
+            retrieved,
+            self.rounds,
+            len(self.landmark_ids),
+            self.points2d[inliers],
+            self.landmark_ids[inliers],
+            evidence=self.estimate.evidence,
         )
         return QueryResult(name, self.estimate.pose, self.estimate.reason, int(inliers.sum()), record=record)
 
