@@ -10,13 +10,11 @@ against the ground truth: right within 5 cm and 5 deg; for mirrored and other-sc
 every pose is wrong.
 
 Step 1 localizes every seed with PnP's refusals off (``min_inliers: 4``, no confidence or focal
-check) and keeps each query's evidence. The two thresholds are chosen on the calibration seeds
-only: ``max_focal_deviation`` the smallest of FOCAL_STEPS that refuses none of their right poses,
-then ``min_confidence`` the smallest whole number above every wrong pose that the inlier rule
-and the focal check still accept. Step 2 localizes the report seeds twice, before (20 inliers,
-nothing else) and after (20 inliers and the chosen thresholds), and prints per kind the wrong
-poses accepted (false accepts) and the right poses refused (false rejects: queries whose pose
-without refusals was right).
+check) and keeps each query's evidence. The thresholds are chosen on the calibration seeds only
+(:func:`chosen_thresholds`). Step 2 scores the report seeds before (20 inliers, nothing else:
+step 1's poses with 20 inliers, see :func:`inlier_rule`) and localizes them again after (20
+inliers and the chosen thresholds), and prints per kind the wrong poses accepted (false accepts)
+and the right poses refused (false rejects: queries whose pose without refusals was right).
 """
 
 from __future__ import annotations
@@ -39,9 +37,9 @@ from reloc.types import Camera, Frame
 
 RIGHT_CM, RIGHT_DEG = 5.0, 5.0
 FOCAL_SCALES = (0.67, 0.8, 1.25, 1.5)
-FOCAL_STEPS = (0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
+FOCAL_DEVIATIONS = (0.05, 0.1, 0.15, 0.2)
+FOCAL_GAINS = (1.0, 1.02, 1.05, 1.1, 1.15, 1.2, 1.3)
 RAW = ["pnp.pnp.min_inliers=4", "pnp.pnp.min_confidence=0", "pnp.pnp.max_focal_deviation=0"]
-BEFORE = ["pnp.pnp.min_confidence=0", "pnp.pnp.max_focal_deviation=0"]
 
 
 def scene_root(out: Path, seed: int, frames: str) -> Path:
@@ -120,23 +118,41 @@ def run_seed(out: Path, seed: int, roots: dict[int, Path], overrides: list[str],
     return rows
 
 
-def chosen_thresholds(raw: list[dict[str, list[dict]]], min_inliers: int) -> tuple[float, float]:
-    """(max_focal_deviation, min_confidence) chosen on these seeds' poses without refusals."""
+def focal_refused(evidence: dict, deviation: float, gain: float) -> bool:
+    return abs(evidence["focal_ratio"] - 1) > deviation and evidence["focal_inliers"] >= gain * evidence["inliers"]
+
+
+def chosen_thresholds(raw: list[dict[str, list[dict]]], min_inliers: int) -> tuple[float, float, float]:
+    """(max_focal_deviation, min_focal_gain, min_confidence) chosen on these seeds' poses
+    without refusals: the focal pair that refuses no right pose and the most wrong ones (ties:
+    the smaller values), then the smallest whole confidence above every pose of a query that
+    has no right pose (mirrored, other scene)."""
     poses = [
-        row
+        (kind, row)
         for rows in raw
-        for kind_rows in rows.values()
+        for kind, kind_rows in rows.items()
         for row in kind_rows
         if row["accepted"] and row["evidence"]["inliers"] >= min_inliers
     ]
-    right_deviation = max(abs(row["evidence"]["focal_ratio"] - 1) for row in poses if row["right"])
-    focal = min(step for step in FOCAL_STEPS if step > right_deviation)
-    wrong = [
-        row["evidence"]["confidence"]
-        for row in poses
-        if not row["right"] and abs(row["evidence"]["focal_ratio"] - 1) <= focal
-    ]
-    return focal, float(np.floor(max(wrong, default=0.0)) + 1.0)
+    candidates = []
+    for deviation in FOCAL_DEVIATIONS:
+        for gain in FOCAL_GAINS:
+            refused = [focal_refused(row["evidence"], deviation, gain) for _, row in poses]
+            if not any(r and row["right"] for r, (_, row) in zip(refused, poses)):
+                candidates.append((-sum(refused), deviation, gain))
+    _, deviation, gain = min(candidates)
+    unrelated = [row["evidence"]["confidence"] for kind, row in poses if kind in ("mirrored", "other scene")]
+    return deviation, gain, float(np.floor(max(unrelated, default=0.0)) + 1.0)
+
+
+def inlier_rule(raw: dict[str, list[dict]], min_inliers: int) -> dict[str, list[dict]]:
+    """The queries as the inlier rule alone decides them: the same rounds and poses as without
+    refusals (the rounds loop keeps the round with the most inliers either way), a pose kept
+    when it has ``min_inliers``."""
+    return {
+        kind: [{**row, "accepted": row["accepted"] and row["evidence"]["inliers"] >= min_inliers} for row in rows]
+        for kind, rows in raw.items()
+    }
 
 
 def rates(rows: dict[str, list[dict]], candidates: dict[str, list[dict]]) -> dict[str, tuple[int, int, int, int]]:
@@ -162,14 +178,17 @@ def main() -> None:
     seeds = sorted({*args.calibrate, *args.report})
     roots = {seed: scene_root(args.out, seed, args.frames) for seed in sorted({*seeds, *(s + 1 for s in seeds)})}
     raw = {seed: run_seed(args.out, seed, roots, RAW, "raw") for seed in seeds}
-    focal, confidence = chosen_thresholds([raw[s] for s in args.calibrate], 20)
-    print(f"chosen on seeds {args.calibrate}: max_focal_deviation {focal:g}, min_confidence {confidence:g}")
-    after = [f"pnp.pnp.max_focal_deviation={focal:g}", f"pnp.pnp.min_confidence={confidence:g}"]
+    deviation, gain, confidence = chosen_thresholds([raw[s] for s in args.calibrate], 20)
+    chosen = {"max_focal_deviation": deviation, "min_focal_gain": gain, "min_confidence": confidence}
+    print(f"chosen on seeds {args.calibrate}: " + ", ".join(f"{k} {v:g}" for k, v in chosen.items()))
+    after = [f"pnp.pnp.{key}={value:g}" for key, value in chosen.items()]
     print("| seed | queries | right poses | wrong accepted: before | after | right refused: before | after |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for seed in args.report:
-        old = rates(run_seed(args.out, seed, roots, BEFORE, "before"), raw[seed])
-        new = rates(run_seed(args.out, seed, roots, after, f"after-{focal:g}-{confidence:g}"), raw[seed])
+        old = rates(inlier_rule(raw[seed], 20), raw[seed])
+        new = rates(
+            run_seed(args.out, seed, roots, after, "after-" + "-".join(f"{v:g}" for v in chosen.values())), raw[seed]
+        )
         for kind, (count, available, wrong_old, refused_old) in old.items():
             _, _, wrong_new, refused_new = new[kind]
             cells = [seed, f"{kind} ({count})", available, wrong_old, wrong_new, refused_old, refused_new]

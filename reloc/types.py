@@ -220,7 +220,8 @@ class PoseEvidence:
     coverage: float  # share of the cells of an 8 x 8 grid over the image holding an inlier
     median_error_px: float  # inliers' median reprojection error
     significance: float
-    focal_ratio: float  # focal length the matches fit over the given one
+    focal_ratio: float  # focal length the matches fit over the given one (NaN: they fit no positive focal)
+    focal_inliers: int  # matches within the inlier threshold under that focal length
     confidence: float
 
 

@@ -4,6 +4,7 @@ data."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from reloc.datasets import load_dataset
 from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.geometry.errors import pose_error
 from reloc.io.results import read_results
+from reloc.pipeline.runner import localize
 
 from .overlap import mapped_share
 
@@ -28,22 +30,28 @@ pytestmark = pytest.mark.slow
 RELOC = str(Path(sys.executable).with_name("reloc"))
 
 
-def test_relocalize_synthetic_scene_end_to_end(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def evaluated_scene(tmp_path_factory) -> tuple[Path, Path]:
+    """A synthetic room (seed 8, 40 mapping and 4 query frames) and the folder of `reloc eval`
+    with the default config on it (its map in ``run/map``)."""
+    folder = tmp_path_factory.mktemp("evaluated")
+    scene = folder / "scene"
+    generate(
+        SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1), scene
+    )
+    result = CliRunner().invoke(app, ["eval", *dataset_args(scene, folder / "run")])
+    assert result.exit_code == 0, result.output
+    return scene, folder / "run"
+
+
+def test_relocalize_synthetic_scene_end_to_end(tmp_path, monkeypatch, evaluated_scene):
     """eval writes the run folder with per-stage timings and localizes every query that the
     mapping images saw to within 1 cm and 0.5 degrees (measured: at most 0.17 cm, 0.05 degrees);
     the query that looks where no mapping camera looked is reported failed, never given a pose.
     Mapping images localize to their own ground-truth pose through `reloc localize`; an image of
     noise is reported failed."""
-    scene = tmp_path / "scene"
-    generate(
-        SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1), scene
-    )
-    config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
-    result = CliRunner().invoke(
-        app,
-        ["eval", "--config", str(config), "--dataset", "7scenes", "--root", str(scene), "--out", str(tmp_path / "run")],
-    )
-    assert result.exit_code == 0, result.output
+    scene, run = evaluated_scene
+    shutil.copytree(run, tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_queries"] == 4 and set(metrics["timing_s"]) == {"features", "retrieval", "matching", "pnp"}
     assert (tmp_path / "run" / "map" / "sfm" / "points3D.bin").is_file() and metrics["map_bytes"] > 0
@@ -89,7 +97,7 @@ def test_relocalize_synthetic_scene_end_to_end(tmp_path, monkeypatch):
     )
     mapping = {f.name: f for f in load_dataset("7scenes", scene).frames("train")}
     names = ["seq-01/frame-000005.color.png", "seq-02/frame-000012.color.png"]
-    monkeypatch.chdir(tmp_path)  # query names are paths relative to the working folder
+    monkeypatch.chdir(scene.parent)  # query names are paths relative to the working folder (absolute outside)
     result = CliRunner().invoke(
         app,
         [
@@ -105,10 +113,28 @@ def test_relocalize_synthetic_scene_end_to_end(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     results = read_results(tmp_path / "r.txt")
-    assert results["noise.png"].pose is None and results["noise.png"].reason.startswith(("too few", "PnP"))
+    noise = results[str(tmp_path / "noise.png")]
+    assert noise.pose is None and noise.reason.startswith(("too few", "PnP", "pose not confident")), noise.reason
     for name in names:
         dt, dr = pose_error(results[f"scene/{name}"].pose, mapping[name].pose)
         assert dt < 0.02 and dr < 0.5, (name, dt, dr)
+        evidence = results[f"scene/{name}"].record.evidence
+        assert evidence.confidence > 100 and abs(evidence.focal_ratio - 1) < 0.05, evidence
+
+
+def test_queries_from_another_scene_fail(tmp_path, evaluated_scene):
+    """Images of another room (same generator, other seed: its walls reuse the bundled
+    photographs, so some posters match) localized against a map: every one is reported failed,
+    by the inlier rule or as not confident, never given a pose."""
+    other = tmp_path / "other"
+    generate(
+        SynthConfig("7scenes", seed=9, mapping_frames=1, query_frames=8, mapping_sequences=1, query_sequences=1), other
+    )
+    queries = load_dataset("7scenes", other).frames("test")
+    results = localize(evaluated_scene[1] / "map", queries)
+    assert len(results) == 8
+    for result in results:
+        assert result.pose is None and result.reason.startswith(("too few", "pose not confident", "PnP")), result
 
 
 def test_default_pipeline_on_real_strecha_fountain(tmp_path, strecha_fountain):
@@ -164,6 +190,10 @@ def test_eval_runs_on_the_real_7scenes_sample(tmp_path, sevenscenes_stairs):
             assert pose_error(outcome.pose, query.pose)[0] < 0.25
 
 
+def dataset_args(scene: Path, out: Path) -> list[str]:
+    return ["--config", "default", "--dataset", "7scenes", "--root", str(scene), "--out", str(out)]
+
+
 def map_files(folder: Path) -> dict[str, bytes]:
     """Every file of a map folder by relative path, but the node cache and the lock; map.yaml
     without its creation time and timings (its artifact hashes cover every other file)."""
@@ -188,7 +218,7 @@ def test_a_map_killed_in_every_node_in_turn_is_rebuilt_byte_for_byte(tmp_path):
     )
 
     def command(out: Path) -> list[str]:
-        return [RELOC, "map", "--config", "default", "--dataset", "7scenes", "--root", str(scene), "--out", str(out)]
+        return [RELOC, "map", *dataset_args(scene, out)]
 
     assert subprocess.run(command(tmp_path / "alone"), capture_output=True).returncode == 0
     reference = map_files(tmp_path / "alone")

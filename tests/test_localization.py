@@ -7,10 +7,12 @@ import numpy as np
 
 from reloc.features.base import Features, FeatureStore
 from reloc.geometry.errors import pose_error
+from reloc.geometry.projection import backproject_depth
 from reloc.localization.pnp import PnPConfig, estimate_pose
 from reloc.localization.rounds import localize_in_rounds
 from reloc.localization.stages import correspondences_2d3d
 from reloc.matching import MatcherConfig, build_matcher
+from reloc.types import Camera
 
 from .cameras import CAMERA, look_at
 
@@ -147,3 +149,52 @@ def test_localization_rounds_report_failure_after_the_last_round():
     )
     assert outcome.estimate.pose is None and outcome.estimate.reason.startswith(("too few inliers", "PnP RANSAC"))
     assert len(outcome.rounds) == 3
+
+
+def visible_points(pose, rng, count: int, depth=(2.0, 6.0)) -> np.ndarray:
+    """World points (count, 3) in front of ``pose`` spread over CAMERA's image at the given depths."""
+    pixels = rng.uniform([0, 0], [CAMERA.width, CAMERA.height], (count, 2))
+    depths = rng.uniform(*depth, count)
+    return backproject_depth(pixels, depths, pose, CAMERA)
+
+
+def test_a_right_pose_is_confident_and_chance_inliers_are_not(rng):
+    """Exact matches spread over the image: confidence in the hundreds, the focal they fit is the
+    given one. Matches of another scene (random pixels) that PnP still fits with 20+ inliers
+    bunched in a corner: refused as not confident, naming the evidence."""
+    pose = look_at(np.array([0.3, -3.0, 1.2]), [0, 0, 1.0])
+    points = visible_points(pose, rng, 300)
+    pixels = CAMERA.project(pose.transform(points)) + rng.normal(0, 0.5, (300, 2))
+    right = estimate_pose(pixels, points, CAMERA, PnPConfig(min_confidence=20))
+    evidence = right.evidence
+    assert right.pose is not None and evidence.inliers > 280 and evidence.matches == 300
+    assert evidence.confidence > 500 and evidence.coverage > 0.9 and abs(evidence.focal_ratio - 1) < 0.01
+    assert evidence.median_error_px < 1.0
+    bunched = rng.uniform([0, 0], [90, 70], (25, 2))  # true matches in one corner (a shared poster)...
+    landmarks = backproject_depth(bunched, rng.uniform(2, 6, 25), pose, CAMERA)
+    random_pixels = rng.uniform([0, 0], [CAMERA.width, CAMERA.height], (275, 2))  # ...among wrong ones
+    other = estimate_pose(
+        np.concatenate([bunched, random_pixels]),
+        np.concatenate([landmarks, points[:275]]),
+        CAMERA,
+        PnPConfig(min_confidence=20),
+    )
+    assert other.evidence.inliers >= 20 and other.evidence.coverage < 0.1 and other.pose is None
+    assert other.reason.startswith("pose not confident: confidence") and "covering" in other.reason
+
+
+def test_pnp_refuses_a_pose_from_a_wrong_focal_length(rng):
+    """Matches seen by a 500 px camera, localized with a 400 px focal: PnP still finds a pose
+    with many inliers, but the matches fit 500 px far better; the pose is refused naming that
+    focal. With the right focal the same matches give an accepted pose."""
+    pose = look_at(np.array([0.3, -3.0, 1.2]), [0, 0, 1.0])
+    points = visible_points(pose, rng, 400, depth=(1.5, 8.0))
+    pixels = CAMERA.project(pose.transform(points)) + rng.normal(0, 0.5, (400, 2))
+    wrong_focal = Camera.simple_pinhole(640, 480, 400)
+    refused = estimate_pose(pixels, points, wrong_focal, PnPConfig())
+    assert refused.pose is None and refused.evidence.inliers >= 20, refused.reason
+    assert (
+        "the matches fit a focal length of 498 px (x1.25)" in refused.reason
+        and "check the query's intrinsics" in refused.reason
+    )
+    assert estimate_pose(pixels, points, CAMERA, PnPConfig()).pose is not None

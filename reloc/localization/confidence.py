@@ -18,9 +18,12 @@ of evidence, not many: the confidence is the significance scaled down by the inl
 
 A wrong focal length still gives hundreds of inliers, on a wrong pose. So the pose is refined
 once more with the focal length free, on the matches within 3x the inlier threshold: the ratio
-of the focal length they fit to the given one is ``focal_ratio``, and a pose whose ratio is
-farther from 1 than ``PnPConfig.max_focal_deviation`` is refused, naming the focal the matches
-fit. Thresholds and the false-accept / false-reject rates they give are in BENCHMARKS.md.
+of the focal length they fit to the given one is ``focal_ratio``, the matches within the inlier
+threshold under it ``focal_inliers``. A pose is refused, naming the focal the matches fit, when
+that focal is farther from the given one than ``PnPConfig.max_focal_deviation`` and explains
+``PnPConfig.min_focal_gain`` times the inliers: a view of one wall leaves the focal loose (it
+trades against the distance to the wall), and there a far focal explains hardly more matches.
+Thresholds and the false-accept / false-reject rates they give are in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -62,24 +65,29 @@ def coverage(points2d: np.ndarray, camera: Camera) -> float:
     return len(np.unique(cells[:, 0] * COVERAGE_GRID + cells[:, 1])) / COVERAGE_GRID**2
 
 
-def fitted_focal_ratio(
+def fitted_focal(
     points2d: np.ndarray, points3d: np.ndarray, errors: np.ndarray, pose: Pose, camera: Camera, max_error_px: float
-) -> float:
-    """Focal length the matches within FOCAL_CHECK_SPAN * ``max_error_px`` of their projection
-    (``errors`` (N,) px) fit, with the pose, over the given one (1.0: they agree)."""
+) -> tuple[float, int]:
+    """The focal length the matches fit: the pose refined with the focal free on the matches
+    within FOCAL_CHECK_SPAN * ``max_error_px`` of their projection (``errors`` (N,) px). Returns
+    its ratio to the given focal (1.0: they agree; NaN: the matches fit no positive focal) and
+    the matches within ``max_error_px`` under it (its inliers)."""
     near = errors < FOCAL_CHECK_SPAN * max_error_px
     if near.sum() < 6:
-        return 1.0
+        return math.nan, 0
     options = pycolmap.AbsolutePoseRefinementOptions()
     options.refine_focal_length = True
     refined_camera = camera.to_pycolmap()
     result = pycolmap.refine_absolute_pose(
         pose.to_pycolmap(), points2d.astype(np.float64), points3d.astype(np.float64), near, refined_camera, options
     )
-    if result is None:
-        return 1.0
-    fitted = Camera.from_pycolmap(refined_camera).focal_length
-    return float(np.mean(np.asarray(fitted) / np.asarray(camera.focal_length)))
+    focals = (refined_camera.focal_length_x, refined_camera.focal_length_y)
+    if result is None or not all(math.isfinite(focal) and focal > 0 for focal in focals):
+        return math.nan, 0
+    fitted = Camera.from_pycolmap(refined_camera)
+    pixels, _ = project_points(points3d, Pose.from_pycolmap(result["cam_from_world"]), fitted)
+    inliers = int(np.sum(np.linalg.norm(pixels - points2d, axis=1) < max_error_px))
+    return float(np.mean(np.asarray(fitted.focal_length) / np.asarray(camera.focal_length))), inliers
 
 
 def pose_evidence(
@@ -94,6 +102,7 @@ def pose_evidence(
     inlier_errors = errors[inliers]
     spread = coverage(points2d[inliers], camera)
     chance = significance(len(points2d), count, float(inlier_errors.max()) if count else 0.0, camera)
+    focal_ratio, focal_inliers = fitted_focal(points2d, points3d, errors, pose, camera, max_error_px)
     return PoseEvidence(
         inliers=count,
         matches=len(points2d),
@@ -101,6 +110,7 @@ def pose_evidence(
         coverage=spread,
         median_error_px=float(np.median(inlier_errors)) if count else math.inf,
         significance=chance,
-        focal_ratio=fitted_focal_ratio(points2d, points3d, errors, pose, camera, max_error_px),
+        focal_ratio=focal_ratio,
+        focal_inliers=focal_inliers,
         confidence=chance * min(1.0, spread / FULL_COVERAGE),
     )

@@ -15,10 +15,15 @@ from .confidence import pose_evidence
 
 @dataclass
 class PnPConfig:
+    """RANSAC threshold and the refusals. ``min_confidence``, ``max_focal_deviation`` and
+    ``min_focal_gain`` were chosen by ``benchmarks/confidence.py`` on synthetic seeds 1 and 2,
+    which BENCHMARKS.md does not report."""
+
     max_error_px: float = 4.0  # RANSAC inlier threshold
     min_inliers: int = 20  # fewer inliers: the query is reported failed
-    min_confidence: float = 0.0  # a pose whose confidence (see .confidence) is lower is refused
-    max_focal_deviation: float = 0.1  # refused when the matches fit a focal this far off the given one; 0: no check
+    min_confidence: float = 34.0  # a pose whose confidence (see .confidence) is lower is refused
+    max_focal_deviation: float = 0.05  # refused when the matches fit a focal this far off the given one (0: no check)
+    min_focal_gain: float = 1.1  # ... and that focal explains this many times the inliers
     refine: bool = True
 
     def __post_init__(self) -> None:
@@ -26,6 +31,7 @@ class PnPConfig:
         require_range(self, "min_inliers", low=1)
         require_range(self, "min_confidence", low=0.0)
         require_range(self, "max_focal_deviation", low=0.0)
+        require_range(self, "min_focal_gain", low=1.0)
 
 
 @dataclass
@@ -72,10 +78,15 @@ def refusal(evidence: PoseEvidence, camera: Camera, config: PnPConfig) -> str:
             f"({evidence.inliers} of {evidence.matches} matches are inliers, "
             f"covering {100 * evidence.coverage:.0f} % of the image)"
         )
-    if config.max_focal_deviation and abs(evidence.focal_ratio - 1) > config.max_focal_deviation:
+    if (
+        config.max_focal_deviation
+        and abs(evidence.focal_ratio - 1) > config.max_focal_deviation
+        and evidence.focal_inliers >= config.min_focal_gain * evidence.inliers
+    ):
         given = float(np.mean(camera.focal_length))
         return (
-            f"the matches fit a focal length of {given * evidence.focal_ratio:.0f} px, not the given {given:.0f} px "
-            f"(x{evidence.focal_ratio:.2f}): check the query's intrinsics"
+            f"the matches fit a focal length of {given * evidence.focal_ratio:.0f} px (x{evidence.focal_ratio:.2f}) "
+            f"with {evidence.focal_inliers} inliers, better than the given {given:.0f} px with {evidence.inliers}: "
+            "check the query's intrinsics"
         )
     return ""
