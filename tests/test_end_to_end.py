@@ -209,7 +209,7 @@ def map_files(folder: Path) -> dict[str, bytes]:
 
 def test_a_map_killed_in_every_node_in_turn_is_rebuilt_byte_for_byte(tmp_path):
     """`reloc map` with the default pipeline is killed (SIGKILL) while each mapping node writes
-    its file (features.h5, landmarks.h5, global.h5, patches.h5 appear); the killed folder has no
+    its file (features.h5, landmarks.h5, global.h5 appear); the killed folder has no
     map.yaml, and the same command run again gives the files of an uninterrupted run, byte for
     byte."""
     scene = tmp_path / "scene"
@@ -222,7 +222,7 @@ def test_a_map_killed_in_every_node_in_turn_is_rebuilt_byte_for_byte(tmp_path):
 
     assert subprocess.run(command(tmp_path / "alone"), capture_output=True).returncode == 0
     reference = map_files(tmp_path / "alone")
-    for written in ("features.h5", "landmarks.h5", "global.h5", "patches.h5"):
+    for written in ("features.h5", "landmarks.h5", "global.h5"):
         out = tmp_path / f"killed-in-{written}"
         run = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120

@@ -20,6 +20,7 @@ import yaml
 from typer.testing import CliRunner
 
 from reloc.cli import app
+from reloc.configs import config_path
 from reloc.errors import PipelineError
 from reloc.features.base import FeatureStore
 from reloc.features.stages import XFeatFeatures
@@ -792,3 +793,16 @@ def test_two_runs_on_one_folder_one_is_refused_and_the_map_equals_a_single_runs(
     assert alone.wait(timeout=120) == 0
     assert (tmp_path / "shared" / "part.txt").read_bytes() == (tmp_path / "alone" / "part.txt").read_bytes()
     assert (tmp_path / "shared" / "map.yaml").is_file()
+
+
+def test_a_mapping_node_whose_artifact_nothing_reads_is_refused(tmp_path):
+    """FaVoR's patches in a pipeline that never trains FaVoR: the graph is refused naming the node
+    and the file (the default config built 145 MB of them for nothing on the demo scene)."""
+    content = yaml.safe_load(config_path("default").read_text())
+    content["mapping"]["nodes"]["patches"] = {
+        "stage": "mapping.patches",
+        "inputs": {"keyframes": "landmarks.keyframes", "features": "features.features", "map_dir": "map.dir"},
+    }
+    with pytest.raises(PipelineError, match=r"mapping node 'patches' \(mapping.patches\) builds patches.h5, which no"):
+        load_pipeline(tmp_path / "with-patches.yaml", content)
+    assert "patches" in load_pipeline("favor").mapping.nodes  # read there by favor.train

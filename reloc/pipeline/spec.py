@@ -311,11 +311,31 @@ def load_pipeline(path: str | Path, content: dict | None = None, overrides: list
     seed = content.get("seed", 0)
     if not isinstance(seed, int):
         raise PipelineError(f"{path}: key 'seed' must be an integer, got {seed!r}")
+    mapping = build_graph(path, "mapping", content["mapping"])
+    localization = build_graph(path, "localization", content["localization"])
+    check_every_map_artifact_is_read(path, mapping, localization)
     return Pipeline(
         name=str(content.get("name", path.stem)),
         description=str(content.get("description", "")),
         seed=seed,
-        mapping=build_graph(path, "mapping", content["mapping"]),
-        localization=build_graph(path, "localization", content["localization"]),
+        mapping=mapping,
+        localization=localization,
         raw=content,
     )
+
+
+def check_every_map_artifact_is_read(path: Path, mapping: Graph, localization: Graph) -> None:
+    """A mapping node that writes map artifacts (reloc.io.map_folder) must be read: by another
+    mapping node's inputs, or through an artifact a localization node needs. A map holds only
+    what its pipeline reads (FaVoR's patches only where favor.train consumes them)."""
+    from ..io.map_folder import ARTIFACTS
+
+    needed = {artifact for node in localization.nodes.values() for artifact in node.stage.needs}
+    read_by_mapping = {ref.split(".")[0] for node in mapping.nodes.values() for ref in node.inputs.values()}
+    for name, node in mapping.nodes.items():
+        written = sorted(a.name for a in ARTIFACTS.values() if node.stage.name in a.built_by)
+        if written and name not in read_by_mapping and not needed & set(written):
+            raise PipelineError(
+                f"{path}: mapping node '{name}' ({node.stage.name}) builds {', '.join(written)}, which no "
+                "localization node reads and no mapping node uses; remove it from the mapping graph"
+            )
