@@ -89,12 +89,11 @@ def test_map_keeps_patches_of_persistent_landmarks(tmp_path):
     generate(
         SynthConfig("7scenes", seed=3, mapping_frames=30, query_frames=2, mapping_sequences=1, query_sequences=1), scene
     )
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "default.yaml").read_text())
-    config["mapping"]["nodes"]["patches"] = {
-        "stage": "mapping.patches",
-        "with": {"backbone": "xfeat", "patch_size": 7, "min_track_length": 3},
-        "inputs": {"keyframes": "landmarks.keyframes", "features": "features.features", "map_dir": "map.dir"},
-    }
+    # The FaVoR mapping graph (patches are built only where favor.train reads them), its patches
+    # node set to every landmark of 3+ keyframes, its training cut to one step.
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "favor.yaml").read_text())
+    config["mapping"]["nodes"]["patches"]["with"] = {"backbone": "xfeat", "patch_size": 7, "min_track_length": 3}
+    config["mapping"]["nodes"]["fields"]["with"]["steps"] = 1
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(
         app,
