@@ -806,3 +806,4 @@ def test_a_mapping_node_whose_artifact_nothing_reads_is_refused(tmp_path):
     with pytest.raises(PipelineError, match=r"mapping node 'patches' \(mapping.patches\) builds patches.h5, which no"):
         load_pipeline(tmp_path / "with-patches.yaml", content)
     assert "patches" in load_pipeline("favor").mapping.nodes  # read there by favor.train
+    assert "patches" in load_pipeline(tmp_path / "map.yaml", content, built=True).mapping.nodes  # an older map loads

@@ -115,7 +115,7 @@ def load_map_pipeline(map_dir: Path) -> Pipeline:
     content = read_map_record(map_dir)
     if "pipeline" not in content:
         raise PipelineError(f"{map_dir / MAP_FILE}: has no 'pipeline' entry; rebuild the map with 'reloc map'")
-    return load_pipeline(map_dir / MAP_FILE, content["pipeline"])
+    return load_pipeline(map_dir / MAP_FILE, content["pipeline"], built=True)
 
 
 def localize(
