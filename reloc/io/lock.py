@@ -24,7 +24,7 @@ def writing(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().strip() or "pid not written yet"  # it took the lock a moment ago
             raise RelocError(
                 f"{folder}: another reloc run ({holder}) is writing this folder; wait for it to end or write elsewhere"
             ) from None
