@@ -32,8 +32,9 @@ from PIL import Image
 from reloc.api import load_pipeline
 from reloc.datasets import load_dataset
 from reloc.geometry.errors import pose_error
+from reloc.localization.pnp import focal_mismatch
 from reloc.pipeline.runner import build_map, localize
-from reloc.types import Camera, Frame
+from reloc.types import Camera, Frame, PoseEvidence
 
 RIGHT_CM, RIGHT_DEG = 5.0, 5.0
 FOCAL_SCALES = (0.67, 0.8, 1.25, 1.5)
@@ -118,10 +119,6 @@ def run_seed(out: Path, seed: int, roots: dict[int, Path], overrides: list[str],
     return rows
 
 
-def focal_refused(evidence: dict, deviation: float, gain: float) -> bool:
-    return abs(evidence["focal_ratio"] - 1) > deviation and evidence["focal_inliers"] >= gain * evidence["inliers"]
-
-
 def chosen_thresholds(raw: list[dict[str, list[dict]]], min_inliers: int) -> tuple[float, float, float]:
     """(max_focal_deviation, min_focal_gain, min_confidence) chosen on these seeds' poses
     without refusals: the focal pair that refuses no right pose and the most wrong ones (ties:
@@ -137,7 +134,7 @@ def chosen_thresholds(raw: list[dict[str, list[dict]]], min_inliers: int) -> tup
     candidates = []
     for deviation in FOCAL_DEVIATIONS:
         for gain in FOCAL_GAINS:
-            refused = [focal_refused(row["evidence"], deviation, gain) for _, row in poses]
+            refused = [focal_mismatch(PoseEvidence(**row["evidence"]), deviation, gain) for _, row in poses]
             if not any(r and row["right"] for r, (_, row) in zip(refused, poses)):
                 candidates.append((-sum(refused), deviation, gain))
     _, deviation, gain = min(candidates)

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DatasetError
+from ..io.text import utf8_text
 from ..types import Frame
 
 SPLITS = ("train", "test")
@@ -56,12 +57,7 @@ def require_file(path: Path, what: str) -> Path:
 def read_lines(path: Path, what: str) -> list[str]:
     """The lines of the text file ``path``; a missing file or one that is not UTF-8 text raises
     a DatasetError naming it."""
-    data = require_file(path, what).read_bytes()
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        byte = f"byte {error.start} is {data[error.start]:#04x}"
-        raise DatasetError(f"{path}: {what} is not UTF-8 text ({byte})") from None
+    return utf8_text(require_file(path, what), what, DatasetError).splitlines()
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ResultsError
 from ..types import Camera, Pose, PoseEvidence, QueryRecord, QueryResult, Round
+from .text import utf8_text
 
 GROUND_TRUTH_FILE = "ground_truth.txt"  # beside a run's results: the queries' ground-truth poses
 
@@ -163,11 +164,7 @@ def read_results(path: str | Path) -> dict[str, QueryResult]:
     if not path.is_file():
         raise ResultsError(f"{path}: results file does not exist")
     results: dict[str, QueryResult] = {}
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise ResultsError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    for line_number, line in enumerate(lines, start=1):
+    for line_number, line in enumerate(utf8_text(path, "results file", ResultsError).splitlines(), start=1):
         if line.startswith(FAILED_PREFIX):
             name, _, reason = line[len(FAILED_PREFIX) :].partition(": ")
             result = QueryResult(name.strip(), None, reason.strip())
@@ -187,8 +184,8 @@ def _merge_details(path: Path, results: dict[str, QueryResult]) -> None:
     if not path.is_file():
         return
     try:
-        details = json.loads(path.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        details = json.loads(utf8_text(path, "details sidecar", ResultsError))
+    except json.JSONDecodeError as error:
         raise ResultsError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(details, dict):
         raise ResultsError(f"{path}: expected an object of query entries, got {type(details).__name__}")

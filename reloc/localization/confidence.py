@@ -38,6 +38,7 @@ from ..types import Camera, Pose, PoseEvidence
 
 COVERAGE_GRID = 8  # inlier coverage: share of the cells of an 8 x 8 grid over the image holding one
 FULL_COVERAGE = 0.25  # inliers in a quarter of the cells or more count fully
+MIN_ERROR_RADIUS_PX = 0.5  # a few inliers fitted exactly by the pose do not make chance vanish
 FOCAL_CHECK_SPAN = 3.0  # the focal check refines on the matches within this many inlier thresholds
 
 
@@ -50,7 +51,8 @@ def significance(matches: int, inliers: int, max_error_px: float, camera: Camera
     """-log10 of the number of false alarms of ``inliers`` of ``matches`` within ``max_error_px``."""
     if inliers < 4 or matches < inliers:
         return 0.0
-    chance = min(1.0, math.pi * max(max_error_px, 0.5) ** 2 / (camera.width * camera.height))
+    radius = max(max_error_px, MIN_ERROR_RADIUS_PX)
+    chance = min(1.0, math.pi * radius**2 / (camera.width * camera.height))
     nfa = log10_binomial(matches, 3) + log10_binomial(matches - 3, inliers - 3) + (inliers - 3) * math.log10(chance)
     return -nfa
 

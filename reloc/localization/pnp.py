@@ -68,6 +68,12 @@ def estimate_pose(points2d: np.ndarray, points3d: np.ndarray, camera: Camera, co
     return PnPResult(None if reason else pose, inliers, reason, evidence)
 
 
+def focal_mismatch(evidence: PoseEvidence, max_deviation: float, min_gain: float) -> bool:
+    """The matches fit a focal more than ``max_deviation`` off the given one, with ``min_gain``
+    times the inliers (see :mod:`.confidence`)."""
+    return abs(evidence.focal_ratio - 1) > max_deviation and evidence.focal_inliers >= min_gain * evidence.inliers
+
+
 def refusal(evidence: PoseEvidence, camera: Camera, config: PnPConfig) -> str:
     """Why a pose with this evidence is refused ("" when it is accepted)."""
     if evidence.inliers < config.min_inliers:
@@ -78,11 +84,7 @@ def refusal(evidence: PoseEvidence, camera: Camera, config: PnPConfig) -> str:
             f"({evidence.inliers} of {evidence.matches} matches are inliers, "
             f"covering {100 * evidence.coverage:.0f} % of the image)"
         )
-    if (
-        config.max_focal_deviation
-        and abs(evidence.focal_ratio - 1) > config.max_focal_deviation
-        and evidence.focal_inliers >= config.min_focal_gain * evidence.inliers
-    ):
+    if config.max_focal_deviation and focal_mismatch(evidence, config.max_focal_deviation, config.min_focal_gain):
         given = float(np.mean(camera.focal_length))
         return (
             f"the matches fit a focal length of {given * evidence.focal_ratio:.0f} px (x{evidence.focal_ratio:.2f}) "

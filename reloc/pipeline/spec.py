@@ -35,6 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..configs import config_path, shipped_names
 from ..errors import PipelineError
+from ..io.map_folder import ARTIFACTS
 from ..types import Frame, QueryResult
 from .registry import Stage, port_accepts, stage_class, type_name
 
@@ -333,8 +334,6 @@ def check_every_map_artifact_is_read(path: Path, mapping: Graph, localization: G
     """A mapping node that writes map artifacts (reloc.io.map_folder) must be read: by another
     mapping node's inputs, or through an artifact a localization node needs. A map holds only
     what its pipeline reads (FaVoR's patches only where favor.train consumes them)."""
-    from ..io.map_folder import ARTIFACTS
-
     needed = {artifact for node in localization.nodes.values() for artifact in node.stage.needs}
     read_by_mapping = {ref.split(".")[0] for node in mapping.nodes.values() for ref in node.inputs.values()}
     for name, node in mapping.nodes.items():
