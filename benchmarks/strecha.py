@@ -1,7 +1,7 @@
 """Relocalization on the Strecha scenes (Cambridge layout) for several pipelines.
 
     python benchmarks/strecha.py --data ../shared/data/strecha --out runs/strecha [--harder] [--peer] \\
-        [--configs default sift ...]
+        [--configs default sift ...] [--set KEY=VALUE ... --label NAME]
 
 Runs `reloc eval` for every config and scene (fresh maps), then prints a markdown table of
 median errors, recall and median ms per query per stage. ``--peer`` also runs COLMAP's own
@@ -67,20 +67,24 @@ def main() -> None:
         "--configs", nargs="+", default=["default", "sift", "xfeat", "xfeat-lighterglue", "aliked-lightglue"]
     )
     parser.add_argument("--harder", action="store_true")
+    parser.add_argument("--set", action="append", default=[], help="override for every config (as reloc eval --set)")
+    parser.add_argument("--label", default="", help="appended to the pipeline name in the table and run folder")
     parser.add_argument("--peer", action="store_true", help="also run COLMAP's pipeline (pycolmap) on the same scenes")
     args = parser.parse_args()
     configs = Path(__file__).resolve().parents[1] / "configs"
     rows = [
-        "| pipeline | scene | failed | median t (cm) | median R (deg) | recall 5cm/5deg | ms/query (features + "
+        "| pipeline | scene | failed | median t (cm) | median R (deg) | recall 5cm/5deg | map MB "
+        "| ms/query (features + "
         "retrieval + matching + pnp) |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for config in args.configs:
         for scene in SCENES:
             root = args.data / scene
             if args.harder:
                 root = write_harder_copy(root, args.out / "harder-data" / scene)
-            run = args.out / ("harder" if args.harder else "original") / config / scene
+            name = f"{config}{'-' + args.label if args.label else ''}"
+            run = args.out / ("harder" if args.harder else "original") / name / scene
             shutil.rmtree(run, ignore_errors=True)
             subprocess.run(
                 [
@@ -96,6 +100,7 @@ def main() -> None:
                     str(root),
                     "--out",
                     str(run),
+                    *(part for override in args.set for part in ("--set", override)),
                 ],
                 check=True,
                 stdout=subprocess.DEVNULL,
@@ -104,9 +109,9 @@ def main() -> None:
             timing = m["timing_s"]
             stages = " + ".join(f"{1000 * timing.get(s, 0):.0f}" for s in ("features", "retrieval", "matching", "pnp"))
             rows.append(
-                f"| {config} | {scene} | {m['n_failed']}/{m['n_queries']} | {cell(m['median_t_cm'])} | "
-                f"{cell(m['median_r_deg'])} "
-                f"| {100 * m['recall']['5cm_5deg']:.0f} % | {1000 * sum(timing.values()):.0f} ({stages}) |"
+                f"| {name} | {scene} | {m['n_failed']}/{m['n_queries']} | {cell(m['median_t_cm'])} | "
+                f"{cell(m['median_r_deg'])} | {100 * m['recall']['5cm_5deg']:.0f} % | {m['map_bytes'] / 1e6:.1f} "
+                f"| {1000 * sum(timing.values()):.0f} ({stages}) |"
             )
             print(rows[-1], flush=True)
     if args.peer:

@@ -16,6 +16,8 @@ from .datasets import load_dataset
 from .datasets.folder import ImageFolder
 from .eval.run import Evaluation, NodeCallback
 from .eval.run import evaluate as evaluate_pipeline
+from .mapping.compact import CompactConfig
+from .mapping.compact import export_compact as export_map
 from .pipeline.engine import GraphRun
 from .pipeline.runner import build_map
 from .pipeline.runner import localize as localize_frames
@@ -71,3 +73,12 @@ def evaluate(
     write the run folder ``out`` (results, ground truth, metrics.json, report.md, figures)."""
     scene = load_dataset(dataset, root, **dataset_options)
     return evaluate_pipeline(load_pipeline(config, overrides), scene, Path(out), Path(map_dir) if map_dir else None)
+
+
+def export_compact(
+    map_dir: str | Path, out: str | Path, config: CompactConfig | None = None
+) -> dict[str, tuple[int, int]]:
+    """Write a compact copy of map ``map_dir`` into the new folder ``out`` (quantized landmark
+    descriptors, whitened retrieval, only what localization and the viewer read). Returns, per
+    artifact, its bytes before and after (0: dropped)."""
+    return export_map(Path(map_dir), Path(out), config or CompactConfig())

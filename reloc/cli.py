@@ -25,6 +25,8 @@ from .eval.report import print_metrics, write_metrics
 from .eval.run import evaluate
 from .io.map_folder import ARTIFACTS, check_files, open_artifact, read_map_record
 from .io.results import GROUND_TRUTH_FILE, read_results, write_results
+from .mapping.compact import CompactConfig
+from .mapping.quantize import CodecConfig
 from .matching.pairwise import PAIR_MATCHERS
 from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
@@ -213,6 +215,38 @@ def map_command(
             config, dataset.value, root, out, overrides, progress.on_node("mapping"), images=images, queries=queries
         )
     print_mapping(run, out)
+
+
+@app.command("export", cls=Command)
+@reports_errors
+def export_command(
+    map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map' or 'reloc eval' (RUN/map).")],
+    out: Annotated[Path, typer.Argument(file_okay=False, help="New folder for the exported map.")],
+    compact: Annotated[
+        bool, typer.Option("--compact", help="Re-code descriptors, whiten retrieval, strip the COLMAP model.")
+    ] = False,
+    descriptors: Annotated[str, typer.Option(help="Descriptor codec: pq, sq8 or float16.")] = "pq",
+    pq_subvectors: Annotated[int, typer.Option(help="Bytes per descriptor with --descriptors pq.")] = 32,
+    whitened_dims: Annotated[int, typer.Option(help="Retrieval dimensions after PCA whitening (0: keep).")] = 128,
+):
+    """Export a map as a compact one: only what its localization (and the viewer) reads, landmark
+    descriptors quantized, retrieval vectors PCA-whitened. The map's accuracy is measured again
+    with 'reloc eval --map OUT'."""
+    if not compact:
+        raise typer.BadParameter("only --compact export exists: give --compact")
+    try:
+        codec = CodecConfig(kind=descriptors, pq_subvectors=pq_subvectors)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    sizes = api.export_compact(map_dir, out, CompactConfig(codec, whitened_dims))
+    table = Table(title=f"{map_dir} -> {out}")
+    for column in ("artifact", "before (MB)", "after (MB)"):
+        table.add_column(column, justify="right" if column != "artifact" else "left")
+    for name, (before, after) in sizes.items():
+        table.add_row(name, f"{before / 1e6:.2f}", f"{after / 1e6:.2f}" if after else "dropped")
+    before, after = (sum(size[i] for size in sizes.values()) for i in (0, 1))
+    table.add_row("total", f"{before / 1e6:.2f}", f"{after / 1e6:.2f}")
+    console.print(table)
 
 
 @app.command("localize", cls=Command)

@@ -94,6 +94,7 @@ def test_map_keeps_patches_of_persistent_landmarks(tmp_path):
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "favor.yaml").read_text())
     config["mapping"]["nodes"]["patches"]["with"] = {"backbone": "xfeat", "patch_size": 7, "min_track_length": 3}
     config["mapping"]["nodes"]["fields"]["with"]["steps"] = 1
+    config["mapping"]["keep"] = ["patches.h5"]  # favor.train's input, removed when mapping ends unless kept
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(
         app,
@@ -113,7 +114,7 @@ def test_map_keeps_patches_of_persistent_landmarks(tmp_path):
     patches = read_landmark_patches(tmp_path / "map")
     sparse_map = read_sparse_map(tmp_path / "map")
     assert patches.patches.shape == (len(patches.landmark), 7, 7, 64) and len(patches.landmark) > 500
-    lengths = np.bincount(np.concatenate([ids[ids >= 0] for ids in sparse_map.point_ids.values()]))
+    lengths = np.bincount(np.concatenate([sparse_map.located_observations(name)[1] for name in sparse_map.cameras]))
     assert lengths[patches.landmark_ids].min() >= 3 and set(patches.landmark.tolist()) == set(
         patches.landmark_ids.tolist()
     )

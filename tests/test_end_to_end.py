@@ -122,6 +122,79 @@ def test_relocalize_synthetic_scene_end_to_end(tmp_path, monkeypatch, evaluated_
         assert evidence.confidence > 100 and abs(evidence.focal_ratio - 1) < 0.05, evidence
 
 
+def assert_mapped_queries_within(results_file: Path, scene: Path, cm: float, degrees: float) -> None:
+    """Every query that sees mapped surface has a pose within ``cm`` and ``degrees``; the one that
+    sees nothing mapped is reported failed."""
+    shares = mapped_share(scene)
+    truth = load_dataset("7scenes", scene).ground_truth()
+    for name, outcome in read_results(results_file).items():
+        if shares[name] < 0.05:
+            assert outcome.pose is None, (name, outcome)
+        else:
+            assert outcome.pose is not None, (name, outcome.reason)
+            dt, dr = pose_error(outcome.pose, truth[name].pose)
+            assert dt < cm / 100 and dr < degrees, (name, dt, dr)
+
+
+def test_a_full_map_and_its_compact_export_localize_within_the_same_tolerance(tmp_path, evaluated_scene):
+    """A full map (float16 observation descriptors, raw VLAD, COLMAP tracks) and `reloc export
+    --compact` of it (PQ 16 bytes, 64-d whitened VLAD, no tracks) both put every mapped query
+    within 1 cm / 0.5 degrees; the export is under a quarter of the full map's bytes, holds only
+    what localization and the viewer read, and records its settings and origin."""
+    scene, _ = evaluated_scene
+    full = [
+        "mapping.landmarks.descriptors.kind=float16",
+        "mapping.landmarks.colmap_tracks=true",
+        "mapping.retrieval.whitened_dims=0",
+    ]
+    result = CliRunner().invoke(
+        app, ["eval", *dataset_args(scene, tmp_path / "full"), *(x for o in full for x in ("--set", o))]
+    )
+    assert result.exit_code == 0, result.output
+    assert_mapped_queries_within(tmp_path / "full" / "results.txt", scene, 1.0, 0.5)
+    export = ["export", str(tmp_path / "full" / "map"), str(tmp_path / "compact"), "--compact"]
+    result = CliRunner().invoke(app, [*export, "--pq-subvectors", "16", "--whitened-dims", "64"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(
+        app, ["eval", *dataset_args(scene, tmp_path / "compact-run"), "--map", str(tmp_path / "compact")]
+    )
+    assert result.exit_code == 0, result.output
+    assert_mapped_queries_within(tmp_path / "compact-run" / "results.txt", scene, 1.0, 0.5)
+    sizes = [json.loads((tmp_path / run / "metrics.json").read_text())["map_bytes"] for run in ("full", "compact-run")]
+    assert sizes[1] < sizes[0] / 4, sizes
+    assert sorted(p.name for p in (tmp_path / "compact").iterdir()) == ["global.h5", "landmarks.h5", "map.yaml", "sfm"]
+    record = yaml.safe_load((tmp_path / "compact" / "map.yaml").read_text())
+    landmarks = record["pipeline"]["mapping"]["nodes"]["landmarks"]["with"]
+    assert landmarks["descriptors"]["kind"] == "pq" and landmarks["descriptors"]["pq_subvectors"] == 16
+    assert record["exported_from"] == str(tmp_path / "full" / "map") and record["mapping_key"] is None
+    assert CliRunner().invoke(app, ["check", str(tmp_path / "compact")]).exit_code == 0
+
+
+def test_a_localizer_reading_an_artifact_mapping_removed_is_refused_naming_it(tmp_path, monkeypatch, evaluated_scene):
+    """The default map keeps no features.h5 (its localization reads landmarks.h5 only): a
+    localizer that needs it is refused before running, naming the file, why it is gone, how to
+    keep it and the stages and configs that build it."""
+    from reloc.io.map_folder import FEATURES_FILE, LANDMARKS_FILE
+    from reloc.localization.stages import LocalizePnP
+
+    scene, run = evaluated_scene
+    assert not (run / "map" / FEATURES_FILE).exists()
+    assert yaml.safe_load((run / "map" / "map.yaml").read_text())["removed"] == [FEATURES_FILE]
+    monkeypatch.setattr(LocalizePnP, "needs", (LANDMARKS_FILE, FEATURES_FILE))
+    image = scene / "seq-01" / "frame-000005.color.png"
+    out = tmp_path / "r.txt"
+    result = CliRunner().invoke(app, ["localize", str(run / "map"), str(image), "--focal", "585", "--out", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    message = " ".join(result.output.split())
+    assert (
+        f"{run / 'map' / FEATURES_FILE}: removed when the map was built, since the map's own localization graph "
+        "does not read it, and localization node 'pnp' reads it"
+    ) in message
+    assert (
+        "mapping: keep: [features.h5]" in message and "features.sift" in message and "configs/default.yaml" in message
+    )
+
+
 def test_queries_from_another_scene_fail(tmp_path, evaluated_scene):
     """Images of another room (same generator, other seed: its walls reuse the bundled
     photographs, so some posters match) localized against a map: every one is reported failed,

@@ -191,6 +191,7 @@ def favor_run(tmp_path_factory):
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "favor.yaml").read_text())
     config["mapping"]["nodes"]["patches"]["with"]["max_landmarks"] = 1200
     config["mapping"]["nodes"]["fields"]["with"]["steps"] = 60
+    config["mapping"]["keep"] = ["features.h5", "patches.h5"]  # mapping's working files, read by the tests below
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(
         app,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from reloc.features.base import Features, FeatureStore
+from reloc.features.base import Features
 from reloc.geometry.errors import pose_error
 from reloc.geometry.projection import backproject_depth
 from reloc.localization.pnp import PnPConfig, estimate_pose
 from reloc.localization.rounds import localize_in_rounds
 from reloc.localization.stages import correspondences_2d3d
+from reloc.mapping.quantize import Float16Codec
+from reloc.mapping.store import KeyframeEntry, read_sparse_map, write_landmarks
 from reloc.matching import MatcherConfig, build_matcher
 from reloc.types import Camera
 
@@ -31,21 +33,21 @@ def test_pnp_recovers_pose_with_outliers_and_reports_failure(rng):
     assert few.pose is None and few.reason == "too few 2D-3D matches (10 < 20)"
 
 
-def test_correspondences_follow_retrieval_order_and_stop_when_enough():
+def test_correspondences_follow_retrieval_order_and_stop_when_enough(tmp_path):
     descriptors = np.eye(6, dtype=np.float32)
     query = Features(np.zeros((6, 2), np.float32), descriptors, np.ones(6, np.float32))
-    store = FeatureStore("sift")
-    store.write("a", Features(np.zeros((3, 2), np.float32), descriptors[:3], np.ones(3, np.float32)))
-    store.write("b", Features(np.zeros((3, 2), np.float32), descriptors[3:], np.ones(3, np.float32)))
-    point_ids = {"a": np.array([10, -1, 12]), "b": np.array([20, 21, 22])}
-    sizes = {"a": (640, 480), "b": (640, 480)}
+    camera = Camera("PINHOLE", 640, 480, (500.0, 500.0, 320.0, 240.0))
+    keyframes = [
+        ("a", KeyframeEntry(camera, np.zeros((2, 2), np.float32), np.array([10, 12]), descriptors[[0, 2]])),
+        ("b", KeyframeEntry(camera, np.zeros((3, 2), np.float32), np.array([20, 21, 22]), descriptors[3:])),
+    ]
+    write_landmarks(tmp_path / "landmarks.h5", "sift", np.zeros((23, 3)), np.zeros(23), Float16Codec(), keyframes)
+    sparse_map = read_sparse_map(tmp_path / "landmarks.h5")
     matcher = build_matcher(MatcherConfig(), "sift")
-    keypoints, landmarks = correspondences_2d3d(query, ["a", "b"], store, point_ids, matcher, (640, 480), sizes)
+    keypoints, landmarks = correspondences_2d3d(query, ["a", "b"], sparse_map, matcher, (640, 480))
     assert sorted(zip(keypoints.tolist(), landmarks.tolist())) == [(0, 10), (2, 12), (3, 20), (4, 21), (5, 22)]
-    keypoints, landmarks = correspondences_2d3d(
-        query, ["a", "b"], store, point_ids, matcher, (640, 480), sizes, enough=2
-    )
-    assert sorted(landmarks.tolist()) == [10, 12]  # keypoint 1 of "a" has no landmark; "b" is never matched
+    keypoints, landmarks = correspondences_2d3d(query, ["a", "b"], sparse_map, matcher, (640, 480), enough=2)
+    assert sorted(landmarks.tolist()) == [10, 12]  # "a" gives two correspondences; "b" is never matched
 
 
 def cumulative(matches: dict[str, tuple[np.ndarray, np.ndarray]], keypoints: np.ndarray, calls: list[list[str]]):

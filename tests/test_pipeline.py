@@ -31,7 +31,7 @@ from reloc.pipeline.engine import run_graph
 from reloc.pipeline.progress import reporting, track
 from reloc.pipeline.registry import Stage, register_stage, unregister_stage
 from reloc.pipeline.runner import load_map_pipeline
-from reloc.pipeline.spec import load_pipeline
+from reloc.pipeline.spec import apply_overrides, load_pipeline
 from reloc.types import Frame, QueryResult
 
 from .layouts import write_cambridge
@@ -801,9 +801,18 @@ def test_a_mapping_node_whose_artifact_nothing_reads_is_refused(tmp_path):
     content = yaml.safe_load(config_path("default").read_text())
     content["mapping"]["nodes"]["patches"] = {
         "stage": "mapping.patches",
-        "inputs": {"keyframes": "landmarks.keyframes", "features": "features.features", "map_dir": "map.dir"},
+        "inputs": {"keyframes": "landmarks.keyframes", "map_dir": "map.dir"},
     }
     with pytest.raises(PipelineError, match=r"mapping node 'patches' \(mapping.patches\) builds patches.h5, which no"):
         load_pipeline(tmp_path / "with-patches.yaml", content)
     assert "patches" in load_pipeline("favor").mapping.nodes  # read there by favor.train
     assert "patches" in load_pipeline(tmp_path / "map.yaml", content, built=True).mapping.nodes  # an older map loads
+
+
+def test_mapping_keep_names_map_artifacts_and_is_set_from_the_command_line(tmp_path):
+    content = yaml.safe_load(config_path("default").read_text())
+    pipeline = load_pipeline(tmp_path / "p.yaml", apply_overrides(tmp_path, content, ["mapping.keep=[features.h5]"]))
+    assert pipeline.mapping.keep == ("features.h5",) and pipeline.resolved()["mapping"]["keep"] == ["features.h5"]
+    content["mapping"]["keep"] = ["features.hdf5"]
+    with pytest.raises(PipelineError, match="key 'keep': 'features.hdf5' is not a map artifact"):
+        load_pipeline(tmp_path / "p.yaml", content)

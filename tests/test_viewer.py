@@ -24,6 +24,7 @@ from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.eval.metrics import QueryError
 from reloc.eval.plots import cumulative_errors, worst_queries
 from reloc.io.results import read_results, write_results
+from reloc.mapping.store import read_sparse_map
 from reloc.types import QueryResult
 from reloc.viz.geometry import (
     ESTIMATE_COLOR,
@@ -78,15 +79,16 @@ def run(tmp_path_factory) -> Path:
 
 def test_landmark_colours_come_from_the_images(run):
     """Each landmark's colour is its images' colour at its observations: compared with the pixel
-    under one observation, read here from the image file."""
+    under observations (landmarks.h5), read here from the image file."""
     reconstruction = pycolmap.Reconstruction(str(run / "run" / "map" / "sfm"))
+    sparse_map = read_sparse_map(run / "run" / "map")
     differences = []
-    for point in list(reconstruction.points3D.values())[::25]:
-        element = point.track.elements[0]
-        image = reconstruction.image(element.image_id)
-        x, y = image.points2D[element.point2D_idx].xy
-        pixels = read_image(run / "scene" / image.name)
-        differences.append(np.abs(pixels[int(y), int(x)].astype(int) - point.color.astype(int)).max())
+    for name in list(sparse_map.cameras)[::4]:
+        keypoints, ids = sparse_map.located_observations(name)
+        pixels = read_image(run / "scene" / name)
+        for (x, y), landmark in list(zip(keypoints, ids))[::100]:
+            color = reconstruction.point3D(int(landmark) + 1).color
+            differences.append(np.abs(pixels[int(y), int(x)].astype(int) - color.astype(int)).max())
     assert len(differences) > 40
     assert np.median(differences) < 25 and np.mean(np.array(differences) < 60) > 0.8, np.percentile(
         differences, [50, 90]

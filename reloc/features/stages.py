@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from ..errors import PipelineError
-from ..io.map_folder import FEATURES_FILE
+from ..io.map_folder import FEATURES_FILE, LANDMARKS_FILE
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
@@ -35,17 +36,20 @@ def batches_of_same_size(images: list[np.ndarray]) -> Iterator[list[int]]:
 
 
 def check_map_extractor(map_dir: Path, stage: str, extractor: str) -> None:
-    """Query features are matched against the map's: refuse a map whose features come from
-    another extractor, before extracting anything."""
-    path = map_dir / FEATURES_FILE
-    if not path.is_file():
-        return
-    map_extractor = FeatureStore.open(path).extractor
-    if map_extractor != extractor:
-        raise PipelineError(
-            f"{path}: the map's features are {map_extractor}, but the localization graph extracts {extractor} "
-            f"(stage {stage}); localize with the config that built the map, or rebuild the map with this one"
-        )
+    """Query features are matched against the map's: refuse a map whose landmark descriptors
+    (or, without landmarks, stored features) come from another extractor, before extracting."""
+    for name in (LANDMARKS_FILE, FEATURES_FILE):
+        path = map_dir / name
+        if path.is_file():
+            with h5py.File(path, "r") as file:
+                map_extractor = file.attrs.get("extractor")
+            if map_extractor is not None and str(map_extractor) != extractor:
+                raise PipelineError(
+                    f"{path}: the map's features are {map_extractor}, but the localization graph extracts "
+                    f"{extractor} (stage {stage}); localize with the config that built the map, or rebuild the "
+                    "map with this one"
+                )
+            return
 
 
 class ExtractFeatures(Stage):

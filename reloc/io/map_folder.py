@@ -36,6 +36,7 @@ class Artifact:
     format_version: int  # raised with the writer's stage version when the layout changes
     content: str
     reader: str = ""  # "package.module:function" (or Class.method) that opens it from its path
+    kept_for: str = ""  # who reads it outside localization (the viewer); empty: removed when no localization reads it
 
 
 ARTIFACTS = {
@@ -46,23 +47,26 @@ ARTIFACTS = {
             ("features.sift", "features.xfeat", "features.aliked"),
             1,
             "keypoints (COLMAP pixels), float16 descriptors and scores per mapping image; the extractor as an "
-            "attribute",
+            "attribute (mapping's working file: removed when mapping ends unless a localization node reads it)",
             "reloc.features.base:FeatureStore.open",
         ),
         Artifact(
             LANDMARKS_FILE,
             ("mapping.triangulate",),
-            1,
-            "landmark points, a representative descriptor each, the landmark id of every keyframe keypoint, "
-            "keyframe cameras",
+            2,
+            "landmark points; per keyframe its camera and only its observations of landmarks: keypoints, "
+            "landmark ids, descriptors coded by the map's codec (float16, sq8 or pq); the extractor as an attribute",
             "reloc.mapping.store:read_sparse_map",
+            kept_for="the viewer (keyframe observations)",
         ),
         Artifact(
             SFM_FOLDER,
             ("mapping.triangulate",),
             1,
-            "a pycolmap reconstruction of the keyframes and landmarks (opens in COLMAP)",
+            "a pycolmap reconstruction of the keyframes (their observing keypoints only) and landmarks (opens in "
+            "COLMAP)",
             "reloc.mapping.store:read_reconstruction",
+            kept_for="the viewer",
         ),
         Artifact(
             GLOBAL_FILE,
@@ -85,6 +89,7 @@ ARTIFACTS = {
             1,
             "FaVoR voxel descriptor fields, one per kept landmark",
             "reloc.favor.model:LandmarkFields.load",
+            kept_for="the viewer",
         ),
     )
 }
@@ -100,10 +105,23 @@ def configs_with_stages(stages: tuple[str, ...], folder: Path = SHIPPED_CONFIGS)
     return names
 
 
-def require_artifacts(map_dir: Path, needs: dict[str, tuple[str, ...]], recorded: dict[str, dict]) -> None:
+def unread_artifacts(written: set[str], needed: set[str], keep: tuple[str, ...]) -> list[str]:
+    """Of the map artifacts a mapping run ``written``, those removed when it ends: no localization
+    node reads them (``needed``), the pipeline does not ``keep`` them, and no viewer reads them."""
+    return sorted(
+        name
+        for name in written
+        if name in ARTIFACTS and name not in needed and name not in keep and not ARTIFACTS[name].kept_for
+    )
+
+
+def require_artifacts(
+    map_dir: Path, needs: dict[str, tuple[str, ...]], recorded: dict[str, dict], removed: tuple[str, ...] = ()
+) -> None:
     """Refuse a map that lacks an artifact a localization node reads, or holds one in an older
     format than this reloc reads. ``needs``: node name -> artifact names (its ``stage.needs``);
-    ``recorded``: map.yaml's ``artifacts`` (format versions as written)."""
+    ``recorded``: map.yaml's ``artifacts`` (format versions as written); ``removed``: the
+    artifacts mapping removed when it ended (map.yaml's ``removed``)."""
     for node, names in needs.items():
         for name in names:
             artifact = ARTIFACTS[name]
@@ -113,6 +131,13 @@ def require_artifacts(map_dir: Path, needs: dict[str, tuple[str, ...]], recorded
                 + (f" (as in {', '.join(configs)})" if configs else "")
                 + ": rebuild the map with such a config"
             )
+            if name in removed:
+                raise PipelineError(
+                    f"{map_dir / name}: removed when the map was built, since the map's own localization graph "
+                    f"does not read it, and localization node '{node}' reads it; rebuild the map with this "
+                    f"localization graph, or keep it with 'mapping: keep: [{name}]' in the config "
+                    f"(--set 'mapping.keep=[{name}]'); {rebuild}"
+                )
             if not (map_dir / name).exists():
                 raise PipelineError(f"{map_dir / name}: missing, and localization node '{node}' reads it; {rebuild}")
             written = (recorded.get(name) or {}).get("format", artifact.format_version)

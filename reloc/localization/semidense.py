@@ -19,7 +19,7 @@ import numpy as np
 
 from ..datasets.base import read_image
 from ..errors import RelocError
-from ..io.map_folder import FEATURES_FILE, KEYFRAME_IMAGES, LANDMARKS_FILE
+from ..io.map_folder import KEYFRAME_IMAGES, LANDMARKS_FILE
 from ..mapping.keyframe_images import keyframe_image_path
 from ..mapping.store import read_sparse_map
 from ..matching.pairwise import CaspPairMatcher, PairMatcherConfig, PreparedImage
@@ -44,7 +44,7 @@ class SemiDenseLocalizeConfig:
 class SemiDenseLocalize(Stage):
     name = "pose.semidense_pnp"
     Config = SemiDenseLocalizeConfig
-    needs = (FEATURES_FILE, LANDMARKS_FILE, KEYFRAME_IMAGES)
+    needs = (LANDMARKS_FILE, KEYFRAME_IMAGES)
     inputs = {"frames": list[Frame], "retrieved": dict[str, list[str]], "map_dir": Path}
     outputs = {"results": list[QueryResult]}
     cacheable = False
@@ -52,7 +52,7 @@ class SemiDenseLocalize(Stage):
     def run(self, frames: list[Frame], retrieved: dict[str, list[str]], map_dir: Path) -> dict:
         sparse_map = read_sparse_map(map_dir)
         matcher = CaspPairMatcher(self.config.matcher)
-        observations = self.landmark_observations(map_dir, sparse_map)
+        observations = {name: sparse_map.located_observations(name) for name in sparse_map.cameras}
 
         @functools.lru_cache(maxsize=self.config.cached_keyframes)
         def prepared_keyframe(name: str) -> PreparedImage:
@@ -73,18 +73,6 @@ class SemiDenseLocalize(Stage):
             )
         return {"results": results}
 
-    @staticmethod
-    def landmark_observations(map_dir: Path, sparse_map) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per keyframe: keypoints (K, 2, original COLMAP pixels) that observe a landmark, and its ids."""
-        from ..features.base import FeatureStore
-
-        store = FeatureStore.open(map_dir / FEATURES_FILE)
-        observations = {}
-        for name, ids in sparse_map.point_ids.items():
-            observed = np.flatnonzero(ids >= 0)
-            observations[name] = (store.read_keypoints(name)[observed].astype(np.float64), ids[observed])
-        return observations
-
     def localize(
         self,
         frame: Frame,
@@ -104,7 +92,7 @@ class SemiDenseLocalize(Stage):
         def correspondences(keyframes: list[str]) -> tuple[np.ndarray, np.ndarray]:
             for name in keyframes:
                 keypoints, ids = observations[name]
-                mapped, valid = matcher.transfer(prepared_keyframe(name), query, keypoints)
+                mapped, valid = matcher.transfer(prepared_keyframe(name), query, keypoints.astype(np.float64))
                 for point, landmark in zip(mapped[valid], ids[valid]):
                     if int(landmark) not in seen:
                         seen.add(int(landmark))

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..errors import require_range
 from ..features.base import Features, FeatureStore
-from ..io.map_folder import FEATURES_FILE, LANDMARKS_FILE
-from ..mapping.store import read_sparse_map
+from ..io.map_folder import LANDMARKS_FILE
+from ..mapping.store import SparseMap, read_sparse_map
 from ..matching import MatcherConfig, build_matcher
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
@@ -38,27 +38,22 @@ class LocalizeConfig:
 def correspondences_2d3d(
     query: Features,
     retrieved: list[str],
-    map_features: FeatureStore,
-    point_ids: dict[str, np.ndarray],
+    sparse_map: SparseMap,
     matcher,
     query_size: tuple[int, int],
-    reference_sizes: dict[str, tuple[int, int]],
     enough: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unique (query keypoint index, landmark id) pairs from matches to the keypoints of the
-    retrieved keyframes that have a landmark (the others could not give a 2D-3D match), in
-    retrieval order, stopping once there are ``enough`` of them (0: all keyframes)."""
+    """Unique (query keypoint index, landmark id) pairs from matches to the landmark observations
+    of the retrieved keyframes, in retrieval order, stopping once there are ``enough`` of them
+    (0: all keyframes)."""
     pairs: set[tuple[int, int]] = set()
     for name in retrieved:
         if enough and len(pairs) >= enough:
             break
-        features = map_features.read(name)
-        with_landmark = np.flatnonzero(point_ids[name] >= 0)
-        reference = Features(
-            features.keypoints[with_landmark], features.descriptors[with_landmark], features.scores[with_landmark]
-        )
-        matches = matcher.match(query, reference, query_size, reference_sizes[name])
-        ids = point_ids[name][with_landmark[matches[:, 1]]] if len(matches) else np.zeros(0, np.int64)
+        observations = sparse_map.observations(name)
+        camera = sparse_map.cameras[name]
+        matches = matcher.match(query, observations.features(), query_size, (camera.width, camera.height))
+        ids = observations.point_ids[matches[:, 1]] if len(matches) else np.zeros(0, np.int64)
         pairs.update(zip(matches[:, 0].tolist(), ids.tolist()))
     if not pairs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -70,20 +65,19 @@ def correspondences_2d3d(
 class LocalizePnP(Stage):
     name = "pose.pnp"
     Config = LocalizeConfig
-    needs = (FEATURES_FILE, LANDMARKS_FILE)
+    needs = (LANDMARKS_FILE,)
     inputs = {"frames": list[Frame], "features": FeatureStore, "retrieved": dict[str, list[str]], "map_dir": Path}
     outputs = {"results": list[QueryResult]}
     cacheable = False
 
     def run(self, frames: list[Frame], features: FeatureStore, retrieved: dict[str, list[str]], map_dir: Path) -> dict:
         sparse_map = read_sparse_map(map_dir)
-        map_features = FeatureStore.open(map_dir / FEATURES_FILE)
-        matcher = build_matcher(self.config.matcher, map_features.extractor)
+        matcher = build_matcher(self.config.matcher, sparse_map.extractor)
         results = []
         for frame in track(frames, f"matching and PnP for {len(frames)} queries"):
             query = features.read(frame.name)
             correspondences = self.keyframe_matches(
-                query, (frame.camera.width, frame.camera.height), map_features, sparse_map, matcher
+                query, (frame.camera.width, frame.camera.height), sparse_map, matcher
             )
             outcome = localize_in_rounds(
                 frame.name,
@@ -99,23 +93,15 @@ class LocalizePnP(Stage):
         return {"results": results}
 
     def keyframe_matches(
-        self, query: Features, size: tuple[int, int], map_features: FeatureStore, sparse_map, matcher
+        self, query: Features, size: tuple[int, int], sparse_map: SparseMap, matcher
     ) -> Correspondences:
         """The rounds' correspondence source: matches of the query's keypoints to each round's
         keyframes, accumulated as unique (keypoint, landmark) pairs in sorted order."""
-        sizes = {name: (camera.width, camera.height) for name, camera in sparse_map.cameras.items()}
         pairs: set[tuple[int, int]] = set()
 
         def correspondences(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
             keypoint_index, landmark_ids = correspondences_2d3d(
-                query,
-                names,
-                map_features,
-                sparse_map.point_ids,
-                matcher,
-                size,
-                sizes,
-                self.config.enough_correspondences,
+                query, names, sparse_map, matcher, size, self.config.enough_correspondences
             )
             pairs.update(zip(keypoint_index.tolist(), landmark_ids.tolist()))
             keypoint_index, landmark_ids = np.array(sorted(pairs), np.int64).reshape(-1, 2).T

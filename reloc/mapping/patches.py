@@ -22,11 +22,12 @@ import h5py
 import numpy as np
 
 from ..errors import RelocError
-from ..features.base import FeatureStore, prepare_image
+from ..features.base import prepare_image
 from ..features.dense import dense_backbone
 from ..io.map_folder import PATCHES_FILE
 from ..pipeline.progress import track
 from ..types import Frame
+from .store import SparseMap
 
 
 @dataclass
@@ -98,15 +99,15 @@ def observations_to_keep(point_ids: list[np.ndarray], landmarks: np.ndarray, max
 def write_landmark_patches(
     map_dir: Path,
     keyframes: list[Frame],
-    features: FeatureStore,
-    point_ids: dict[str, np.ndarray],
+    sparse_map: SparseMap,
     config: PatchesConfig,
 ) -> int:
     """Compute the backbone's descriptor field of each keyframe once and cut a patch around
     each observation of a persistent landmark, appended to ``map_dir / patches.h5`` image by
     image (memory stays flat). Returns the number of observations written."""
     backbone = dense_backbone(config.backbone)
-    image_point_ids = [point_ids[frame.name] for frame in keyframes]
+    observations = [sparse_map.located_observations(frame.name) for frame in keyframes]
+    image_point_ids = [ids for _, ids in observations]
     selected = persistent_landmarks(image_point_ids, config.min_track_length, config.max_landmarks)
     kept = observations_to_keep(image_point_ids, selected, config.max_observations)
     size = config.patch_size
@@ -133,7 +134,7 @@ def write_landmark_patches(
             if len(keypoint_index) == 0:
                 continue
             image, scale = prepare_image(frame.image_path, config.resize_max, backbone.multiple)
-            centres = features.read_keypoints(frame.name)[keypoint_index]
+            centres = observations[index][0][keypoint_index]
             spacing_px = config.spacing_px * float(np.mean(scale))
             rows = {
                 "landmark": ids[keypoint_index],

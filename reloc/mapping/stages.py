@@ -16,6 +16,7 @@ from ..pipeline.registry import Stage, register_stage
 from ..types import Frame
 from .keyframes import covisible_pairs, select_keyframes
 from .patches import PatchesConfig, write_landmark_patches
+from .quantize import CodecConfig
 from .store import read_sparse_map, write_sparse_map
 from .tracks import build_tracks, epipolar_errors
 from .triangulation import TriangulationConfig, triangulate_tracks
@@ -30,12 +31,14 @@ class TriangulateConfig:
     max_epipolar_px: float = 2.0
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
     triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    descriptors: CodecConfig = field(default_factory=CodecConfig)  # how landmarks.h5 stores observation descriptors
+    colmap_tracks: bool = False  # sfm/ also holds keyframe keypoints and point tracks (a full COLMAP model)
 
 
 @register_stage
 class Triangulate(Stage):
     name = "mapping.triangulate"
-    version = "2"  # 2: landmark colours in the COLMAP model
+    version = "3"  # 2: landmark colours in the COLMAP model; 3: landmarks.h5 format 2 (observations only, coded)
     Config = TriangulateConfig
     inputs = {"frames": list[Frame], "features": FeatureStore, "map_dir": Path}
     outputs = {"keyframes": list[Frame]}
@@ -58,7 +61,7 @@ class Triangulate(Stage):
                 pair_matches[(i, j)] = matches[errors <= config.max_epipolar_px]
         keypoints = [features.read_keypoints(frame.name) for frame in keyframes]
         landmarks = triangulate_tracks(keyframes, keypoints, build_tracks(pair_matches), config.triangulation)
-        write_sparse_map(map_dir, keyframes, keypoints, features, landmarks)
+        write_sparse_map(map_dir, keyframes, keypoints, features, landmarks, config.descriptors, config.colmap_tracks)
         return {"keyframes": keyframes}
 
 
@@ -66,9 +69,10 @@ class Triangulate(Stage):
 class LandmarkPatchesStage(Stage):
     name = "mapping.patches"
     Config = PatchesConfig
-    inputs = {"keyframes": list[Frame], "features": FeatureStore, "map_dir": Path}
+    version = "2"  # 2: observations read from landmarks.h5 format 2
+    inputs = {"keyframes": list[Frame], "map_dir": Path}
     outputs = {"patches": Path}
 
-    def run(self, keyframes: list[Frame], features: FeatureStore, map_dir: Path) -> dict:
-        write_landmark_patches(map_dir, keyframes, features, read_sparse_map(map_dir).point_ids, self.config)
+    def run(self, keyframes: list[Frame], map_dir: Path) -> dict:
+        write_landmark_patches(map_dir, keyframes, read_sparse_map(map_dir), self.config)
         return {"patches": map_dir / PATCHES_FILE}

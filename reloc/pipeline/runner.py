@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import yaml
 from ..datasets.base import check_complete
 from ..errors import DatasetError, PipelineError
 from ..io.lock import writing
-from ..io.map_folder import ARTIFACTS, MAP_FILE, check_files, read_map_record, require_artifacts
+from ..io.map_folder import ARTIFACTS, MAP_FILE, check_files, read_map_record, require_artifacts, unread_artifacts
 from ..types import Frame, QueryResult
 from .cache import CACHE_FOLDER, DiskCache, fingerprint
 from .engine import GraphRun, run_graph
@@ -79,10 +80,12 @@ def build_map(
             on_node=on_node,
             artifacts=map_dir,
         )
+        removed = remove_unread_artifacts(pipeline, run, map_dir)
         record = {
             "pipeline": pipeline.resolved(),
             "mapping_key": mapping_key(pipeline, frames),
-            "artifacts": artifact_producers(pipeline, run, map_dir),
+            "artifacts": artifact_producers(pipeline, run, map_dir, set(removed)),
+            "removed": removed,
             "dataset": {**dataset, "n_frames": len(frames)},
             "mapping_seconds": {name: round(s, 4) for name, s in run.seconds.items()},
             "versions": package_versions(),
@@ -92,7 +95,23 @@ def build_map(
     return run
 
 
-def artifact_producers(pipeline: Pipeline, run: GraphRun, map_dir: Path) -> dict[str, dict]:
+def remove_unread_artifacts(pipeline: Pipeline, run: GraphRun, map_dir: Path) -> list[str]:
+    """Remove the artifacts the mapping run wrote that neither the localization graph nor the
+    viewer reads (mapping's working files: all keypoints in features.h5, FaVoR's training
+    patches) unless the mapping section keeps them; returns their names."""
+    written = {Path(path).parts[0] for digests in run.written.values() for path in digests}
+    needed = {artifact for node in pipeline.localization.nodes.values() for artifact in node.stage.needs}
+    removed = unread_artifacts(written, needed, pipeline.mapping.keep)
+    for name in removed:
+        path = map_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return removed
+
+
+def artifact_producers(pipeline: Pipeline, run: GraphRun, map_dir: Path, removed: set[str]) -> dict[str, dict]:
     """Each top-level file or folder of the map (``features.h5``, ``sfm``) with the node, stage
     and stage version that wrote it last, its format version when reloc knows the artifact, and
     the size and SHA-256 of each of its files (what ``reloc check`` compares)."""
@@ -103,6 +122,8 @@ def artifact_producers(pipeline: Pipeline, run: GraphRun, map_dir: Path) -> dict
             if digest is None:  # written, then removed again
                 continue
             artifact = Path(path).parts[0]
+            if artifact in removed:
+                continue
             entry = producers.setdefault(artifact, {"files": {}})
             entry.update(node=name, stage=stage.name, version=stage.version)
             if artifact in ARTIFACTS:
@@ -132,8 +153,9 @@ def localize(
     """
     pipeline = pipeline if pipeline is not None else load_map_pipeline(map_dir)
     needs = {name: node.stage.needs for name, node in pipeline.localization.nodes.items()}
-    recorded = read_map_record(map_dir).get("artifacts") or {}
-    require_artifacts(map_dir, needs, recorded)
+    record = read_map_record(map_dir)
+    recorded = record.get("artifacts") or {}
+    require_artifacts(map_dir, needs, recorded, tuple(record.get("removed") or ()))
     check_files(map_dir, recorded, {artifact for artifacts in needs.values() for artifact in artifacts})
     unreadable = unreadable_images(queries)
     readable = [frame for frame in queries if frame.name not in unreadable]

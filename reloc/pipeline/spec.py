@@ -45,7 +45,7 @@ SOURCES = {
 }
 RESULTS_TYPE = list[QueryResult]
 TOP_LEVEL_KEYS = {"name", "description", "seed", "mapping", "localization"}
-SECTION_KEYS = {"mapping": {"nodes"}, "localization": {"nodes", "output"}}
+SECTION_KEYS = {"mapping": {"nodes", "keep"}, "localization": {"nodes", "output"}}
 NODE_KEYS = {"stage", "with", "inputs"}
 
 
@@ -72,6 +72,7 @@ class Graph:
     order: list[str]
     sources: dict[str, Any]
     output: str | None
+    keep: tuple[str, ...] = ()  # mapping: artifacts kept although no localization node reads them
 
     def edges(self) -> list[tuple[str, str, str]]:
         """(producer "node.output" or source, consumer node, consumer input)."""
@@ -96,7 +97,11 @@ class Pipeline:
                 name: {"stage": node.stage_ref, "with": plain_config(node.config), "inputs": dict(node.inputs)}
                 for name, node in graph.nodes.items()
             }
-            content[graph.section] = {"nodes": nodes, **({"output": graph.output} if graph.output else {})}
+            content[graph.section] = {
+                "nodes": nodes,
+                **({"output": graph.output} if graph.output else {}),
+                **({"keep": list(graph.keep)} if graph.keep else {}),
+            }
         return content
 
 
@@ -256,13 +261,28 @@ def build_graph(path: Path, section: str, content: Any) -> Graph:
             raise PipelineError(
                 f"{where}: key 'output': '{output}' is {type_name(provided)}, expected {type_name(RESULTS_TYPE)}"
             )
-    return Graph(section, nodes, order, sources, output)
+    return Graph(section, nodes, order, sources, output, _kept_artifacts(where, content.get("keep")))
+
+
+def _kept_artifacts(where: str, keep: Any) -> tuple[str, ...]:
+    """The mapping section's ``keep``: a list of map artifact names (features.h5, patches.h5...)."""
+    if keep is None:
+        return ()
+    if not isinstance(keep, list) or not all(isinstance(name, str) for name in keep):
+        raise PipelineError(f"{where}: key 'keep' must be a list of map artifacts, got {keep!r}")
+    unknown = sorted(set(keep) - set(ARTIFACTS))
+    if unknown:
+        raise PipelineError(
+            f"{where}: key 'keep': '{unknown[0]}' is not a map artifact (one of {', '.join(sorted(ARTIFACTS))})"
+        )
+    return tuple(keep)
 
 
 def apply_overrides(path: Path, content: dict, overrides: list[str]) -> dict:
     """``content`` with ``[section.]node.key[.subkey]=value`` overrides set in the nodes' ``with``
-    (values parsed as YAML, so numbers, booleans and lists keep their types). The section may be
-    left out when the node name is in one graph only. The result is validated like the file."""
+    (values parsed as YAML, so numbers, booleans and lists keep their types), and
+    ``mapping.keep=[...]``. The section may be left out when the node name is in one graph only.
+    The result is validated like the file."""
     content = copy.deepcopy(content)
     for override in overrides:
         where = f"{path}: --set {override!r}"
@@ -270,7 +290,10 @@ def apply_overrides(path: Path, content: dict, overrides: list[str]) -> dict:
         if not separator or not all(target.split(".")):
             example = "localization.pnp.confident_inliers=50"
             raise PipelineError(f"{where}: expected [section.]node.key=value, e.g. {example}")
-        values, key = override_slot(where, content, target.split("."))
+        if target == "mapping.keep":  # the mapping section's own key, not a node's
+            values, key = content.setdefault("mapping", {}), "keep"
+        else:
+            values, key = override_slot(where, content, target.split("."))
         try:
             values[key] = yaml.safe_load(text)
         except yaml.YAMLError as error:

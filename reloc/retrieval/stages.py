@@ -12,12 +12,13 @@ from ..io.map_folder import GLOBAL_FILE
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
 from ..types import Frame
-from .vlad import RetrievalIndex, VladConfig, VladQueryConfig, kmeans, vlad
+from .vlad import RetrievalIndex, VladConfig, VladQueryConfig, Whitening, kmeans, vlad
 
 
 @register_stage
 class BuildVladIndex(Stage):
     name = "retrieval.vlad"
+    version = "2"  # 2: optional PCA whitening
     Config = VladConfig
     inputs = {"keyframes": list[Frame], "features": FeatureStore, "map_dir": Path}
     outputs = {"index": Path}
@@ -32,8 +33,12 @@ class BuildVladIndex(Stage):
             sample.append(descriptors[rng.permutation(len(descriptors))[:per_image]])
         centroids = kmeans(np.concatenate(sample), config.clusters, config.iterations, config.seed)
         vectors = np.stack([vlad(features.read(frame.name).descriptors, centroids) for frame in keyframes])
+        whitening = Whitening.fit(vectors, config.whitened_dims) if config.whitened_dims else None
+        if whitening is not None:
+            vectors = whitening.apply(vectors)
         path = map_dir / GLOBAL_FILE
-        RetrievalIndex(centroids, [f.name for f in keyframes], vectors, [f.pose for f in keyframes]).write(path)
+        poses = [frame.pose for frame in keyframes]
+        RetrievalIndex(centroids, [frame.name for frame in keyframes], vectors, poses, whitening).write(path)
         return {"index": path}
 
 

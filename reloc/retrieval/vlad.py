@@ -20,10 +20,12 @@ class VladConfig:
     iterations: int = 20
     max_training_descriptors: int = 100_000
     seed: int = 0
+    whitened_dims: int = 0  # PCA-whiten VLAD to this many dimensions, fitted on the keyframes (0: keep C * D)
 
     def __post_init__(self) -> None:
         for key in ("clusters", "iterations", "max_training_descriptors"):
             require_range(self, key, low=1)
+        require_range(self, "whitened_dims", low=0)
 
 
 @dataclass
@@ -64,23 +66,53 @@ def vlad(descriptors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class Whitening:
+    """PCA whitening of VLAD vectors: ``x -> normalise((x - mean) @ projection)``."""
+
+    mean: np.ndarray  # (C * D,) float32
+    projection: np.ndarray  # (C * D, K) float32, principal axes divided by their standard deviations
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, dims: int) -> Whitening:
+        """Fit on (M, C * D) vectors; K = min(dims, M - 1) (at least 1)."""
+        mean = vectors.mean(axis=0)
+        _, singular, axes = np.linalg.svd(vectors - mean, full_matrices=False)
+        kept = max(1, min(dims, len(vectors) - 1, len(singular)))
+        deviation = singular[:kept] / np.sqrt(max(len(vectors) - 1, 1))
+        projection = axes[:kept].T / np.maximum(deviation, 1e-6 * max(deviation[0], 1e-12))
+        return cls(mean.astype(np.float32), projection.astype(np.float32))
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, C * D) -> (N, K) unit vectors."""
+        projected = (vectors - self.mean) @ self.projection
+        return (projected / np.maximum(np.linalg.norm(projected, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+@dataclass
 class RetrievalIndex:
     centroids: np.ndarray  # (C, D)
     names: list[str]  # mapping image names
-    vectors: np.ndarray  # (M, C * D)
+    vectors: np.ndarray  # (M, C * D), or (M, K) whitened; float16 on disk
     poses: list[Pose]  # cam_from_world of each mapping image (the prior of a retrieved image)
+    whitening: Whitening | None = None
 
     def query(self, descriptors: np.ndarray, top_k: int) -> list[int]:
         """Indices of the ``top_k`` most similar mapping images, best first."""
-        scores = self.vectors @ vlad(descriptors, self.centroids)
+        vector = vlad(descriptors, self.centroids)
+        if self.whitening is not None:
+            vector = self.whitening.apply(vector[None])[0]
+        scores = self.vectors @ vector
         return list(np.argsort(-scores, kind="stable")[:top_k])
 
     def write(self, path: Path) -> None:
         with h5py.File(path, "w") as file:
             file.create_dataset("centroids", data=self.centroids)
-            file.create_dataset("vectors", data=self.vectors)
+            file.create_dataset("vectors", data=self.vectors.astype(np.float16))  # half the bytes, same ranking
             file.create_dataset("names", data=np.array(self.names, dtype=h5py.string_dtype()))
             file.create_dataset("poses", data=np.stack([pose.matrix for pose in self.poses]))
+            if self.whitening is not None:
+                file.create_dataset("whitening_mean", data=self.whitening.mean)
+                file.create_dataset("whitening_projection", data=self.whitening.projection)
 
     @classmethod
     def read(cls, path: Path) -> RetrievalIndex:
@@ -88,6 +120,15 @@ class RetrievalIndex:
             raise RelocError(f"{path}: missing; the map has no retrieval index (add a retrieval.vlad node to mapping)")
         with h5py.File(path, "r") as file:
             names = [name.decode() if isinstance(name, bytes) else name for name in file["names"][()]]
+            whitening = (
+                Whitening(file["whitening_mean"][()], file["whitening_projection"][()])
+                if "whitening_projection" in file
+                else None
+            )
             return cls(
-                file["centroids"][()], names, file["vectors"][()], [Pose.from_matrix(T) for T in file["poses"][()]]
+                file["centroids"][()],
+                names,
+                file["vectors"][()].astype(np.float32),
+                [Pose.from_matrix(T) for T in file["poses"][()]],
+                whitening,
             )

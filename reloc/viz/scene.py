@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pycolmap
 
 from ..errors import RelocError, ResultsError
 from ..geometry.errors import scored_errors
-from ..io.map_folder import FAVOR_FILE, SFM_FOLDER, open_artifact, read_map_record
+from ..io.map_folder import FAVOR_FILE, LANDMARKS_FILE, SFM_FOLDER, open_artifact, read_map_record
 from ..io.results import GROUND_TRUTH_FILE, read_results
 from ..types import Camera, Pose, QueryResult
 
@@ -70,7 +71,7 @@ class MapScene:
     keyframes: list[Keyframe]
     voxels: FavorVoxels | None
     queries: list[QueryView]
-    reconstruction: pycolmap.Reconstruction
+    sparse_map: Any  # reloc.mapping.store.SparseMap of landmarks.h5: each keyframe's observations
 
     def focus(self) -> tuple[np.ndarray, float]:
         """Centre (median of the landmarks, or of the cameras without landmarks) and radius (taking
@@ -95,29 +96,23 @@ class MapScene:
 
     def observations(self, keyframe: str) -> tuple[np.ndarray, np.ndarray]:
         """(N, 2) pixels of ``keyframe``'s keypoints that observe a landmark, and their landmark ids (N,)."""
-        image = self.reconstruction.find_image_with_name(keyframe)
-        if image is None:
-            raise RelocError(f"{self.map_dir / SFM_FOLDER}: has no keyframe {keyframe}")
-        observed = [p for p in image.points2D if p.has_point3D()]
-        return (
-            np.array([p.xy for p in observed]).reshape(-1, 2),
-            np.array([p.point3D_id - 1 for p in observed], np.int64),
-        )
+        if keyframe not in self.sparse_map.cameras:
+            raise RelocError(f"{self.sparse_map.path}: has no keyframe {keyframe}")
+        keypoints, ids = self.sparse_map.located_observations(keyframe)
+        return keypoints.astype(np.float64), ids
 
     def best_keyframe(self, query: QueryView) -> str | None:
-        """The keyframe that observes most of the query's inlier landmarks; without inliers, the
-        first retrieved keyframe."""
-        if len(query.inlier_landmarks) == 0:
+        """Of the query's retrieved keyframes, the one that observes most of its inlier landmarks;
+        without inliers, the first retrieved keyframe."""
+        if len(query.inlier_landmarks) == 0 or not query.retrieved:
             return query.retrieved[0] if query.retrieved else None
-        wanted = {int(i) + 1 for i in query.inlier_landmarks}
-        counts: dict[int, int] = {}
-        for point3d_id in wanted:
-            if self.reconstruction.exists_point3D(point3d_id):
-                for element in self.reconstruction.point3D(point3d_id).track.elements:
-                    counts[element.image_id] = counts.get(element.image_id, 0) + 1
-        if not counts:
-            return query.retrieved[0] if query.retrieved else None
-        return self.reconstruction.image(max(counts, key=counts.get)).name
+        counts = {
+            name: int(np.isin(self.observations(name)[1], query.inlier_landmarks).sum())
+            for name in query.retrieved
+            if name in self.sparse_map.cameras
+        }
+        best = max(counts, key=counts.get, default=None)
+        return best if best is not None and counts[best] else query.retrieved[0]
 
 
 def _sortable(value: float) -> float:
@@ -148,7 +143,8 @@ def load_scene(map_dir: Path, results: Path | None = None, ground_truth: Path | 
         for image in sorted(reconstruction.images.values(), key=lambda image: image.name)
     ]
     queries = read_queries(results, ground_truth) if results is not None else []
-    return MapScene(map_dir, points, colors, keyframes, favor_voxels(map_dir), queries, reconstruction)
+    sparse_map = open_artifact(map_dir, LANDMARKS_FILE)
+    return MapScene(map_dir, points, colors, keyframes, favor_voxels(map_dir), queries, sparse_map)
 
 
 def has_sparse_model(map_dir: Path) -> bool:
