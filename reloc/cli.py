@@ -227,7 +227,7 @@ def export_command(
     ] = False,
     descriptors: Annotated[str, typer.Option(help="Descriptor codec: pq, sq8 or float16.")] = "pq",
     pq_subvectors: Annotated[int, typer.Option(help="Bytes per descriptor with --descriptors pq.")] = 32,
-    whitened_dims: Annotated[int, typer.Option(help="Retrieval dimensions after PCA whitening (0: keep).")] = 128,
+    whitened_dims: Annotated[int, typer.Option(help="Retrieval dimensions after PCA whitening (0: keep).")] = 0,
 ):
     """Export a map as a compact one: only what its localization (and the viewer) reads, landmark
     descriptors quantized, retrieval vectors PCA-whitened. The map's accuracy is measured again

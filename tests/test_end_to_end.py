@@ -138,7 +138,7 @@ def assert_mapped_queries_within(results_file: Path, scene: Path, cm: float, deg
 
 def test_a_full_map_and_its_compact_export_localize_within_the_same_tolerance(tmp_path, evaluated_scene):
     """A full map (float16 observation descriptors, raw VLAD, COLMAP tracks) and `reloc export
-    --compact` of it (PQ 16 bytes, 64-d whitened VLAD, no tracks) both put every mapped query
+    --compact` of it (PQ 16 bytes, no tracks) both put every mapped query
     within 1 cm / 0.5 degrees; the export is under a quarter of the full map's bytes, holds only
     what localization and the viewer read, and records its settings and origin."""
     scene, _ = evaluated_scene
@@ -153,7 +153,7 @@ def test_a_full_map_and_its_compact_export_localize_within_the_same_tolerance(tm
     assert result.exit_code == 0, result.output
     assert_mapped_queries_within(tmp_path / "full" / "results.txt", scene, 1.0, 0.5)
     export = ["export", str(tmp_path / "full" / "map"), str(tmp_path / "compact"), "--compact"]
-    result = CliRunner().invoke(app, [*export, "--pq-subvectors", "16", "--whitened-dims", "64"])
+    result = CliRunner().invoke(app, [*export, "--pq-subvectors", "16"])
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(
         app, ["eval", *dataset_args(scene, tmp_path / "compact-run"), "--map", str(tmp_path / "compact")]

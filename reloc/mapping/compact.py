@@ -39,7 +39,9 @@ from .store import KeyframeEntry, read_sparse_map, write_landmarks
 @dataclass
 class CompactConfig:
     descriptors: CodecConfig = field(default_factory=lambda: CodecConfig(kind="pq"))
-    whitened_dims: int = 128  # VLAD vectors whitened to this many dimensions (0: as they are)
+    whitened_dims: int = (
+        0  # VLAD vectors whitened to this many dimensions (0: as they are; the projection costs C*D*K floats)
+    )
     colmap_tracks: bool = False  # keep keyframe keypoints and point tracks in sfm/
 
 
