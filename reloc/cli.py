@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from PIL import Image
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,10 +24,10 @@ from .eval.metrics import compute_metrics
 from .eval.plots import PLOTS_FOLDER
 from .eval.report import print_metrics, write_metrics
 from .eval.run import evaluate
+from .features.quantize import CodecConfig
 from .io.map_folder import ARTIFACTS, check_files, open_artifact, read_map_record
 from .io.results import GROUND_TRUTH_FILE, read_results, write_results
 from .mapping.compact import CompactConfig
-from .mapping.quantize import CodecConfig
 from .matching.pairwise import PAIR_MATCHERS
 from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
@@ -97,7 +98,7 @@ def reports_errors(command):
         try:
             return command(*args, **kwargs)
         except RelocError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print(

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from reloc.features.base import Features
+from reloc.features.quantize import Float16Codec
 from reloc.geometry.errors import pose_error
 from reloc.geometry.projection import backproject_depth
 from reloc.localization.pnp import PnPConfig, estimate_pose
 from reloc.localization.rounds import localize_in_rounds
 from reloc.localization.stages import correspondences_2d3d
-from reloc.mapping.quantize import Float16Codec
 from reloc.mapping.store import KeyframeEntry, read_sparse_map, write_landmarks
 from reloc.matching import MatcherConfig, build_matcher
 from reloc.types import Camera

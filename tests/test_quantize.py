@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reloc.features.extractors import ExtractorConfig, SiftExtractor
-from reloc.mapping.quantize import CodecConfig, ScalarCodec, fit_codec, load_codec
+from reloc.features.quantize import CodecConfig, ScalarCodec, fit_codec, load_codec
 from reloc.matching.mnn import MutualNNConfig, mutual_nn
 
 

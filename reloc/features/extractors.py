@@ -19,10 +19,12 @@ class ExtractorConfig:
     max_keypoints: int = 2048
     resize_max: int = 1024  # long side in pixels; 0 keeps the original size
     detection_threshold: float = 0.0  # 0: the extractor's own default
+    octave_layers: int = 3  # SIFT: scales per octave (fewer is faster)
 
     def __post_init__(self) -> None:
         require_range(self, "max_keypoints", low=1)
         require_range(self, "resize_max", low=0)
+        require_range(self, "octave_layers", low=1)
 
 
 def load_xfeat(max_keypoints: int = 4096, detection_threshold: float = 0.05):
@@ -124,7 +126,9 @@ class SiftExtractor:
     def __init__(self, config: ExtractorConfig):
         self.config = config
         self.sift = cv2.SIFT_create(
-            nfeatures=config.max_keypoints, contrastThreshold=config.detection_threshold or 0.02
+            nfeatures=config.max_keypoints,
+            nOctaveLayers=config.octave_layers,
+            contrastThreshold=config.detection_threshold or 0.02,
         )
 
     def extract_batch(self, images: list[np.ndarray], scales: list[np.ndarray]) -> list[Features]:

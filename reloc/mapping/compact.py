@@ -20,6 +20,7 @@ import pycolmap
 import yaml
 
 from ..errors import PipelineError
+from ..features.quantize import CodecConfig, fit_codec
 from ..io.map_folder import (
     ARTIFACTS,
     GLOBAL_FILE,
@@ -32,7 +33,6 @@ from ..io.map_folder import (
 )
 from ..pipeline.spec import load_pipeline
 from ..retrieval.vlad import RetrievalIndex, Whitening
-from .quantize import CodecConfig, fit_codec
 from .store import KeyframeEntry, read_sparse_map, write_landmarks
 
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..features.base import FeatureStore
+from ..features.quantize import CodecConfig
 from ..io.map_folder import PATCHES_FILE
 from ..matching import MatcherConfig, build_matcher
 from ..pipeline.registry import Stage, register_stage
 from ..types import Frame
 from .keyframes import covisible_pairs, select_keyframes
 from .patches import PatchesConfig, write_landmark_patches
-from .quantize import CodecConfig
 from .store import read_sparse_map, write_sparse_map
 from .tracks import build_tracks, epipolar_errors
 from .triangulation import TriangulationConfig, triangulate_tracks

@@ -21,9 +21,9 @@ import pycolmap
 from ..datasets.base import read_image
 from ..errors import RelocError
 from ..features.base import Features, FeatureStore
+from ..features.quantize import Codec, CodecConfig, Float16Codec, fit_codec, load_codec
 from ..io.map_folder import LANDMARKS_FILE, SFM_FOLDER
 from ..types import Camera, Frame
-from .quantize import Codec, CodecConfig, Float16Codec, fit_codec, load_codec
 from .triangulation import Landmarks
 
 KEYFRAMES_GROUP = "keyframes"
