@@ -71,8 +71,9 @@ ARTIFACTS = {
         Artifact(
             GLOBAL_FILE,
             ("retrieval.vlad",),
-            1,
-            "VLAD vocabulary and one VLAD vector (and pose) per keyframe",
+            2,
+            "VLAD vocabulary and one VLAD vector (and pose) per keyframe, coded in 8 bits per dimension, optionally "
+            "PCA-whitened",
             "reloc.retrieval.vlad:RetrievalIndex.read",
         ),
         Artifact(

@@ -22,6 +22,7 @@ from ..io.map_folder import ARTIFACTS, MAP_FILE, check_files, read_map_record, r
 from ..types import Frame, QueryResult
 from .cache import CACHE_FOLDER, DiskCache, fingerprint
 from .engine import GraphRun, run_graph
+from .memory import keep_freed_memory
 from .spec import Pipeline, load_pipeline
 from .timing import recording
 
@@ -71,6 +72,7 @@ def build_map(
         raise PipelineError(f"mapping needs posed frames; {len(unposed)} have no pose, e.g. {unposed[0]}")
     for frame in frames:
         check_complete(frame.image_path)  # a truncated mapping image fails here, by name, before any work
+    keep_freed_memory()
     with writing(map_dir):
         (map_dir / MAP_FILE).unlink(missing_ok=True)
         run = run_graph(
@@ -151,6 +153,7 @@ def localize(
     Every query gets exactly one result, in query order; a query the graph left out is reported
     failed.
     """
+    keep_freed_memory()
     pipeline = pipeline if pipeline is not None else load_map_pipeline(map_dir)
     needs = {name: node.stage.needs for name, node in pipeline.localization.nodes.items()}
     record = read_map_record(map_dir)
