@@ -230,7 +230,7 @@ def read_sparse_map(path: Path) -> SparseMap:
         if KEYFRAMES_GROUP not in file:
             raise RelocError(
                 f"{path}: a landmarks file of reloc's first format (all keypoints in features.h5); "
-                "convert the map with 'reloc export MAP --compact OUT' or rebuild it"
+                "rebuild the map with this reloc"
             )
         file[KEYFRAMES_GROUP].visititems(read_keyframe)
         return SparseMap(path, file["points"][()], cameras, str(file.attrs["extractor"]), load_codec(file["codec"]))
