@@ -816,3 +816,18 @@ def test_mapping_keep_names_map_artifacts_and_is_set_from_the_command_line(tmp_p
     content["mapping"]["keep"] = ["features.hdf5"]
     with pytest.raises(PipelineError, match="key 'keep': 'features.hdf5' is not a map artifact"):
         load_pipeline(tmp_path / "p.yaml", content)
+
+
+def test_export_asks_for_compact_and_a_new_folder(tmp_path):
+    map_toy_scene(tmp_path, 3)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "map"), str(tmp_path / "out")])
+    assert result.exit_code == 2 and "only --compact export exists" in result.output
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "map"), str(tmp_path / "full"), "--compact"])
+    assert result.exit_code == 2 and f"{tmp_path / 'full'}: not empty; export into a new folder" in result.output
+    result = CliRunner().invoke(
+        app, ["export", str(tmp_path / "map"), str(tmp_path / "out"), "--compact", "--descriptors", "pq4"]
+    )
+    assert result.exit_code == 2 and "'pq4' is not a descriptor codec" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
