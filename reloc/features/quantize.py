@@ -8,6 +8,7 @@ saves its parameters into (and loads them from) an HDF5 group.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import faiss
@@ -127,6 +128,18 @@ def fit_codec(descriptors: np.ndarray, config: CodecConfig) -> Codec:
     if config.kind == "sq8":
         return ScalarCodec.fit(descriptors)
     return ProductCodec.fit(descriptors, config.pq_subvectors, config.seed)
+
+
+def fit_codec_on_chunks(chunks: Iterable[np.ndarray], total: int, config: CodecConfig) -> Codec:
+    """A codec of ``config.kind`` fitted on a seeded share of ``chunks`` (each (N_i, D) float32,
+    ``total`` rows in all) that keeps about ``config.training_descriptors`` rows, so that the
+    descriptors of a whole map never sit in memory at once. ``chunks`` is not read for float16
+    (nothing to fit) or when ``total`` is 0 (float16 then too)."""
+    if config.kind == "float16" or total == 0:
+        return Float16Codec()
+    rng = np.random.default_rng(config.seed)
+    share = min(1.0, config.training_descriptors / total)
+    return fit_codec(np.concatenate([chunk[rng.random(len(chunk)) < share] for chunk in chunks]), config)
 
 
 def load_codec(group: h5py.Group) -> Codec:

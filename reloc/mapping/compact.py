@@ -20,7 +20,7 @@ import pycolmap
 import yaml
 
 from ..errors import PipelineError
-from ..features.quantize import CodecConfig, fit_codec
+from ..features.quantize import CodecConfig, fit_codec_on_chunks
 from ..io.map_folder import (
     ARTIFACTS,
     GLOBAL_FILE,
@@ -39,9 +39,8 @@ from .store import KeyframeEntry, read_sparse_map, write_landmarks
 @dataclass
 class CompactConfig:
     descriptors: CodecConfig = field(default_factory=lambda: CodecConfig(kind="pq"))
-    whitened_dims: int = (
-        0  # VLAD vectors whitened to this many dimensions (0: as they are; the projection costs C*D*K floats)
-    )
+    # VLAD vectors whitened to this many dimensions (0: as they are; the projection costs C * D * K floats)
+    whitened_dims: int = 0
     colmap_tracks: bool = False  # keep keyframe keypoints and point tracks in sfm/
 
 
@@ -53,9 +52,8 @@ def export_compact(source: Path, out: Path, config: CompactConfig) -> dict[str, 
     if out.exists() and any(out.iterdir()):
         raise PipelineError(f"{out}: not empty; export into a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    needed = {artifact for node in pipeline.localization.nodes.values() for artifact in node.stage.needs}
     present = {path.name for path in source.iterdir() if path.name in ARTIFACTS}
-    dropped = unread_artifacts(present, needed, ())
+    dropped = unread_artifacts(present, pipeline.localization.artifacts_read(), ())
     for name in sorted(present - set(dropped)):
         if name == LANDMARKS_FILE:
             recode_landmarks(source / name, out / name, config.descriptors)
@@ -75,13 +73,9 @@ def recode_landmarks(source: Path, out: Path, config: CodecConfig) -> None:
     """``landmarks.h5`` with its observation descriptors decoded and coded again by a codec of
     ``config`` fitted on a seeded sample of them."""
     sparse_map = read_sparse_map(source)
-    rng = np.random.default_rng(config.seed)
     names = list(sparse_map.cameras)
-    counts = {name: len(sparse_map.located_observations(name)[1]) for name in names}
-    share = min(1.0, config.training_descriptors / max(sum(counts.values()), 1))
-    sample = [sparse_map.observations(name).descriptors for name in names if counts[name]]
-    sample = [descriptors[rng.random(len(descriptors)) < share] for descriptors in sample]
-    codec = fit_codec(np.concatenate(sample), config)
+    chunks = (sparse_map.observations(name).descriptors for name in names)
+    codec = fit_codec_on_chunks(chunks, sum(sparse_map.observation_counts().values()), config)
     with h5py.File(source, "r") as file:
         errors = file["errors"][()]
 

@@ -21,7 +21,7 @@ import pycolmap
 from ..datasets.base import read_image
 from ..errors import RelocError
 from ..features.base import Features, FeatureStore
-from ..features.quantize import Codec, CodecConfig, Float16Codec, fit_codec, load_codec
+from ..features.quantize import Codec, CodecConfig, fit_codec_on_chunks, load_codec
 from ..io.map_folder import LANDMARKS_FILE, SFM_FOLDER
 from ..types import Camera, Frame
 from .triangulation import Landmarks
@@ -69,6 +69,11 @@ class SparseMap:
         with h5py.File(self.path, "r") as file:
             group = self._group(file, name)
             return group["keypoints"][()], group["point_ids"][()].astype(np.int64)
+
+    def observation_counts(self) -> dict[str, int]:
+        """Number of observations of each keyframe, read from the dataset shapes."""
+        with h5py.File(self.path, "r") as file:
+            return {name: len(self._group(file, name)["point_ids"]) for name in self.cameras}
 
     def _group(self, file: h5py.File, name: str) -> h5py.Group:
         if name not in self.cameras:
@@ -136,19 +141,13 @@ def write_sparse_map(
     colmap_tracks: bool = False,
 ) -> Codec:
     """``keypoints[i]`` (N_i, 2) are those of ``frames[i]``; the observations' descriptors are
-    read from ``features`` (twice: a sample fits the codec, then each image is coded).
+    read from ``features`` (twice unless the codec is float16: a sample fits the codec, then each
+    image is coded).
     ``colmap_tracks``: ``sfm/`` also holds each keyframe's observing keypoints and each point's
     track (without, only cameras, poses and coloured points: the observations are in landmarks.h5)."""
     observed = observed_keypoints(landmarks, len(frames))
-    rng = np.random.default_rng(codec_config.seed)
-    total = sum(len(index) for index, _ in observed)
-    share = min(1.0, codec_config.training_descriptors / max(total, 1))
-    sample = [
-        features.read(frame.name).descriptors[index[rng.random(len(index)) < share]]
-        for frame, (index, _) in zip(frames, observed)
-        if len(index)
-    ]
-    codec = fit_codec(np.concatenate(sample), codec_config) if sample else Float16Codec()
+    chunks = (features.read(frame.name).descriptors[index] for frame, (index, _) in zip(frames, observed))
+    codec = fit_codec_on_chunks(chunks, sum(len(index) for index, _ in observed), codec_config)
     entries = (
         (frame.name, KeyframeEntry(frame.camera, points2d[index], ids, features.read(frame.name).descriptors[index]))
         for frame, points2d, (index, ids) in zip(frames, keypoints, observed)

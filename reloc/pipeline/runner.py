@@ -102,8 +102,7 @@ def remove_unread_artifacts(pipeline: Pipeline, run: GraphRun, map_dir: Path) ->
     viewer reads (mapping's working files: all keypoints in features.h5, FaVoR's training
     patches) unless the mapping section keeps them; returns their names."""
     written = {Path(path).parts[0] for digests in run.written.values() for path in digests}
-    needed = {artifact for node in pipeline.localization.nodes.values() for artifact in node.stage.needs}
-    removed = unread_artifacts(written, needed, pipeline.mapping.keep)
+    removed = unread_artifacts(written, pipeline.localization.artifacts_read(), pipeline.mapping.keep)
     for name in removed:
         path = map_dir / name
         if path.is_dir():

@@ -74,6 +74,10 @@ class Graph:
     output: str | None
     keep: tuple[str, ...] = ()  # mapping: artifacts kept although no localization node reads them
 
+    def artifacts_read(self) -> set[str]:
+        """The map artifacts the graph's nodes read (their stages' ``needs``)."""
+        return {artifact for node in self.nodes.values() for artifact in node.stage.needs}
+
     def edges(self) -> list[tuple[str, str, str]]:
         """(producer "node.output" or source, consumer node, consumer input)."""
         return [(ref, name, port) for name in self.order for port, ref in self.nodes[name].inputs.items()]
@@ -357,7 +361,7 @@ def check_every_map_artifact_is_read(path: Path, mapping: Graph, localization: G
     """A mapping node that writes map artifacts (reloc.io.map_folder) must be read: by another
     mapping node's inputs, or through an artifact a localization node needs. A map holds only
     what its pipeline reads (FaVoR's patches only where favor.train consumes them)."""
-    needed = {artifact for node in localization.nodes.values() for artifact in node.stage.needs}
+    needed = localization.artifacts_read()
     read_by_mapping = {ref.split(".")[0] for node in mapping.nodes.values() for ref in node.inputs.values()}
     for name, node in mapping.nodes.items():
         written = sorted(a.name for a in ARTIFACTS.values() if node.stage.name in a.built_by)
