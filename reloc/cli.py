@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -34,7 +35,6 @@ from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
 from .pipeline.runner import folder_bytes
 from .pipeline.spec import SOURCES, load_pipeline, read_yaml
 from .viz.scene import load_scene
-from .weights import TRAINED_HERE
 
 
 class UntypedHelp:
@@ -383,15 +383,16 @@ def view_command(
 ):
     """Show a map and where each query landed: landmarks, mapping cameras, query cameras (ground
     truth green, estimate orange, joined by a line coloured by error; failed queries red and
-    crossed), FaVoR voxels coloured by training PSNR. The window (Open3D GUI) has layer toggles,
-    point size, the queries sorted by error (select one to fly to it and see its inlier matches) and
-    a screenshot button; --screenshot renders the same scene without a display."""
+    crossed), FaVoR voxels coloured by training PSNR, NeuMap voxels by the share of codes kept
+    (with a sample of their labelled points). The window (Open3D GUI) has layer toggles, point
+    size, the queries sorted by error (select one to fly to it and see its inlier matches) and a
+    screenshot button; --screenshot renders the same scene without a display."""
     with console.status(f"loading {map_dir}"):
         scene = load_scene(map_dir, results, ground_truth)
     console.print(
         f"{len(scene.points)} landmarks, {len(scene.keyframes)} mapping cameras, {len(scene.queries)} queries"
         + (f" ({sum(q.failed for q in scene.queries)} failed)" if scene.queries else "")
-        + (f", {len(scene.voxels.centres)} FaVoR voxels" if scene.voxels is not None else "")
+        + (f", {len(scene.voxels.centres)} {scene.voxels.method} voxels" if scene.voxels is not None else "")
     )
     if len(scene.colors) and not scene.colors.any():
         console.print(
@@ -609,86 +610,152 @@ def match_eval(
     console.print(f"wrote {out}")
 
 
-TrainedModel = Enum("TrainedModel", {name: name for name in TRAINED_HERE}, type=str)
+train_app = typer.Typer(
+    cls=Group,
+    help="Train the models reloc ships in reloc/weights/ (checkpoints go to runs/train/ unless --out).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(train_app, name="train")
 
 
-@app.command("train", cls=Command)
-@reports_errors
-def train_command(
-    model: Annotated[TrainedModel, typer.Argument(help="casp (coarse matcher heads) or homomatcher (fine stage).")],
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            dir_okay=False,
-            help="Checkpoint to write (default: runs/train/MODEL-TIME.pt); never the shipped one in reloc/weights/.",
-        ),
-    ] = None,
-    steps: Annotated[int, typer.Option(help="Optimisation steps, each on a fresh batch.")] = 1500,
-    batch_size: Annotated[int, typer.Option(help="Image pairs per step.")] = 4,
-    width: Annotated[int, typer.Option(help="Training image width (multiple of 32).")] = 320,
-    height: Annotated[int, typer.Option(help="Training image height (multiple of 32).")] = 256,
-    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then cosine decay).")] = 1e-3,
-    photos: Annotated[
-        str,
-        typer.Option(
-            help="Real photographs for homographic pairs: 'bundled' (scikit-image's), a "
-            "folder of .jpg/.png, or '' for synthetic scene pairs only."
-        ),
-    ] = "bundled",
-    max_baseline_m: Annotated[
-        float, typer.Option(help="Synthetic pairs: the second camera moves up to this far.")
-    ] = 1.5,
-    max_view_angle_deg: Annotated[
-        float, typer.Option(help="Synthetic pairs: and turns up to this many degrees.")
-    ] = 40.0,
-    min_overlap: Annotated[float, typer.Option(help="Synthetic pairs: least share of image 0 seen by image 1.")] = 0.25,
-    max_corner_shift: Annotated[
-        float, typer.Option(help="Warped photographs: corner displacement, fraction of the side.")
-    ] = 0.3,
-    seed: Annotated[int, typer.Option(help="Seeds the scenes, the pair sampling and the initial weights.")] = 0,
-    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
-):
-    """Train CasP or HomoMatcher on synthetic view pairs (exact correspondences from depth and
-    pose) and homographic warps of real photographs, with photometric augmentation. The XFeat
-    backbone stays frozen; the checkpoint holds the trained heads and a training summary."""
-    from .matching.trained import train_and_save
-    from .matching.training import TrainConfig
-    from .matching.training_pairs import TrainingDataConfig
-
-    if width % 32 or height % 32:
-        raise typer.BadParameter("--width and --height must be multiples of 32")
-    config = TrainConfig(
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-        threads=threads,
-        data=TrainingDataConfig(
-            width=width,
-            height=height,
-            photos=photos,
-            max_baseline_m=max_baseline_m,
-            max_view_angle_deg=max_view_angle_deg,
-            min_overlap=min_overlap,
-            max_corner_shift=max_corner_shift,
-        ),
-    )
+def run_training(model: str, steps: int, train: Callable[[Callable[[int, dict], None]], tuple[Path, dict]]) -> None:
+    """Run ``train(on_step)`` under a progress bar showing each step's metrics, then print the
+    mean of the last 100 steps and the checkpoint written."""
     progress = progress_bar(TextColumn("{task.fields[status]}"))
     with progress:
-        task = progress.add_task(f"training {model.value}", total=steps, status="")
+        task = progress.add_task(f"training {model}", total=steps, status="")
 
         def on_step(step: int, record: dict) -> None:
             status = " ".join(f"{key} {value:.3g}" for key, value in record.items() if key != "step")
             progress.update(task, completed=step + 1, status=status)
 
-        path, summary = train_and_save(model.value, config, out, on_step)
-    table = Table(title=f"{model.value}: mean of the last 100 steps")
+        path, summary = train(on_step)
+    table = Table(title=f"{model}: mean of the last 100 steps")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
         table.add_row(key, f"{value:.4g}")
     console.print(table)
     console.print(f"wrote {path}")
+
+
+def matcher_trainer(model: str, summary: str):
+    """The ``reloc train MODEL`` command of a matcher trained on view pairs (casp, homomatcher)."""
+
+    @reports_errors
+    def command(
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                dir_okay=False,
+                help="Checkpoint to write (default: runs/train/MODEL-TIME.pt), not the shipped one in reloc/weights/.",
+            ),
+        ] = None,
+        steps: Annotated[int, typer.Option(help="Optimisation steps, each on a fresh batch.")] = 1500,
+        batch_size: Annotated[int, typer.Option(help="Image pairs per step.")] = 4,
+        width: Annotated[int, typer.Option(help="Training image width (multiple of 32).")] = 320,
+        height: Annotated[int, typer.Option(help="Training image height (multiple of 32).")] = 256,
+        learning_rate: Annotated[
+            float, typer.Option(help="Peak AdamW learning rate (warm-up, then cosine decay).")
+        ] = 1e-3,
+        photos: Annotated[
+            str,
+            typer.Option(
+                help="Real photographs for homographic pairs: 'bundled' (scikit-image's), a "
+                "folder of .jpg/.png, or '' for synthetic scene pairs only."
+            ),
+        ] = "bundled",
+        max_baseline_m: Annotated[
+            float, typer.Option(help="Synthetic pairs: the second camera moves up to this far.")
+        ] = 1.5,
+        max_view_angle_deg: Annotated[
+            float, typer.Option(help="Synthetic pairs: and turns up to this many degrees.")
+        ] = 40.0,
+        min_overlap: Annotated[
+            float, typer.Option(help="Synthetic pairs: least share of image 0 seen by image 1.")
+        ] = 0.25,
+        max_corner_shift: Annotated[
+            float, typer.Option(help="Warped photographs: corner displacement, fraction of the side.")
+        ] = 0.3,
+        seed: Annotated[int, typer.Option(help="Seeds the scenes, the pair sampling and the initial weights.")] = 0,
+        threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+    ):
+        """Trained on synthetic view pairs (exact correspondences from depth and pose) and
+        homographic warps of real photographs, with photometric augmentation. The XFeat backbone
+        stays frozen; the checkpoint holds the trained heads and a training summary."""
+        from .matching.trained import train_and_save
+        from .matching.training import TrainConfig
+        from .matching.training_pairs import TrainingDataConfig
+
+        if width % 32 or height % 32:
+            raise typer.BadParameter("--width and --height must be multiples of 32")
+        config = TrainConfig(
+            steps=steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            threads=threads,
+            data=TrainingDataConfig(
+                width=width,
+                height=height,
+                photos=photos,
+                max_baseline_m=max_baseline_m,
+                max_view_angle_deg=max_view_angle_deg,
+                min_overlap=min_overlap,
+                max_corner_shift=max_corner_shift,
+            ),
+        )
+        run_training(model, steps, lambda on_step: train_and_save(model, config, out, on_step))
+
+    command.__doc__ = f"{summary} {command.__doc__}"
+    return command
+
+
+train_app.command("casp", cls=Command)(matcher_trainer("casp", "CasP: the coarse matcher heads."))
+train_app.command("homomatcher", cls=Command)(matcher_trainer("homomatcher", "HomoMatcher: the fine stage."))
+
+
+@train_app.command("neumap", cls=Command)
+@reports_errors
+def train_neumap_command(
+    scenes: Annotated[
+        list[Path],
+        typer.Argument(
+            file_okay=False,
+            exists=True,
+            help="Scene folders (7-Scenes or Cambridge layout, e.g. from `reloc synth`); never one you report on.",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            dir_okay=False,
+            help="Decoder checkpoint to write; OUT.resume.pt beside it lets the same command resume.",
+        ),
+    ] = Path("runs/train/neumap.pt"),
+    work: Annotated[Path, typer.Option(file_okay=False, help="Where each scene's XFeat features are cached.")] = Path(
+        "runs/neumap-work"
+    ),
+    steps: Annotated[int, typer.Option(help="Optimisation steps (batches of voxel samples).")] = 10000,
+    seed: Annotated[int, typer.Option(help="Seeds the initial weights, codes and the sampling.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+):
+    """NeuMap: the scene-agnostic transdecoder, trained jointly with each scene's voxel codes on
+    keypoints labelled with world coordinates (depth, or triangulated landmarks). Resumes from
+    OUT.resume.pt when it exists; one line per step in OUT.log.jsonl."""
+    import torch
+
+    from .neumap.train import TrainConfig
+    from .neumap.trained import train_neumap
+    from .weights import project_weights
+
+    if out.resolve() == project_weights("neumap.pt", must_exist=False).resolve():
+        raise RelocError(f"{out}: is the shipped checkpoint; train into another file and replace it by hand")
+    if threads:
+        torch.set_num_threads(threads)
+    config = TrainConfig(steps=steps, seed=seed)
+    run_training("neumap", steps, lambda on_step: train_neumap(scenes, out, config, work, on_step))
 
 
 @app.command(cls=Command)

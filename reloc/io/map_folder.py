@@ -27,6 +27,7 @@ GLOBAL_FILE = "global.h5"
 PATCHES_FILE = "patches.h5"
 KEYFRAME_IMAGES = "keyframe_images"
 FAVOR_FILE = "favor.pt"
+NEUMAP_FILE = "neumap.pt"
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,14 @@ ARTIFACTS = {
             "FaVoR voxel descriptor fields, one per kept landmark",
             "reloc.favor.model:LandmarkFields.load",
             kept_for="the viewer",
+        ),
+        Artifact(
+            NEUMAP_FILE,
+            ("neumap.codes",),
+            1,
+            "NeuMap voxel table (side, cells, median / min / max of the labelled points) and the kept latent codes "
+            "(float16) with their weights; the digest of the decoder they were optimised for",
+            "reloc.neumap.store:NeumapMap.load",
         ),
     )
 }

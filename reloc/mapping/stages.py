@@ -9,6 +9,8 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..features.base import FeatureStore
 from ..features.quantize import CodecConfig
 from ..io.map_folder import PATCHES_FILE
@@ -19,7 +21,7 @@ from .keyframes import covisible_pairs, select_keyframes
 from .patches import PatchesConfig, write_landmark_patches
 from .store import read_sparse_map, write_sparse_map
 from .tracks import build_tracks, epipolar_errors
-from .triangulation import TriangulationConfig, triangulate_tracks
+from .triangulation import Landmarks, TriangulationConfig, triangulate_tracks
 
 
 @dataclass
@@ -46,23 +48,31 @@ class Triangulate(Stage):
     def run(self, frames: list[Frame], features: FeatureStore, map_dir: Path) -> dict:
         config = self.config
         keyframes = select_keyframes(frames, config.keyframe_distance_m, config.keyframe_angle_deg)
-        matcher = build_matcher(config.matcher, features.extractor)
-        # Pairs come sorted by their first keyframe: a small cache avoids re-reading it for each pair.
-        read = functools.lru_cache(maxsize=2 * config.neighbours + 2)(features.read)
-        pair_matches = {}
-        for i, j in covisible_pairs(keyframes, config.neighbours, config.max_pair_angle_deg):
-            f0, f1 = read(keyframes[i].name), read(keyframes[j].name)
-            c0, c1 = keyframes[i].camera, keyframes[j].camera
-            matches = matcher.match(f0, f1, (c0.width, c0.height), (c1.width, c1.height))
-            if len(matches):
-                errors = epipolar_errors(
-                    keyframes[i], keyframes[j], f0.keypoints[matches[:, 0]], f1.keypoints[matches[:, 1]]
-                )
-                pair_matches[(i, j)] = matches[errors <= config.max_epipolar_px]
-        keypoints = [features.read_keypoints(frame.name) for frame in keyframes]
-        landmarks = triangulate_tracks(keyframes, keypoints, build_tracks(pair_matches), config.triangulation)
+        keypoints, landmarks = triangulate_keyframes(keyframes, features, config)
         write_sparse_map(map_dir, keyframes, keypoints, features, landmarks, config.descriptors, config.colmap_tracks)
         return {"keyframes": keyframes}
+
+
+def triangulate_keyframes(
+    keyframes: list[Frame], features: FeatureStore, config: TriangulateConfig
+) -> tuple[list[np.ndarray], Landmarks]:
+    """Match covisible keyframes, keep matches that fit the known poses, chain them into tracks
+    and triangulate: the keyframes' keypoints (N_i, 2) and the landmarks observing them."""
+    matcher = build_matcher(config.matcher, features.extractor)
+    # Pairs come sorted by their first keyframe: a small cache avoids re-reading it for each pair.
+    read = functools.lru_cache(maxsize=2 * config.neighbours + 2)(features.read)
+    pair_matches = {}
+    for i, j in covisible_pairs(keyframes, config.neighbours, config.max_pair_angle_deg):
+        f0, f1 = read(keyframes[i].name), read(keyframes[j].name)
+        c0, c1 = keyframes[i].camera, keyframes[j].camera
+        matches = matcher.match(f0, f1, (c0.width, c0.height), (c1.width, c1.height))
+        if len(matches):
+            errors = epipolar_errors(
+                keyframes[i], keyframes[j], f0.keypoints[matches[:, 0]], f1.keypoints[matches[:, 1]]
+            )
+            pair_matches[(i, j)] = matches[errors <= config.max_epipolar_px]
+    keypoints = [features.read_keypoints(frame.name) for frame in keyframes]
+    return keypoints, triangulate_tracks(keyframes, keypoints, build_tracks(pair_matches), config.triangulation)
 
 
 @register_stage

@@ -22,11 +22,11 @@ STAGE_MODULES = (
     "reloc.localization.stages",
     "reloc.localization.semidense",
     "reloc.favor.stages",
+    "reloc.neumap.stages",
 )
 
 PLANNED_STAGES = {
     "matching.mesa": "docs/design.md (MESA area-level matching)",
-    "pose.neumap": "docs/design.md (NeuMap scene-coordinate regression)",
 }
 
 _STAGES: dict[str, type[Stage]] = {}

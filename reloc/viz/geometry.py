@@ -89,10 +89,10 @@ def box_edges(centres: np.ndarray, sides: np.ndarray) -> tuple[np.ndarray, np.nd
     return corners.reshape(-1, 3), (edges[None] + 8 * np.arange(len(centres))[:, None, None]).reshape(-1, 2)
 
 
-def psnr_colors(psnr_db: np.ndarray) -> np.ndarray:
-    """(V, 3) viridis colours spanning the map's range of training PSNR."""
-    low, high = np.percentile(psnr_db, [2, 98]) if len(psnr_db) else (0.0, 1.0)
-    return colormaps["viridis"](np.clip((psnr_db - low) / max(high - low, 1e-6), 0, 1))[:, :3]
+def value_colors(values: np.ndarray) -> np.ndarray:
+    """(V, 3) viridis colours spanning the range of ``values`` (V,) (FaVoR: training PSNR)."""
+    low, high = np.percentile(values, [2, 98]) if len(values) else (0.0, 1.0)
+    return colormaps["viridis"](np.clip((values - low) / max(high - low, 1e-6), 0, 1))[:, :3]
 
 
 def frustum_depth(scene: MapScene) -> float:
@@ -102,7 +102,7 @@ def frustum_depth(scene: MapScene) -> float:
 
 def build_layers(scene: MapScene, depth: float | None = None) -> list[Layer]:
     """Landmarks, mapping cameras, query cameras (ground truth, estimate, error lines, failed) and
-    FaVoR voxels, each a layer; layers with nothing to draw are left out."""
+    FaVoR or NeuMap voxels, each a layer; layers with nothing to draw are left out."""
     depth = depth or frustum_depth(scene)
     layers = []
     finite = np.isfinite(scene.points).all(axis=1)
@@ -144,8 +144,8 @@ def build_layers(scene: MapScene, depth: float | None = None) -> list[Layer]:
         corners, edges = box_edges(scene.voxels.centres, scene.voxels.sides)
         layers.append(
             Layer(
-                "FaVoR voxels",
-                line_set(corners, edges, np.repeat(psnr_colors(scene.voxels.psnr_db), 12, axis=0)),
+                f"{scene.voxels.method} voxels",
+                line_set(corners, edges, np.repeat(value_colors(scene.voxels.values), 12, axis=0)),
                 "lines",
             )
         )

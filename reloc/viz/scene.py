@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 import pycolmap
+from matplotlib import colormaps
 
 from ..errors import RelocError, ResultsError
 from ..geometry.errors import scored_errors
-from ..io.map_folder import FAVOR_FILE, LANDMARKS_FILE, SFM_FOLDER, open_artifact, read_map_record
+from ..io.map_folder import FAVOR_FILE, LANDMARKS_FILE, NEUMAP_FILE, SFM_FOLDER, open_artifact, read_map_record
 from ..io.results import GROUND_TRUTH_FILE, read_results
 from ..types import Camera, Pose, QueryResult
 
@@ -57,10 +58,13 @@ class QueryView:
 
 
 @dataclass
-class FavorVoxels:
+class Voxels:
+    """The voxels of a map's method, each coloured by a value (the colour map spans its range)."""
+
+    method: str  # "FaVoR" or "NeuMap"
     centres: np.ndarray  # (V, 3) world
     sides: np.ndarray  # (V,) metres
-    psnr_db: np.ndarray  # (V,) training rendering PSNR
+    values: np.ndarray  # (V,) FaVoR: training rendering PSNR; NeuMap: share of codes kept
 
 
 @dataclass
@@ -69,7 +73,7 @@ class MapScene:
     points: np.ndarray  # (L, 3) world, index = landmark id
     colors: np.ndarray  # (L, 3) float in [0, 1]
     keyframes: list[Keyframe]
-    voxels: FavorVoxels | None
+    voxels: Voxels | None  # FaVoR landmark fields or NeuMap voxels
     queries: list[QueryView]
     sparse_map: Any  # reloc.mapping.store.SparseMap of landmarks.h5: each keyframe's observations
 
@@ -118,12 +122,16 @@ def _sortable(value: float) -> float:
 
 
 def load_scene(map_dir: Path, results: Path | None = None, ground_truth: Path | None = None) -> MapScene:
-    """Landmarks (coloured), keyframes and FaVoR voxels of ``map_dir``; queries from ``results``
-    with ground truth from ``ground_truth`` (default: ``ground_truth.txt`` beside the results,
-    as ``reloc eval`` writes it)."""
+    """Landmarks (coloured), keyframes and FaVoR voxels of ``map_dir`` (of a NeuMap map: its voxels
+    and a sample of its labelled points, no keyframes); queries from ``results`` with ground truth
+    from ``ground_truth`` (default: ``ground_truth.txt`` beside the results, as ``reloc eval``
+    writes it)."""
     map_dir = Path(map_dir)
     record = read_map_record(map_dir)
+    queries = read_queries(results, ground_truth) if results is not None else []
     sfm = map_dir / SFM_FOLDER
+    if not has_sparse_model(map_dir) and (map_dir / NEUMAP_FILE).is_file():
+        return neumap_scene(map_dir, queries)
     if not has_sparse_model(map_dir):
         raise RelocError(
             f"{sfm}: missing the COLMAP model of the map (images.bin); was it built with a triangulation stage?"
@@ -140,7 +148,6 @@ def load_scene(map_dir: Path, results: Path | None = None, ground_truth: Path | 
         )
         for image in sorted(reconstruction.images.values(), key=lambda image: image.name)
     ]
-    queries = read_queries(results, ground_truth) if results is not None else []
     sparse_map = open_artifact(map_dir, LANDMARKS_FILE)
     return MapScene(map_dir, points, colors, keyframes, favor_voxels(map_dir), queries, sparse_map)
 
@@ -170,16 +177,32 @@ def _existing(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def favor_voxels(map_dir: Path) -> FavorVoxels | None:
+def favor_voxels(map_dir: Path) -> Voxels | None:
     path = map_dir / FAVOR_FILE
     if not path.is_file():
         return None
     fields = open_artifact(map_dir, FAVOR_FILE)
-    return FavorVoxels(
+    return Voxels(
+        "FaVoR",
         fields.centres.numpy().astype(np.float64),
         fields.sides.numpy().astype(np.float64),
         fields.psnr_db.numpy().astype(np.float64),
     )
+
+
+def neumap_scene(map_dir: Path, queries: list[QueryView]) -> MapScene:
+    """A NeuMap map: its labelled-point sample coloured by height, its voxels by the share of
+    their codes kept after pruning; no keyframes (the map holds none)."""
+    neumap = open_artifact(map_dir, NEUMAP_FILE)
+    table = neumap.table
+    centres = table.origin + table.size * (table.cells.astype(np.float64) + 0.5)
+    kept_share = neumap.kept.flatten(1).float().mean(dim=1).numpy().astype(np.float64)
+    voxels = Voxels("NeuMap", centres, np.full(len(centres), table.size), kept_share)
+    points = neumap.points.astype(np.float64)
+    height = points[:, 2] if len(points) else np.zeros(0)
+    low, high = np.percentile(height, [2, 98]) if len(points) else (0.0, 1.0)
+    colors = colormaps["cividis"](np.clip((height - low) / max(high - low, 1e-6), 0, 1))[:, :3]
+    return MapScene(map_dir, points, colors, [], voxels, queries, None)
 
 
 def read_queries(results_path: Path, ground_truth_path: Path | None = None) -> list[QueryView]:

@@ -1,0 +1,149 @@
+"""NeuMap localization of one query: scene coordinates regressed for its keypoints in the active
+voxels, each keypoint kept in its most confident voxel when that confidence passes the threshold
+(a point lies in one voxel); a PnP-RANSAC per voxel with enough of them, then one PnP over the
+union of their inliers (pycolmap), which gives the pose and its evidence.
+
+Active voxels: a small scene could run every keypoint against every voxel; to stay within a
+CPU budget, ``probe_keypoints`` of the query's strongest keypoints run against every voxel
+first, and only the ``max_active_voxels`` voxels with the most confident probe predictions
+then see all keypoints.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..localization.pnp import PnPConfig, PnPResult, estimate_pose
+from ..types import Camera
+from .model import TransDecoder
+from .store import NeumapMap
+
+
+@dataclass
+class NeumapLocalizeConfig:
+    min_confidence: float = 0.5  # sigmoid of the in-voxel logit; lower predictions are dropped
+    probe_keypoints: int = 256
+    max_active_voxels: int = 8
+    min_voxel_points: int = 40  # a voxel gets its own PnP-RANSAC with this many confident predictions
+    voxel_pnp_error_px: float = 12.0  # that PnP's inlier threshold
+    pnp: PnPConfig = field(default_factory=lambda: PnPConfig(max_error_px=12.0))  # the final PnP on the union
+
+
+@dataclass
+class Predictions:
+    """Confident scene coordinates: keypoint ``keypoint[i]`` lies at ``points[i]`` (world) per voxel ``voxel[i]``."""
+
+    keypoint: np.ndarray  # (P,) int
+    voxel: np.ndarray  # (P,) int
+    points: np.ndarray  # (P, 3) float64
+    confidence: np.ndarray  # (P,)
+
+
+@torch.inference_mode()
+def regress(
+    decoder: TransDecoder, neumap: NeumapMap, descriptors: torch.Tensor, voxels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """World coordinates (V', N, 3) and in-voxel confidences (V', N) of N embedded keypoint
+    descriptors (N, D) (``decoder.embed``) in each of ``voxels`` (V',)."""
+    index = torch.from_numpy(voxels)
+    offsets, logits = decoder.decode(
+        descriptors.expand(len(voxels), -1, -1),
+        neumap.codes.codes[index],
+        neumap.codes.weights[index],
+        neumap.kept[index],
+    )
+    table = neumap.table
+    points = table.median[voxels][:, None] + offsets.numpy().astype(np.float64) * table.size
+    return points, torch.sigmoid(logits).numpy()
+
+
+def active_voxels(
+    decoder: TransDecoder, neumap: NeumapMap, descriptors: torch.Tensor, config: NeumapLocalizeConfig
+) -> np.ndarray:
+    """The voxels with the most confident predictions of the probe keypoints (at least one)."""
+    every = np.arange(len(neumap.table))
+    if len(every) <= config.max_active_voxels:
+        return every
+    _, confidence = regress(decoder, neumap, descriptors[: config.probe_keypoints], every)
+    votes = (confidence > config.min_confidence).sum(axis=1)
+    ranked = np.argsort(-votes, kind="stable")[: config.max_active_voxels]
+    return np.sort(ranked[votes[ranked] > 0])
+
+
+def predict(
+    decoder: TransDecoder, neumap: NeumapMap, descriptors: np.ndarray, config: NeumapLocalizeConfig
+) -> Predictions:
+    """Confident predictions of the query's keypoints (descriptors (N, C), strongest first)."""
+    with torch.inference_mode():
+        tensor = decoder.embed(torch.from_numpy(np.ascontiguousarray(descriptors, np.float32)))
+    voxels = active_voxels(decoder, neumap, tensor, config)
+    if not len(voxels):
+        return Predictions(np.zeros(0, int), np.zeros(0, int), np.zeros((0, 3)), np.zeros(0))
+    points, confidence = regress(decoder, neumap, tensor, voxels)
+    best = confidence.argmax(axis=0)  # a point lies in one voxel: the most confident one claims it
+    keypoint = np.flatnonzero(confidence[best, np.arange(len(best))] > config.min_confidence)
+    voxel_index = best[keypoint]
+    return Predictions(keypoint, voxels[voxel_index], points[voxel_index, keypoint], confidence[voxel_index, keypoint])
+
+
+@dataclass
+class NeumapPose:
+    result: PnPResult
+    predictions: int  # confident predictions
+    voxels_with_pnp: int
+    correspondences: int  # the union of the per-voxel inliers
+    points2d: np.ndarray  # (M, 2) of that union
+    points3d: np.ndarray  # (M, 3)
+    seconds: dict[str, float]
+
+
+def voxel_inliers(
+    keypoints: np.ndarray, predictions: Predictions, camera: Camera, config: NeumapLocalizeConfig
+) -> tuple[np.ndarray, int]:
+    """Indices into ``predictions`` of the inliers of every voxel's own PnP-RANSAC, and how many
+    voxels had one."""
+    per_voxel = PnPConfig(
+        max_error_px=config.voxel_pnp_error_px, min_inliers=4, min_confidence=0, max_focal_deviation=0, refine=False
+    )
+    chosen, voxels_with_pnp = [], 0
+    for voxel in np.unique(predictions.voxel):
+        rows = np.flatnonzero(predictions.voxel == voxel)
+        if len(rows) < config.min_voxel_points:
+            continue
+        voxels_with_pnp += 1
+        result = estimate_pose(keypoints[predictions.keypoint[rows]], predictions.points[rows], camera, per_voxel)
+        if result.pose is not None:
+            chosen.append(rows[result.inliers])
+    return (np.concatenate(chosen) if chosen else np.zeros(0, int)), voxels_with_pnp
+
+
+def localize_neumap(
+    keypoints: np.ndarray,
+    descriptors: np.ndarray,
+    camera: Camera,
+    decoder: TransDecoder,
+    neumap: NeumapMap,
+    config: NeumapLocalizeConfig,
+) -> NeumapPose:
+    """Pose of a query from its keypoints (N, 2) (COLMAP pixels) and descriptors (N, C)."""
+    started = time.perf_counter()
+    predictions = predict(decoder, neumap, descriptors, config)
+    regressed = time.perf_counter()
+    rows, voxels_with_pnp = voxel_inliers(keypoints, predictions, camera, config)
+    points2d, points3d = keypoints[predictions.keypoint[rows]], predictions.points[rows]
+    if voxels_with_pnp == 0:
+        most = np.bincount(predictions.voxel).max() if len(predictions.voxel) else 0
+        result = PnPResult(
+            None,
+            np.zeros(0, bool),
+            f"no voxel has {config.min_voxel_points} confident scene coordinates (most in one voxel: {most}, "
+            f"{len(predictions.keypoint)} confident of {len(keypoints)} keypoints)",
+        )
+    else:
+        result = estimate_pose(points2d, points3d, camera, config.pnp)
+    seconds = {"regression": regressed - started, "pnp": time.perf_counter() - regressed}
+    return NeumapPose(result, len(predictions.keypoint), voxels_with_pnp, len(rows), points2d, points3d, seconds)

@@ -1,0 +1,211 @@
+"""NeuMap: labels, voxels, the map file, and code optimisation with the shipped decoder on a small
+synthetic scene it never saw (training used seeds 11-16 and 21-23; this is seed 7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from reloc.cli import app
+from reloc.datasets import load_dataset, read_depth_mm
+from reloc.datasets.synthetic.generate import SynthConfig, generate
+from reloc.errors import RelocError
+from reloc.features.base import FeatureStore, prepare_image
+from reloc.features.extractors import ExtractorConfig, XFeatExtractor
+from reloc.geometry.errors import pose_error
+from reloc.io.map_folder import NEUMAP_FILE
+from reloc.io.results import read_results
+from reloc.neumap.labels import LabelledPoints, labels_from_depth
+from reloc.neumap.localize import NeumapLocalizeConfig, localize_neumap, regress
+from reloc.neumap.model import DecoderConfig, TransDecoder
+from reloc.neumap.store import FORMAT, NeumapMap
+from reloc.neumap.train import OptimiseConfig, SamplerConfig, optimise_codes, scene_samples
+from reloc.neumap.trained import load_decoder
+from reloc.neumap.voxels import build_voxels
+from reloc.types import Camera
+
+OPTIMISE_STEPS = 400
+SAMPLER = {"voxels_per_step": 16, "points_per_voxel": 128}
+
+
+def labelled(points: np.ndarray, frame: np.ndarray) -> LabelledPoints:
+    descriptors = np.zeros((len(points), 4), np.float16)
+    return LabelledPoints(descriptors, points.astype(np.float32), frame.astype(np.int32), ["a", "b", "c"])
+
+
+def test_voxels_keep_cells_seen_by_a_frame_with_enough_points_and_offsets_round_trip():
+    rng = np.random.default_rng(0)
+    dense = rng.uniform(0, 1, (30, 3))  # cell (0, 0, 0), all seen by frame 0
+    sparse = rng.uniform(0, 1, (10, 3)) + [2, 0, 0]  # cell (2, 0, 0), 5 per frame: too few
+    table, observers = build_voxels(
+        labelled(np.vstack([dense, sparse]), np.r_[np.zeros(30), np.tile([1, 2], 5)]), 1.0, min_points=20
+    )
+    assert len(table) == 1 and table.cells.tolist() == [[0, 0, 0]] and observers[0].tolist() == [0]
+    voxel = table.assign(np.vstack([dense[:3], sparse[:2]]))
+    assert voxel.tolist() == [0, 0, 0, -1, -1]
+    offsets = table.normalised_offsets(dense[:3], voxel[:3])
+    np.testing.assert_allclose(table.world_points(offsets, voxel[:3]), dense[:3], atol=1e-6)
+    np.testing.assert_allclose(table.median[0], np.median(dense, axis=0), atol=1e-6)
+
+
+def test_a_scene_with_too_few_labelled_points_per_voxel_is_refused_with_the_numbers():
+    points = np.random.default_rng(1).uniform(0, 3, (12, 3))
+    with pytest.raises(RelocError, match=r"no voxel of side 1.00 m .* 20 or more labelled keypoints \(12 labelled"):
+        build_voxels(labelled(points, np.zeros(12)), 1.0, min_points=20)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("neumap") / "scene"
+    generate(
+        SynthConfig("7scenes", seed=7, mapping_frames=40, query_frames=8, mapping_sequences=1, query_sequences=1),
+        root,
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(scene, tmp_path_factory) -> Path:
+    """configs/neumap.yaml (a shorter code optimisation) evaluated on the scene."""
+    folder = tmp_path_factory.mktemp("neumap-run")
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "neumap.yaml").read_text())
+    config["mapping"]["nodes"]["codes"]["with"] = {"optimise": {"max_steps": OPTIMISE_STEPS, "sampler": SAMPLER}}
+    config["mapping"]["keep"] = ["features.h5"]  # mapping's working file, read by the tests below
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    arguments = ["--dataset", "7scenes", "--root", str(scene), "--out", str(folder / "run")]
+    result = CliRunner().invoke(app, ["eval", "--config", str(folder / "config.yaml"), *arguments])
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+def test_depth_labels_agree_with_another_frame_depth(scene, run):
+    frames = load_dataset("7scenes", scene).frames("train")
+    features = FeatureStore.open(run / "map" / "features.h5")
+    labels = labels_from_depth(frames[:1], features)
+    other = frames[3]
+    cam = other.pose.transform(labels.points.astype(np.float64))
+    pixels = other.camera.project(cam[cam[:, 2] > 0.1])
+    depth = read_depth_mm(other.depth_path)
+    inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < 640) & (pixels[:, 1] >= 0) & (pixels[:, 1] < 480)
+    seen = depth[pixels[inside, 1].astype(int), pixels[inside, 0].astype(int)]
+    z = cam[cam[:, 2] > 0.1][inside, 2]
+    visible = np.isfinite(seen) & (np.abs(seen - z) < 0.05)  # the rest is occluded in the other view
+    assert inside.sum() > 100 and visible.mean() > 0.5
+    assert np.median(np.abs(seen[visible] - z[visible])) < 0.01
+
+
+@pytest.mark.slow
+def test_optimised_codes_localize_queries_of_a_scene_the_decoder_never_saw(scene, run):
+    ground_truth = load_dataset("7scenes", scene).ground_truth()
+    results = read_results(run / "results.txt")
+    errors = [pose_error(r.pose, ground_truth[name].pose) for name, r in results.items() if r.pose is not None]
+    assert len(errors) >= 6, {name: r.reason for name, r in results.items()}
+    assert np.median([e[0] for e in errors]) < 0.05 and np.median([e[1] for e in errors]) < 2.0, errors
+    record = NeumapMap.load(run / "map" / NEUMAP_FILE).record
+    assert record["steps"] <= OPTIMISE_STEPS and record["stopped_by"] in ("plateau", "step budget")
+
+
+@pytest.fixture(scope="module")
+def optimised(scene, run):
+    """The scene's labels and the map's codes, with the shipped decoder."""
+    frames = load_dataset("7scenes", scene).frames("train")
+    labels = labels_from_depth(frames, FeatureStore.open(run / "map" / "features.h5"))
+    return labels, NeumapMap.load(run / "map" / NEUMAP_FILE), load_decoder()
+
+
+@pytest.mark.slow
+def test_labelled_keypoints_regress_near_their_points_and_outsiders_get_low_confidence(optimised):
+    labels, neumap, checkpoint = optimised
+    voxel = neumap.table.assign(labels.points)
+    rows = np.flatnonzero(labels.frame == 5)
+    with torch.inference_mode():
+        tokens = checkpoint.decoder.embed(torch.from_numpy(labels.descriptors[rows].astype(np.float32)))
+    target = int(np.bincount(voxel[rows][voxel[rows] >= 0]).argmax())
+    points, confidence = regress(checkpoint.decoder, neumap, tokens, np.array([target]))
+    inside = voxel[rows] == target
+    errors = np.linalg.norm(points[0][inside] - labels.points[rows][inside], axis=1)
+    assert np.median(errors) < 0.15 * neumap.table.size, np.median(errors)
+    assert np.mean(confidence[0][inside] > 0.5) > 0.7 and np.mean(confidence[0][~inside] < 0.5) > 0.8
+
+
+@pytest.mark.slow
+def test_pruning_lowers_the_bytes_and_keeps_the_accuracy(scene, run, optimised, tmp_path):
+    _, neumap, checkpoint = optimised
+    queries = load_dataset("7scenes", scene).frames("test")
+    extractor = XFeatExtractor(ExtractorConfig(max_keypoints=1024, resize_max=640))
+
+    def median_error(pruned: NeumapMap) -> float:
+        errors = []
+        for frame in queries:
+            image, scale = prepare_image(frame.image_path, 640, extractor.multiple)
+            extracted = extractor.extract_batch([image], [scale])[0]
+            found = localize_neumap(
+                extracted.keypoints,
+                extracted.descriptors,
+                frame.camera,
+                checkpoint.decoder,
+                pruned,
+                NeumapLocalizeConfig(),
+            )
+            errors.append(np.inf if found.result.pose is None else pose_error(found.result.pose, frame.pose)[0])
+        return float(np.median(errors))
+
+    pruned = neumap.pruned(float(torch.quantile(neumap.codes.weights.abs()[neumap.kept], 0.3)))
+    pruned.save(tmp_path / "pruned.pt")
+    assert (tmp_path / "pruned.pt").stat().st_size < 0.8 * (run / "map" / NEUMAP_FILE).stat().st_size
+    assert median_error(pruned) < median_error(neumap) + 0.02
+
+
+def test_a_truncated_or_other_format_map_is_refused_by_name(run, tmp_path):
+    path = run / "map" / NEUMAP_FILE
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(RelocError, match=r"truncated.pt: not a readable NeuMap map .*rebuild the map"):
+        NeumapMap.load(truncated)
+    saved = torch.load(path, weights_only=True)
+    saved["format"] = FORMAT + 1
+    torch.save(saved, tmp_path / "newer.pt")
+    with pytest.raises(RelocError, match=rf"newer.pt: NeuMap map format {FORMAT + 1}, but this reloc reads format"):
+        NeumapMap.load(tmp_path / "newer.pt")
+
+
+def test_a_query_whose_keypoints_fall_in_no_voxel_fails_with_its_reason(run):
+    neumap, checkpoint = NeumapMap.load(run / "map" / NEUMAP_FILE), load_decoder()
+    rng = np.random.default_rng(0)
+    descriptors = rng.normal(size=(300, 64)).astype(np.float32)
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    keypoints = rng.uniform(0, 480, (300, 2))
+    found = localize_neumap(
+        keypoints,
+        descriptors,
+        Camera.simple_pinhole(640, 480, 585),
+        checkpoint.decoder,
+        neumap,
+        NeumapLocalizeConfig(),
+    )
+    assert found.result.pose is None
+    assert found.result.reason.startswith("no voxel has 40 confident scene coordinates"), found.result.reason
+
+
+def test_code_optimisation_is_deterministic_and_leaves_the_decoder_alone():
+    rng = np.random.default_rng(2)
+    points = rng.uniform(0, 2, (400, 3))
+    frame = np.repeat(np.arange(4), 100)
+    labels = LabelledPoints(
+        rng.normal(size=(400, 64)).astype(np.float16), points.astype(np.float32), frame, list("abcd")
+    )
+    table, observers = build_voxels(labels, 1.0, min_points=5)
+    samples = scene_samples(labels, table, observers)
+    torch.manual_seed(0)
+    decoder = TransDecoder(DecoderConfig(dim=32, codes=8, blocks=2, ffn_dim=64))
+    before = {k: v.clone() for k, v in decoder.state_dict().items()}
+    config = OptimiseConfig(max_steps=20, sampler=SamplerConfig(voxels_per_step=4, points_per_voxel=32))
+    first, second = optimise_codes(decoder, samples, config), optimise_codes(decoder, samples, config)
+    assert first.losses == second.losses and torch.equal(first.codes.codes, second.codes.codes)
+    assert first.losses[-1] < first.losses[0]
+    assert all(torch.equal(before[k], v) for k, v in decoder.state_dict().items())
