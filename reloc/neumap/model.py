@@ -121,6 +121,3 @@ def code_bytes(kept: torch.Tensor, dim: int) -> int:
     """Bytes of the kept codes in float16 with their weights (V, L, K ``kept``)."""
     return int(kept.sum()) * (dim + 1) * 2
 
-
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

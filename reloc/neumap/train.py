@@ -131,7 +131,7 @@ def batch_loss(
 class OptimiseConfig:
     """Code optimisation of a new scene under the frozen decoder."""
 
-    max_steps: int = 3000
+    max_steps: int = 2000
     learning_rate: float = 1e-2
     patience: int = 300  # stop when the mean loss of the last `patience` steps ...
     min_improvement: float = 0.005  # ... improved by less than this share over the window before
