@@ -120,4 +120,3 @@ class SceneCodes:
 def code_bytes(kept: torch.Tensor, dim: int) -> int:
     """Bytes of the kept codes in float16 with their weights (V, L, K ``kept``)."""
     return int(kept.sum()) * (dim + 1) * 2
-
