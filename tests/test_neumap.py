@@ -17,7 +17,7 @@ from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.errors import RelocError
 from reloc.features.base import FeatureStore
 from reloc.geometry.errors import pose_error
-from reloc.io.map_folder import NEUMAP_FILE
+from reloc.io.map_folder import NEUMAP_FILE, open_artifact
 from reloc.io.results import read_results
 from reloc.neumap.labels import LabelledPoints, labels_from_depth
 from reloc.neumap.localize import NeumapLocalizeConfig, localize_neumap, regress
@@ -159,6 +159,15 @@ def test_pruning_lowers_the_bytes_and_keeps_the_regression_accuracy(run, optimis
     assert (tmp_path / "pruned.pt").stat().st_size < 0.8 * (run / "map" / NEUMAP_FILE).stat().st_size
     full, fewer = (np.median(voxel_errors(m, checkpoint.decoder, labels, [5, 20, 35])) for m in (neumap, pruned))
     assert fewer < 1.2 * full + 0.01, (full, fewer)
+
+
+def test_the_map_holds_neumap_pt_alone_and_it_opens_with_its_registered_reader(run):
+    neumap = open_artifact(run / "map", NEUMAP_FILE)
+    assert isinstance(neumap, NeumapMap) and neumap.extractor == "xfeat" and len(neumap.points) > 1000
+    assert neumap.record["steps"] <= OPTIMISE_STEPS and neumap.record["stopped_by"] in ("plateau", "step budget")
+    kept = {path.name for path in (run / "map").iterdir() if not path.name.startswith(".")}
+    kept -= {"map.yaml", "cache", "features.h5"}  # features.h5: kept for these tests by mapping.keep
+    assert kept == {NEUMAP_FILE}, kept
 
 
 def test_a_truncated_or_other_format_map_is_refused_by_name(run, tmp_path):
