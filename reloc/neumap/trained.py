@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import platform
@@ -24,7 +25,7 @@ import torch
 
 from ..errors import RelocError
 from ..features.stages import FeatureStageConfig
-from ..weights import project_weights
+from ..weights import checkpoint_path, project_weights
 from .model import DecoderConfig, TransDecoder
 from .scenes import LabelConfig, VoxelConfig, prepare_scene, voxels_of
 from .train import SceneSamples, TrainConfig, initial_state, restore_state, scene_samples, train_step
@@ -40,22 +41,21 @@ class DecoderCheckpoint:
     metadata: dict
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 def load_decoder(path: Path | None = None) -> DecoderCheckpoint:
     """The shipped (or given) NeuMap decoder, frozen, in eval mode."""
     path = path or project_weights("neumap.pt")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        content = path.read_bytes()
+        saved = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
     except Exception as error:
         raise RelocError(f"{path}: not a readable NeuMap decoder checkpoint ({error})") from None
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         raise RelocError(f"{path}: NeuMap decoder checkpoint of another format (this reloc reads {CHECKPOINT_FORMAT})")
     decoder = TransDecoder(DecoderConfig(**saved["config"]))
     decoder.load_state_dict(saved["state_dict"])
-    return DecoderCheckpoint(decoder.eval().requires_grad_(False), file_digest(path), saved["metadata"])
+    return DecoderCheckpoint(
+        decoder.eval().requires_grad_(False), hashlib.sha256(content).hexdigest()[:16], saved["metadata"]
+    )
 
 
 def training_scenes(
@@ -87,7 +87,9 @@ def train_neumap(
     on_step: Callable[[int, dict], None] | None = None,
     voxels: VoxelConfig | None = None,
 ) -> tuple[Path, dict]:
-    """Train (or resume) and write ``out``; returns it and the mean metrics of the last 100 steps."""
+    """Train (or resume) and write ``out`` (never the shipped checkpoint); returns it and the mean
+    metrics of the last 100 steps."""
+    out = checkpoint_path("neumap", out)
     voxels = voxels or VoxelConfig()
     scenes, summaries = training_scenes(roots, work, voxels, LabelConfig())
     setup = {"scenes": summaries, "config": dataclasses.asdict(config), "voxels": dataclasses.asdict(voxels)}
@@ -100,7 +102,6 @@ def train_neumap(
             raise RelocError(f"{resume}: a run with other scenes or settings; remove it or write to another --out")
         restore_state(state, saved["state"])
         wall_s = saved["wall_s"]
-    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter() - wall_s
     with log_path.open("a") as log_file:
         while state.step < config.steps:
