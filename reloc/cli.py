@@ -748,10 +748,7 @@ def train_neumap_command(
 
     from .neumap.train import TrainConfig
     from .neumap.trained import train_neumap
-    from .weights import project_weights
 
-    if out.resolve() == project_weights("neumap.pt", must_exist=False).resolve():
-        raise RelocError(f"{out}: is the shipped checkpoint; train into another file and replace it by hand")
     if threads:
         torch.set_num_threads(threads)
     config = TrainConfig(steps=steps, seed=seed)

@@ -8,15 +8,13 @@ import json
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import RelocError
-from ..weights import project_weights
+from ..weights import checkpoint_path, project_weights
 from .casp.model import Casp, CaspConfig
 from .casp.train import casp_step
 from .homomatcher.model import HomoMatcher, HomoMatcherConfig
@@ -30,18 +28,6 @@ def load_trained(name: str, path: Path | None = None):
     """The shipped (or given) checkpoint of ``name`` (casp, homomatcher), in eval mode."""
     model_class, config_class, _ = MODELS[name]
     return load_checkpoint(model_class, config_class, path or project_weights(f"{name}.pt"))
-
-
-def checkpoint_path(name: str, out: Path | None) -> Path:
-    """Where a training run writes: ``out``, or ``runs/train/NAME-TIME.pt``; never over the
-    checkpoint shipped in the package (retrained weights are copied there by hand, with the model
-    card updated)."""
-    path = Path(out) if out is not None else Path("runs") / "train" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.pt"
-    shipped = project_weights(f"{name}.pt", must_exist=False)
-    if path.resolve() == shipped.resolve():
-        raise RelocError(f"{path}: is the shipped checkpoint; train into another file and replace it by hand")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def train_and_save(

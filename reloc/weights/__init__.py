@@ -4,6 +4,7 @@ packages (their own ``__init__`` pulls torchvision / gdown). Nothing is ever dow
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 from ..errors import RelocError
@@ -37,4 +38,16 @@ def project_weights(name: str, must_exist: bool = True) -> Path:
     path = Path(__file__).parent / name
     if must_exist and not path.is_file():
         raise RelocError(f"{path}: shipped checkpoint missing; reinstall reloc or train it with `reloc train`")
+    return path
+
+
+def checkpoint_path(name: str, out: Path | None) -> Path:
+    """Where a training run writes: ``out``, or ``runs/train/NAME-TIME.pt``; never over the
+    checkpoint shipped in the package (retrained weights are copied there by hand, with the model
+    card updated)."""
+    path = Path(out) if out is not None else Path("runs") / "train" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.pt"
+    shipped = project_weights(f"{name}.pt", must_exist=False)
+    if path.resolve() == shipped.resolve():
+        raise RelocError(f"{path}: is the shipped checkpoint; train into another file and replace it by hand")
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path
