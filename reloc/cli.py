@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import statistics
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -533,6 +534,11 @@ def synth(
 PairMatcherName = Enum("PairMatcherName", {name.replace("-", "_"): name for name in PAIR_MATCHERS}, type=str)
 
 
+class AreaMatching(str, Enum):
+    none = "none"
+    dmesa = "dmesa"
+
+
 @app.command("match-eval", cls=Command)
 @reports_errors
 def match_eval(
@@ -562,19 +568,36 @@ def match_eval(
         float, typer.Option(help="LO-RANSAC epipolar threshold, in pixels of the matcher's resized image.")
     ] = 1.0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+    areas: Annotated[
+        AreaMatching,
+        typer.Option(
+            help="none: the matcher alone; dmesa: DMESA area matching around it (areas from a weight-free "
+            "segmentation, area pairs by splatting the matcher's own matches, crops matched, fused)."
+        ),
+    ] = AreaMatching.none,
 ):
     """Relative pose from a matcher's matches on image pairs with ground truth: AUC@5/10/20 degrees
     of max(rotation error, translation direction error), matches and milliseconds per pair."""
     import torch
 
     from .eval.matching import evaluate_pairs, pair_metrics
+    from .matching.mesa.matcher import AreaMatcher
     from .matching.pairwise import PairMatcherConfig, build_pair_matcher
 
     if threads:
         torch.set_num_threads(threads)
-    pair_matcher = build_pair_matcher(
-        matcher.value, PairMatcherConfig(resize_max=resize_max, max_keypoints=max_keypoints)
-    )
+    matcher_config = PairMatcherConfig(resize_max=resize_max, max_keypoints=max_keypoints)
+    if areas == AreaMatching.dmesa:
+        pair_matcher = AreaMatcher(matcher.value, matcher_config)
+    else:
+        pair_matcher = build_pair_matcher(matcher.value, matcher_config)
+    area_details = []
+
+    def on_pair(result) -> None:
+        progress.advance(task)
+        if areas != AreaMatching.none:
+            area_details.append(dataclasses.asdict(pair_matcher.details))
+
     pair_count = (
         sum(1 for line in pairs.read_text().splitlines() if line.strip() and not line.startswith("#"))
         if pairs.is_file()
@@ -583,12 +606,18 @@ def match_eval(
     progress = progress_bar()
     with progress:
         task = progress.add_task(f"{matcher.value} on {pairs}", total=pair_count)
-        results = evaluate_pairs(
-            pair_matcher, pairs, images, ransac_px, lambda result: progress.advance(task), resize_max
-        )
+        results = evaluate_pairs(pair_matcher, pairs, images, ransac_px, on_pair, resize_max)
     metrics = pair_metrics(results)
+    if area_details:
+        parts = sorted({part for details in area_details for part in details["seconds"]})
+        metrics["ms_per_pair_by_part"] = {
+            part: 1000 * float(statistics.median([d["seconds"].get(part, 0.0) for d in area_details])) for part in parts
+        }
+        metrics["pairs_on_plain_matches"] = sum(bool(d["fallback"]) for d in area_details)
     metrics.update(
         {
+            "areas": areas.value,
+            "per_pair_areas": area_details,
             "matcher": matcher.value,
             "pairs": str(pairs),
             "resize_max": resize_max,

@@ -1,7 +1,10 @@
 """NeuMap localization of one query: scene coordinates regressed for its keypoints in the active
 voxels, each keypoint kept in its most confident voxel when that confidence passes the threshold
 (a point lies in one voxel); a PnP-RANSAC per voxel with enough of them, then one PnP over the
-union of their inliers (pycolmap), which gives the pose and its evidence.
+union of their inliers (pycolmap), which gives the pose. That pose is judged on every confident
+prediction, not on the union alone: the union holds only points some voxel's RANSAC already
+agreed on, so its inlier ratio is high even for a wrong pose; against every prediction a wrong
+pose explains few, and the confidence rules of :class:`PnPConfig` refuse it.
 
 Active voxels: a small scene could run every keypoint against every voxel; to stay within a
 CPU budget, ``probe_keypoints`` of the query's strongest keypoints run against every voxel
@@ -11,13 +14,16 @@ then see all keypoints.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..localization.pnp import PnPConfig, PnPResult, estimate_pose
+from ..geometry.projection import project_points
+from ..localization.confidence import pose_evidence
+from ..localization.pnp import PnPConfig, PnPResult, estimate_pose, refusal
 from ..types import Camera
 from .model import TransDecoder
 from .store import NeumapMap
@@ -96,8 +102,8 @@ class NeumapPose:
     predictions: int  # confident predictions
     voxels_with_pnp: int
     correspondences: int  # the union of the per-voxel inliers
-    points2d: np.ndarray  # (M, 2) of that union
-    points3d: np.ndarray  # (M, 3)
+    points2d: np.ndarray  # (P, 2) of every confident prediction (``result.inliers`` indexes them)
+    points3d: np.ndarray  # (P, 3)
     seconds: dict[str, float]
 
 
@@ -121,6 +127,23 @@ def voxel_inliers(
     return (np.concatenate(chosen) if chosen else np.zeros(0, int)), voxels_with_pnp
 
 
+def judged_on_every_prediction(
+    points2d: np.ndarray, points3d: np.ndarray, union: np.ndarray, camera: Camera, config: PnPConfig
+) -> PnPResult:
+    """PnP-RANSAC on the ``union`` rows of the confident predictions (N, 2) - (N, 3), its pose's
+    inliers and evidence taken over all N, and refused by ``config``'s rules on that evidence."""
+    unjudged = dataclasses.replace(config, min_inliers=4, min_confidence=0.0, max_focal_deviation=0.0)
+    found = estimate_pose(points2d[union], points3d[union], camera, unjudged)
+    if found.pose is None:
+        return found
+    pixels, _ = project_points(points3d, found.pose, camera)
+    errors = np.linalg.norm(pixels - points2d, axis=1)
+    inliers = np.isfinite(errors) & (errors <= config.max_error_px)
+    evidence = pose_evidence(points2d, points3d, inliers, found.pose, camera, config.max_error_px)
+    reason = refusal(evidence, camera, config)
+    return PnPResult(None if reason else found.pose, inliers, reason, evidence)
+
+
 def localize_neumap(
     keypoints: np.ndarray,
     descriptors: np.ndarray,
@@ -134,7 +157,7 @@ def localize_neumap(
     predictions = predict(decoder, neumap, descriptors, config)
     regressed = time.perf_counter()
     rows, voxels_with_pnp = voxel_inliers(keypoints, predictions, camera, config)
-    points2d, points3d = keypoints[predictions.keypoint[rows]], predictions.points[rows]
+    points2d, points3d = keypoints[predictions.keypoint], predictions.points
     if voxels_with_pnp == 0:
         most = np.bincount(predictions.voxel).max() if len(predictions.voxel) else 0
         result = PnPResult(
@@ -144,6 +167,6 @@ def localize_neumap(
             f"{len(predictions.keypoint)} confident of {len(keypoints)} keypoints)",
         )
     else:
-        result = estimate_pose(points2d, points3d, camera, config.pnp)
+        result = judged_on_every_prediction(points2d, points3d, rows, camera, config.pnp)
     seconds = {"regression": regressed - started, "pnp": time.perf_counter() - regressed}
     return NeumapPose(result, len(predictions.keypoint), voxels_with_pnp, len(rows), points2d, points3d, seconds)

@@ -118,9 +118,9 @@ class LocalizeNeumap(Stage):
                 add_query_time(stage, [frame.name], seconds)
             inliers = found.result.inliers
             record = QueryRecord(  # regressed coordinates have no landmark ids: no inlier list
-                num_matches=found.correspondences,
+                num_matches=found.predictions,
                 evidence=found.result.evidence,
-                extra={"confident_predictions": found.predictions, "voxels_with_pnp": found.voxels_with_pnp},
+                extra={"voxels_with_pnp": found.voxels_with_pnp, "union_of_voxel_inliers": found.correspondences},
             )
             results.append(
                 QueryResult(frame.name, found.result.pose, found.result.reason, int(inliers.sum()), record=record)

@@ -1,0 +1,163 @@
+"""An area matcher around any pair matcher of :func:`reloc.matching.pairwise.build_pair_matcher`.
+
+``AreaMatcher.match(image0, image1)``:
+
+1. **global**: the wrapped matcher on the whole pair (long side ``resize_max``); its matches are
+   also DMESA's coarse matches;
+2. **segmentation**: areas of each image (:mod:`.areas`);
+3. **area matching** (DMESA, :mod:`.dmesa`): area pairs from the coarse matches, both directions;
+   the ``max_area_pairs`` with most coarse matches are kept;
+4. **point matching**: each area pair cropped (a square around each box, grown by ``pad``), the
+   crops matched by the same matcher at a long side of ``crop_size`` (a small area is matched at
+   a higher resolution than in the whole image) and mapped back;
+5. **fusion**: a fundamental matrix from the global matches (MAGSAC++, OpenCV); an area pair
+   whose matches have a median Sampson distance above ``max_sampson_px`` to it is dropped
+   (a wrong area match); the rest are merged with the global matches, duplicates (same cells of
+   ``dedup_px`` in both images) removed.
+
+When the global matches are too few to fit the geometry, or no area pair survives, the result is
+the global matches alone and ``details.fallback`` says why. Points are COLMAP pixels of the
+original images, as every pair matcher returns them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from ..pairwise import PairMatcherConfig, build_pair_matcher
+from .areas import AreaConfig, segment_boxes
+from .dmesa import SplatConfig, area_pairs, inside_box
+
+
+@dataclass
+class AreaMatcherConfig:
+    areas: AreaConfig = field(default_factory=AreaConfig)
+    splat: SplatConfig = field(default_factory=SplatConfig)
+    max_area_pairs: int = 4
+    crop_size: int = 320  # long side a crop pair is matched at
+    pad: float = 0.1  # crops grow by this share of their side
+    max_sampson_px: float = 2.0  # median Sampson distance (pixels at a 640-px long side) of a kept area pair
+    min_global_matches: int = 16  # fewer: the geometry cannot be checked, plain matches are returned
+    dedup_px: float = 2.0  # pixels at a 640-px long side
+
+
+@dataclass
+class AreaMatchDetails:
+    """What the last ``match`` did."""
+
+    areas: tuple[int, int] = (0, 0)
+    area_pairs: list[tuple[list[float], list[float]]] = field(default_factory=list)  # proposed (box0, box1)
+    kept_pairs: list[bool] = field(default_factory=list)
+    global_matches: int = 0
+    area_matches: int = 0  # added by the kept area pairs, after deduplication
+    fallback: str = ""  # why only the global matches were returned ("" when areas were used)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def square_crop(box: np.ndarray, size: tuple[int, int], pad: float) -> np.ndarray:
+    """Integer square window (x0, y0, x1, y1) around ``box`` grown by ``pad``, shifted inside an
+    image of ``size`` (width, height) and shrunk only when the image is smaller."""
+    width, height = size
+    side = min(max(box[2] - box[0], box[3] - box[1]) * (1 + pad), width, height)
+    centre = (box[:2] + box[2:]) / 2
+    low = np.clip(centre - side / 2, 0, [width - side, height - side])
+    return np.round(np.concatenate([low, low + side])).astype(int)
+
+
+def sampson_distances(points0: np.ndarray, points1: np.ndarray, fundamental: np.ndarray) -> np.ndarray:
+    """Sampson distances (N,) in pixels of matches (N, 2) to ``fundamental`` (x1^T F x0 = 0)."""
+    x0 = np.hstack([points0, np.ones((len(points0), 1))])
+    x1 = np.hstack([points1, np.ones((len(points1), 1))])
+    f_x0, ft_x1 = x0 @ fundamental.T, x1 @ fundamental
+    numerator = np.einsum("ij,ij->i", x1, f_x0) ** 2
+    gradient = f_x0[:, 0] ** 2 + f_x0[:, 1] ** 2 + ft_x1[:, 0] ** 2 + ft_x1[:, 1] ** 2
+    return np.sqrt(numerator / np.maximum(gradient, 1e-12))
+
+
+def deduplicate(points0: np.ndarray, points1: np.ndarray, cell: float) -> np.ndarray:
+    """Indices of the first match of each (cell in image 0, cell in image 1)."""
+    keys = np.hstack([np.floor(points0 / cell), np.floor(points1 / cell)])
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return np.sort(first)
+
+
+class AreaMatcher:
+    """DMESA around the matcher named ``name`` (see the module docstring)."""
+
+    def __init__(self, name: str, matcher_config: PairMatcherConfig = PairMatcherConfig(), config=None):
+        self.config = config or AreaMatcherConfig()
+        self.matcher = build_pair_matcher(name, matcher_config)
+        crop_config = dataclasses.replace(matcher_config, resize_max=self.config.crop_size)
+        self.crop_matcher = build_pair_matcher(name, crop_config)
+        self.details = AreaMatchDetails()
+
+    def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        config, details = self.config, AreaMatchDetails()
+        self.details = details
+        sizes = ((image0.shape[1], image0.shape[0]), (image1.shape[1], image1.shape[0]))
+        scale = max(*sizes[0], *sizes[1]) / 640
+        started = time.perf_counter()
+        points0, points1 = self.matcher.match(image0, image1)
+        details.global_matches = len(points0)
+        details.seconds["point matching"] = time.perf_counter() - started
+        if len(points0) < config.min_global_matches:
+            details.fallback = f"{len(points0)} global matches, fewer than {config.min_global_matches}"
+            return points0, points1
+        started = time.perf_counter()
+        fundamental, inliers = cv2.findFundamentalMat(points0, points1, cv2.USAC_MAGSAC, 1.0 * scale, 0.999, 10000)
+        boxes0, boxes1 = segment_boxes(image0, config.areas), segment_boxes(image1, config.areas)
+        details.areas = (len(boxes0), len(boxes1))
+        details.seconds["segmentation"] = time.perf_counter() - started
+        if fundamental is None or fundamental.shape != (3, 3):
+            details.fallback = "no fundamental matrix fits the global matches"
+            return points0, points1
+        started = time.perf_counter()
+        weights = np.ones(len(points0))
+        pairs = area_pairs(boxes0, boxes1, points0, points1, weights, sizes, config.splat)
+        support = [int((inside_box(points0, b0) & inside_box(points1, b1)).sum()) for b0, b1 in pairs]
+        pairs = [pairs[i] for i in np.argsort(support, kind="stable")[::-1][: config.max_area_pairs]]
+        details.area_pairs = [(b0.tolist(), b1.tolist()) for b0, b1 in pairs]
+        details.seconds["area matching"] = time.perf_counter() - started
+        if not pairs:
+            details.fallback = f"no area pair ({len(boxes0)} and {len(boxes1)} areas)"
+            return points0, points1
+        started = time.perf_counter()
+        crops = [self.match_crops(image0, image1, b0, b1) for b0, b1 in pairs]
+        details.seconds["point matching"] += time.perf_counter() - started
+        started = time.perf_counter()
+        kept0, kept1 = [points0], [points1]
+        for crop0, crop1 in crops:
+            distances = sampson_distances(crop0, crop1, fundamental)
+            keep = len(crop0) >= 8 and float(np.median(distances)) <= config.max_sampson_px * scale
+            details.kept_pairs.append(bool(keep))
+            if keep:
+                kept0.append(crop0)
+                kept1.append(crop1)
+        merged0, merged1 = np.vstack(kept0), np.vstack(kept1)
+        unique = deduplicate(merged0, merged1, config.dedup_px * scale)
+        merged0, merged1 = merged0[unique], merged1[unique]
+        details.area_matches = len(merged0) - len(deduplicate(points0, points1, config.dedup_px * scale))
+        details.seconds["fusion"] = time.perf_counter() - started
+        if not any(details.kept_pairs):
+            details.fallback = "every area pair disagreed with the global geometry"
+            return points0, points1
+        return merged0, merged1
+
+    def match_crops(
+        self, image0: np.ndarray, image1: np.ndarray, box0: np.ndarray, box1: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Matches (N, 2) in original pixels of the crops around ``box0`` and ``box1``."""
+        windows = [
+            square_crop(box, (image.shape[1], image.shape[0]), self.config.pad)
+            for box, image in ((box0, image0), (box1, image1))
+        ]
+        crops = [image[y0:y1, x0:x1] for image, (x0, y0, x1, y1) in zip((image0, image1), windows)]
+        if min(min(crop.shape[:2]) for crop in crops) < 32:
+            return np.zeros((0, 2)), np.zeros((0, 2))
+        crop0, crop1 = self.crop_matcher.match(*crops)
+        return crop0 + windows[0][:2], crop1 + windows[1][:2]
