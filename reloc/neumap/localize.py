@@ -28,6 +28,13 @@ from ..types import Camera
 from .model import TransDecoder
 from .store import NeumapMap
 
+# Regressed coordinates are not independent matches: a wrong pose still explains many of them
+# (neighbouring mispredictions agree), so the significance threshold of feature matching (34) lets
+# gross errors through. Chosen on seed 102 (the tuning scene, never reported): its wrong query
+# poses off by 0.8 m or more scored 5-36 but one (123), its mapping frames localized to 3-28 cm
+# scored 120-1381.
+NEUMAP_MIN_CONFIDENCE = 100.0
+
 
 @dataclass
 class NeumapLocalizeConfig:
@@ -36,7 +43,7 @@ class NeumapLocalizeConfig:
     max_active_voxels: int = 8
     min_voxel_points: int = 40  # a voxel gets its own PnP-RANSAC with this many confident predictions
     voxel_pnp_error_px: float = 12.0  # that PnP's inlier threshold
-    pnp: PnPConfig = field(default_factory=lambda: PnPConfig(max_error_px=12.0))  # the final PnP on the union
+    pnp: PnPConfig = field(default_factory=lambda: PnPConfig(max_error_px=12.0, min_confidence=NEUMAP_MIN_CONFIDENCE))
 
 
 @dataclass
