@@ -87,10 +87,6 @@ class AreaGraph:
     parent: np.ndarray  # (A + 1,) int: -1 for the root
     adjacency: list[tuple[int, int]]  # same-level overlapping pairs (i < j)
 
-    @property
-    def areas(self) -> np.ndarray:
-        return np.arange(1, len(self.boxes))
-
 
 def area_level(boxes: np.ndarray, image_size: tuple[int, int], level_sides: tuple[int, ...]) -> np.ndarray:
     """Level 1… of each box (A, 4): the first of ``level_sides`` (coarse to fine, at a 640-px long

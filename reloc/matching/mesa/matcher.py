@@ -109,7 +109,9 @@ class AreaMatcher:
             details.fallback = f"{len(points0)} global matches, fewer than {config.min_global_matches}"
             return points0, points1
         started = time.perf_counter()
-        fundamental, inliers = cv2.findFundamentalMat(points0, points1, cv2.USAC_MAGSAC, 1.0 * scale, 0.999, 10000)
+        fundamental, _ = cv2.findFundamentalMat(points0, points1, cv2.USAC_MAGSAC, 1.0 * scale, 0.999, 10000)
+        details.seconds["fusion"] = time.perf_counter() - started
+        started = time.perf_counter()
         boxes0, boxes1 = segment_boxes(image0, config.areas), segment_boxes(image1, config.areas)
         details.areas = (len(boxes0), len(boxes1))
         details.seconds["segmentation"] = time.perf_counter() - started
@@ -140,9 +142,9 @@ class AreaMatcher:
                 kept1.append(crop1)
         merged0, merged1 = np.vstack(kept0), np.vstack(kept1)
         unique = deduplicate(merged0, merged1, config.dedup_px * scale)
+        details.area_matches = int((unique >= len(points0)).sum())  # the global matches come first
         merged0, merged1 = merged0[unique], merged1[unique]
-        details.area_matches = len(merged0) - len(deduplicate(points0, points1, config.dedup_px * scale))
-        details.seconds["fusion"] = time.perf_counter() - started
+        details.seconds["fusion"] += time.perf_counter() - started
         if not any(details.kept_pairs):
             details.fallback = "every area pair disagreed with the global geometry"
             return points0, points1
