@@ -536,6 +536,7 @@ PairMatcherName = Enum("PairMatcherName", {name.replace("-", "_"): name for name
 
 class AreaMatching(str, Enum):
     none = "none"
+    mesa = "mesa"
     dmesa = "dmesa"
 
 
@@ -572,23 +573,27 @@ def match_eval(
         AreaMatching,
         typer.Option(
             help="none: the matcher alone; dmesa: DMESA area matching around it (areas from a weight-free "
-            "segmentation, area pairs by splatting the matcher's own matches, crops matched, fused)."
+            "segmentation, area pairs by splatting the matcher's own matches, crops matched, fused); "
+            "mesa: the same with MESA's graphical area matching (graph cut over the area graphs)."
         ),
     ] = AreaMatching.none,
+    area_pairs: Annotated[int, typer.Option(help="Area pairs whose crops are matched (mesa, dmesa).")] = 4,
+    crop_size: Annotated[int, typer.Option(help="Long side, in pixels, an area crop is matched at.")] = 320,
 ):
     """Relative pose from a matcher's matches on image pairs with ground truth: AUC@5/10/20 degrees
     of max(rotation error, translation direction error), matches and milliseconds per pair."""
     import torch
 
     from .eval.matching import evaluate_pairs, pair_metrics
-    from .matching.mesa.matcher import AreaMatcher
+    from .matching.mesa.matcher import AreaMatcher, AreaMatcherConfig
     from .matching.pairwise import PairMatcherConfig, build_pair_matcher
 
     if threads:
         torch.set_num_threads(threads)
     matcher_config = PairMatcherConfig(resize_max=resize_max, max_keypoints=max_keypoints)
-    if areas == AreaMatching.dmesa:
-        pair_matcher = AreaMatcher(matcher.value, matcher_config)
+    if areas != AreaMatching.none:
+        area_config = AreaMatcherConfig(method=areas.value, max_area_pairs=area_pairs, crop_size=crop_size)
+        pair_matcher = AreaMatcher(matcher.value, matcher_config, area_config)
     else:
         pair_matcher = build_pair_matcher(matcher.value, matcher_config)
     area_details = []
@@ -617,6 +622,8 @@ def match_eval(
     metrics.update(
         {
             "areas": areas.value,
+            "area_pairs": area_pairs,
+            "crop_size": crop_size,
             "per_pair_areas": area_details,
             "matcher": matcher.value,
             "pairs": str(pairs),

@@ -29,7 +29,7 @@ from reloc.io.map_folder import FAVOR_FILE
 from reloc.pipeline.cache import DiskCache
 from reloc.pipeline.engine import run_graph
 from reloc.pipeline.progress import reporting, track
-from reloc.pipeline.registry import Stage, register_stage, unregister_stage
+from reloc.pipeline.registry import PLANNED_STAGES, Stage, register_stage, unregister_stage
 from reloc.pipeline.runner import load_map_pipeline
 from reloc.pipeline.spec import apply_overrides, load_pipeline
 from reloc.types import Frame, QueryResult
@@ -178,8 +178,8 @@ def test_valid_pipeline_order_and_edges(tmp_path):
             r"pipe.yaml: mapping: node 'count': unknown stage 'test.nope' \(known stages: .*test.count",
         ),
         (
-            lambda p: p["mapping"]["nodes"]["count"].update(stage="matching.mesa"),
-            r"node 'count': stage 'matching.mesa' is not implemented yet \(planned in docs/design.md \(MESA",
+            lambda p: p["mapping"]["nodes"]["count"].update(stage="test.planned"),
+            r"node 'count': stage 'test.planned' is not implemented yet \(planned in docs/design.md \(a plan",
         ),
         (
             lambda p: p["mapping"]["nodes"]["double"]["with"].update(factr=3),
@@ -233,7 +233,8 @@ def test_valid_pipeline_order_and_edges(tmp_path):
         ),
     ],
 )
-def test_validation_errors_name_node_and_key(tmp_path, change, message):
+def test_validation_errors_name_node_and_key(tmp_path, monkeypatch, change, message):
+    monkeypatch.setitem(PLANNED_STAGES, "test.planned", "docs/design.md (a plan)")
     content = pipeline_dict()
     change(content)
     assert re.search(message, load_error(tmp_path, content))

@@ -21,13 +21,12 @@ STAGE_MODULES = (
     "reloc.retrieval.stages",
     "reloc.localization.stages",
     "reloc.localization.semidense",
+    "reloc.localization.area_matching",
     "reloc.favor.stages",
     "reloc.neumap.stages",
 )
 
-PLANNED_STAGES = {
-    "matching.mesa": "docs/design.md (MESA area-level matching)",
-}
+PLANNED_STAGES: dict[str, str] = {}  # stage name -> where it is planned, for a clear error until it lands
 
 _STAGES: dict[str, type[Stage]] = {}
 

@@ -51,12 +51,23 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(box_area(a)[:, None] + box_area(b)[None] - inter, 1e-9)
 
 
+def work_copy(image: np.ndarray, config: AreaConfig) -> np.ndarray:
+    """The copy of RGB ``image`` (H, W, 3) the segmentation runs on (long side ``work_size``)."""
+    height, width = image.shape[:2]
+    factor = config.work_size / max(height, width)
+    return cv2.resize(image, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA)
+
+
 def segment_boxes(image: np.ndarray, config: AreaConfig) -> np.ndarray:
     """Boxes (A, 4) in original pixels of the segments of RGB ``image`` (H, W, 3) at every scale,
     largest first, filtered as the module says; (0, 4) for an image with no structure."""
-    height, width = image.shape[:2]
-    factor = config.work_size / max(height, width)
-    small = cv2.resize(image, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA)
+    return segment_work_copy(work_copy(image, config), (image.shape[1], image.shape[0]), config)
+
+
+def segment_work_copy(small: np.ndarray, image_size: tuple[int, int], config: AreaConfig) -> np.ndarray:
+    """:func:`segment_boxes` from the image's :func:`work_copy` and its original (width, height)."""
+    width, height = image_size
+    factor = small.shape[1] / width
     boxes = []
     for scale in config.scales:
         labels = felzenszwalb(small, scale=scale, sigma=0.8, min_size=int(scale / 10))

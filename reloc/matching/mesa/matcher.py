@@ -4,9 +4,13 @@
 
 1. **global**: the wrapped matcher on the whole pair (long side ``resize_max``); its matches are
    also DMESA's coarse matches;
-2. **segmentation**: areas of each image (:mod:`.areas`);
-3. **area matching** (DMESA, :mod:`.dmesa`): area pairs from the coarse matches, both directions;
-   the ``max_area_pairs`` with most coarse matches are kept;
+2. **segmentation**: areas of each image (:mod:`.areas`), remembered for the last
+   ``cached_images`` images (a query matched to several keyframes, an image in several pairs is
+   segmented once; the key is a digest of the segmentation's own input, so a hit is exact);
+3. **area matching**, ``method`` ``dmesa`` (:mod:`.dmesa`: each area's coarse matches splatted
+   into the other image, both directions; the ``max_area_pairs`` pairs with most coarse matches
+   are kept) or ``mesa`` (:mod:`.graphical`: graph cut over the area graphs, candidates re-ranked
+   by the global energy; the ``max_area_pairs`` of highest energy are kept);
 4. **point matching**: each area pair cropped (a square around each box, grown by ``pad``), the
    crops matched by the same matcher at a long side of ``crop_size`` (a small area is matched at
    a higher resolution than in the whole image) and mapped back;
@@ -23,27 +27,33 @@ original images, as every pair matcher returns them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from ..pairwise import PairMatcherConfig, build_pair_matcher
-from .areas import AreaConfig, segment_boxes
+from .areas import AreaConfig, segment_work_copy, work_copy
 from .dmesa import SplatConfig, area_pairs, inside_box
+from .graphical import GraphicalConfig, graphical_area_pairs
 
 
 @dataclass
 class AreaMatcherConfig:
+    method: str = "dmesa"  # dmesa (splatting) or mesa (graph cut)
     areas: AreaConfig = field(default_factory=AreaConfig)
     splat: SplatConfig = field(default_factory=SplatConfig)
-    max_area_pairs: int = 4
-    crop_size: int = 320  # long side a crop pair is matched at
+    graphical: GraphicalConfig = field(default_factory=GraphicalConfig)
+    max_area_pairs: int = 3
+    crop_size: int = 256  # long side a crop pair is matched at
     pad: float = 0.1  # crops grow by this share of their side
     max_sampson_px: float = 2.0  # median Sampson distance (pixels at a 640-px long side) of a kept area pair
     min_global_matches: int = 16  # fewer: the geometry cannot be checked, plain matches are returned
     dedup_px: float = 2.0  # pixels at a 640-px long side
+    cached_images: int = 32  # segmentations remembered
 
 
 @dataclass
@@ -51,6 +61,7 @@ class AreaMatchDetails:
     """What the last ``match`` did."""
 
     areas: tuple[int, int] = (0, 0)
+    segmented: int = 0  # images segmented for this pair (the others' areas were remembered)
     area_pairs: list[tuple[list[float], list[float]]] = field(default_factory=list)  # proposed (box0, box1)
     kept_pairs: list[bool] = field(default_factory=list)
     global_matches: int = 0
@@ -87,14 +98,31 @@ def deduplicate(points0: np.ndarray, points1: np.ndarray, cell: float) -> np.nda
 
 
 class AreaMatcher:
-    """DMESA around the matcher named ``name`` (see the module docstring)."""
+    """MESA or DMESA around the matcher named ``name`` (see the module docstring)."""
 
     def __init__(self, name: str, matcher_config: PairMatcherConfig = PairMatcherConfig(), config=None):
         self.config = config or AreaMatcherConfig()
+        if self.config.method not in ("dmesa", "mesa"):
+            raise ValueError(f"area matching method {self.config.method!r}: choose dmesa or mesa")
         self.matcher = build_pair_matcher(name, matcher_config)
         crop_config = dataclasses.replace(matcher_config, resize_max=self.config.crop_size)
         self.crop_matcher = build_pair_matcher(name, crop_config)
         self.details = AreaMatchDetails()
+        self.segmentations: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        """Area boxes (A, 4) of ``image``, from the cache when its segmentation input was seen."""
+        small = work_copy(image, self.config.areas)
+        key = hashlib.blake2b(small.tobytes() + np.asarray(image.shape[:2]).tobytes(), digest_size=16).digest()
+        if key in self.segmentations:
+            self.segmentations.move_to_end(key)
+            return self.segmentations[key]
+        boxes = segment_work_copy(small, (image.shape[1], image.shape[0]), self.config.areas)
+        self.details.segmented += 1
+        self.segmentations[key] = boxes
+        if len(self.segmentations) > self.config.cached_images:
+            self.segmentations.popitem(last=False)
+        return boxes
 
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         config, details = self.config, AreaMatchDetails()
@@ -112,17 +140,14 @@ class AreaMatcher:
         fundamental, _ = cv2.findFundamentalMat(points0, points1, cv2.USAC_MAGSAC, 1.0 * scale, 0.999, 10000)
         details.seconds["fusion"] = time.perf_counter() - started
         started = time.perf_counter()
-        boxes0, boxes1 = segment_boxes(image0, config.areas), segment_boxes(image1, config.areas)
+        boxes0, boxes1 = self.segment(image0), self.segment(image1)
         details.areas = (len(boxes0), len(boxes1))
         details.seconds["segmentation"] = time.perf_counter() - started
         if fundamental is None or fundamental.shape != (3, 3):
             details.fallback = "no fundamental matrix fits the global matches"
             return points0, points1
         started = time.perf_counter()
-        weights = np.ones(len(points0))
-        pairs = area_pairs(boxes0, boxes1, points0, points1, weights, sizes, config.splat)
-        support = [int((inside_box(points0, b0) & inside_box(points1, b1)).sum()) for b0, b1 in pairs]
-        pairs = [pairs[i] for i in np.argsort(support, kind="stable")[::-1][: config.max_area_pairs]]
+        pairs = self.area_pairs(boxes0, boxes1, points0, points1, sizes)[: config.max_area_pairs]
         details.area_pairs = [(b0.tolist(), b1.tolist()) for b0, b1 in pairs]
         details.seconds["area matching"] = time.perf_counter() - started
         if not pairs:
@@ -149,6 +174,25 @@ class AreaMatcher:
             details.fallback = "every area pair disagreed with the global geometry"
             return points0, points1
         return merged0, merged1
+
+    def area_pairs(
+        self,
+        boxes0: np.ndarray,
+        boxes1: np.ndarray,
+        points0: np.ndarray,
+        points1: np.ndarray,
+        sizes: tuple[tuple[int, int], tuple[int, int]],
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Area pairs (box0, box1), best first, by the configured method."""
+        config, weights = self.config, np.ones(len(points0))
+        if config.method == "mesa":
+            found = graphical_area_pairs(
+                boxes0, boxes1, points0, points1, weights, sizes, config.areas, config.graphical
+            )
+            return [(box0, box1) for box0, box1, _ in found]
+        pairs = area_pairs(boxes0, boxes1, points0, points1, weights, sizes, config.splat)
+        support = [int((inside_box(points0, b0) & inside_box(points1, b1)).sum()) for b0, b1 in pairs]
+        return [pairs[i] for i in np.argsort(support, kind="stable")[::-1]]
 
     def match_crops(
         self, image0: np.ndarray, image1: np.ndarray, box0: np.ndarray, box1: np.ndarray
