@@ -6,6 +6,12 @@ grid is blurred with a Gaussian of ``sigma_cells``, and the region kept is the c
 around the density's peak, that stays above the value a single match has at √2·σ from its cell
 (e^-1 of its peak). Its bounding box, grown by one cell, is the matched area. Both directions are
 run (areas of image 0 into image 1 and back); each gives area pairs ``(box0, box1)``.
+
+**EM refinement** (``em_iterations`` > 0): the splatted box starts a two-component mixture over
+the area's matched points in the other image, a Gaussian for the area's true counterpart and a
+uniform density over the image for wrong matches; EM re-estimates the Gaussian's mean and
+covariance and the inlier share, and the refined box spans the mean ± ``em_sigmas`` standard
+deviations (clipped to the image).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ class SplatConfig:
     cell: int = 16  # density grid, pixels at a 640-px long side
     sigma_cells: float = 1.5
     min_matches: int = 12  # an area with fewer coarse matches inside gets no partner
+    em_iterations: int = 0  # EM refinement of each splatted box (0: none)
+    em_sigmas: float = 2.0  # the refined box spans the mean ± this many standard deviations
 
 
 def inside_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -53,6 +61,33 @@ def splat_box(
     return np.clip(box, 0, [width, height, width, height])
 
 
+def refine_box(
+    points: np.ndarray, weights: np.ndarray, image_size: tuple[int, int], box: np.ndarray, config: SplatConfig
+) -> np.ndarray:
+    """``box`` (4,) refined by EM (module docstring) on ``points`` (N, 2) weighted by ``weights``
+    (N,) in an image of ``image_size`` (width, height)."""
+    width, height = image_size
+    mean = (box[:2] + box[2:]) / 2
+    covariance = np.diag(np.maximum((box[2:] - box[:2]) / 4, 1.0) ** 2)
+    inlier_share, outlier_density = 0.5, 1.0 / (width * height)
+    for _ in range(config.em_iterations):
+        offsets = points - mean
+        precision = np.linalg.inv(covariance)
+        mahalanobis = np.einsum("ni,ij,nj->n", offsets, precision, offsets)
+        density = np.exp(-0.5 * mahalanobis) / (2 * np.pi * np.sqrt(np.linalg.det(covariance)))
+        inlier = inlier_share * density
+        responsibility = weights * inlier / (inlier + (1 - inlier_share) * outlier_density)
+        total = responsibility.sum()
+        if total < 1e-6:
+            return box
+        mean = responsibility @ points / total
+        offsets = points - mean
+        covariance = (responsibility[:, None] * offsets).T @ offsets / total + np.eye(2)
+        inlier_share = float(np.clip(total / weights.sum(), 1e-3, 1 - 1e-3))
+    spread = config.em_sigmas * np.sqrt(np.diag(covariance))
+    return np.clip(np.concatenate([mean - spread, mean + spread]), 0, [width, height, width, height])
+
+
 def area_pairs(
     boxes0: np.ndarray,
     boxes1: np.ndarray,
@@ -75,6 +110,8 @@ def area_pairs(
             if inside.sum() < config.min_matches:
                 continue
             found = splat_box(target[inside], weights[inside], size, config)
+            if found is not None and config.em_iterations:
+                found = refine_box(target[inside], weights[inside], size, found, config)
             if found is not None:
                 pairs.append((box, found) if forward else (found, box))
     return pairs
