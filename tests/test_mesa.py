@@ -239,3 +239,13 @@ def test_an_image_met_again_is_not_segmented_again_and_gets_the_same_areas():
     matcher.segment(other)
     matcher.segment(painted)  # the cache holds one image: the other one pushed this one out
     assert matcher.details.segmented == 3
+
+
+@pytest.mark.parametrize("method, reason", [("dmesa", "every area pair disagreed"), ("mesa", "no area pair")])
+def test_a_pair_without_overlap_falls_back_to_the_plain_matches_and_says_why(pair, method, reason):
+    other = PairSampler("room", seed=4, width=640, height=480, max_baseline_m=1.0, max_angle_deg=30, min_overlap=0.4)
+    unrelated = other.sample(np.random.default_rng(2)).image1  # another room: the few matches are wrong
+    matcher = AreaMatcher("sift", PairMatcherConfig(resize_max=640), AreaMatcherConfig(method=method))
+    points0, _ = matcher.match(pair.image0, unrelated)
+    assert matcher.details.fallback.startswith(reason)
+    assert len(points0) == matcher.details.global_matches and matcher.details.area_matches == 0
