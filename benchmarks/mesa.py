@@ -129,7 +129,7 @@ def evaluate(args) -> None:
             for areas in args.areas:
                 out = args.out / label.replace(" ", "-") / f"{matcher}-{areas}.json"
                 out.parent.mkdir(parents=True, exist_ok=True)
-                extra = ["--area-pairs", str(args.area_pairs), "--crop-size", str(args.crop_size)]
+                extra = [f"--{key}={value}" for key, value in args.area_options.items() if value is not None]
                 metrics = match_eval(matcher, areas, pairs, images, out, extra)
                 parts = metrics.get("ms_per_pair_by_part", {})
                 split = ", ".join(f"{part} {ms:.0f}" for part, ms in parts.items()) or "–"
@@ -158,14 +158,20 @@ def main() -> None:
     run.add_argument("--matchers", nargs="+", default=["sift", "xfeat-star", "casp"])
     run.add_argument("--areas", nargs="+", default=["none", "mesa", "dmesa"], choices=["none", "mesa", "dmesa"])
     run.add_argument("--sets", nargs="+", default=["easy", "wide", "synthetic"], choices=["easy", "wide", "synthetic"])
-    run.add_argument("--area-pairs", type=int, default=4, help="area pairs whose crops are matched")
-    run.add_argument("--crop-size", type=int, default=320, help="long side an area crop is matched at")
+    run.add_argument("--area-pairs", type=int, help="area pairs whose crops are matched (default: match-eval's)")
+    run.add_argument("--crop-size", type=int, help="long side an area crop is matched at (default: match-eval's)")
+    run.add_argument("--em-iterations", type=int, help="DMESA's EM refinement (default: match-eval's, none)")
     run.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "pairs":
         strecha_wide_pairs(args.strecha, args.out)
         synthetic_low_overlap_pairs(args.out, args.synthetic_seed)
     else:
+        args.area_options = {
+            "area-pairs": args.area_pairs,
+            "crop-size": args.crop_size,
+            "em-iterations": args.em_iterations,
+        }
         evaluate(args)
 
 

@@ -577,14 +577,16 @@ def match_eval(
             "mesa: the same with MESA's graphical area matching (graph cut over the area graphs)."
         ),
     ] = AreaMatching.none,
-    area_pairs: Annotated[int, typer.Option(help="Area pairs whose crops are matched (mesa, dmesa).")] = 4,
-    crop_size: Annotated[int, typer.Option(help="Long side, in pixels, an area crop is matched at.")] = 320,
+    area_pairs: Annotated[int, typer.Option(help="Area pairs whose crops are matched (mesa, dmesa).")] = 3,
+    crop_size: Annotated[int, typer.Option(help="Long side, in pixels, an area crop is matched at.")] = 256,
+    em_iterations: Annotated[int, typer.Option(help="dmesa: EM refinement of each splatted area box (0: none).")] = 0,
 ):
     """Relative pose from a matcher's matches on image pairs with ground truth: AUC@5/10/20 degrees
     of max(rotation error, translation direction error), matches and milliseconds per pair."""
     import torch
 
     from .eval.matching import evaluate_pairs, pair_metrics
+    from .matching.mesa.dmesa import SplatConfig
     from .matching.mesa.matcher import AreaMatcher, AreaMatcherConfig
     from .matching.pairwise import PairMatcherConfig, build_pair_matcher
 
@@ -592,7 +594,8 @@ def match_eval(
         torch.set_num_threads(threads)
     matcher_config = PairMatcherConfig(resize_max=resize_max, max_keypoints=max_keypoints)
     if areas != AreaMatching.none:
-        area_config = AreaMatcherConfig(method=areas.value, max_area_pairs=area_pairs, crop_size=crop_size)
+        splat = SplatConfig(em_iterations=em_iterations)
+        area_config = AreaMatcherConfig(areas.value, max_area_pairs=area_pairs, crop_size=crop_size, splat=splat)
         pair_matcher = AreaMatcher(matcher.value, matcher_config, area_config)
     else:
         pair_matcher = build_pair_matcher(matcher.value, matcher_config)
@@ -624,6 +627,7 @@ def match_eval(
             "areas": areas.value,
             "area_pairs": area_pairs,
             "crop_size": crop_size,
+            "em_iterations": em_iterations,
             "per_pair_areas": area_details,
             "matcher": matcher.value,
             "pairs": str(pairs),
