@@ -535,7 +535,8 @@ def test_localize_command_on_image_folder(tmp_path):
     assert result.exit_code == 2 and "not a reloc map folder (no map.yaml" in result.output
 
 
-def test_graph_command_prints_nodes_edges_and_planned_stages(tmp_path):
+def test_graph_command_prints_nodes_edges_and_planned_stages(tmp_path, monkeypatch):
+    monkeypatch.setitem(PLANNED_STAGES, "test.planned", "docs/design.md (a plan)")
     result = CliRunner().invoke(app, ["graph", str(write_yaml(tmp_path, pipeline_dict()))])
     assert result.exit_code == 0, result.output
     assert (
@@ -544,9 +545,9 @@ def test_graph_command_prints_nodes_edges_and_planned_stages(tmp_path):
         and "valid" in result.output
     )
     content = pipeline_dict()
-    content["mapping"]["nodes"]["count"]["stage"] = "matching.mesa"
+    content["mapping"]["nodes"]["count"]["stage"] = "test.planned"
     result = CliRunner().invoke(app, ["graph", str(write_yaml(tmp_path, content))])
-    assert result.exit_code == 0 and "not implemented yet:" in result.output and "matching.mesa" in result.output
+    assert result.exit_code == 0 and "not implemented yet:" in result.output and "test.planned" in result.output
     result = CliRunner().invoke(
         app,
         [
@@ -561,7 +562,7 @@ def test_graph_command_prints_nodes_edges_and_planned_stages(tmp_path):
             str(tmp_path / "r"),
         ],
     )
-    assert result.exit_code == 2 and "stage 'matching.mesa' is not implemented yet" in result.output
+    assert result.exit_code == 2 and "stage 'test.planned' is not implemented yet" in result.output
 
 
 @pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
