@@ -19,6 +19,7 @@ from .eval.run import evaluate as evaluate_pipeline
 from .mapping.compact import CompactConfig
 from .mapping.compact import export_compact as export_map
 from .pipeline.engine import GraphRun
+from .pipeline.executors import ExecutorConfig
 from .pipeline.runner import build_map
 from .pipeline.runner import localize as localize_frames
 from .pipeline.spec import Pipeline
@@ -53,11 +54,13 @@ def localize(
     focal: float | None = None,
     camera: str | Path | None = None,
     on_node: NodeCallback | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> list[QueryResult]:
     """Localize images (files or folders) against a map with the pipeline stored in it.
-    Intrinsics: ``focal`` (principal point at the centre), a ``camera`` file, or the EXIF."""
+    Intrinsics: ``focal`` (principal point at the centre), a ``camera`` file, or the EXIF.
+    ``executor``: in this process (default), on threads or on Ray (:mod:`reloc.pipeline.executors`)."""
     queries = ImageFolder(Path.cwd(), focal=focal, camera_file=camera, images=[Path(i) for i in images]).frames("test")
-    return localize_frames(Path(map_dir), queries, on_node)
+    return localize_frames(Path(map_dir), queries, on_node, executor=executor)
 
 
 def evaluate(
@@ -67,12 +70,14 @@ def evaluate(
     out: str | Path,
     map_dir: str | Path | None = None,
     overrides: list[str] | None = None,
+    executor: ExecutorConfig | None = None,
     **dataset_options,
 ) -> Evaluation:
     """Map the training split (reused when unchanged), localize the test split, score it and
     write the run folder ``out`` (results, ground truth, metrics.json, report.md, figures)."""
     scene = load_dataset(dataset, root, **dataset_options)
-    return evaluate_pipeline(load_pipeline(config, overrides), scene, Path(out), Path(map_dir) if map_dir else None)
+    pipeline, map_path = load_pipeline(config, overrides), Path(map_dir) if map_dir else None
+    return evaluate_pipeline(pipeline, scene, Path(out), map_path, executor=executor)
 
 
 def export_compact(

@@ -31,6 +31,7 @@ from .io.map_folder import ARTIFACTS, check_files, open_artifact, read_map_recor
 from .io.results import GROUND_TRUTH_FILE, read_results, write_results
 from .mapping.compact import CompactConfig
 from .matching.pairwise import PAIR_MATCHERS
+from .pipeline.executors import ExecutorConfig
 from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
 from .pipeline.runner import folder_bytes
@@ -88,6 +89,18 @@ SetOption = Annotated[
 ]
 ImagesOption = Annotated[Path | None, typer.Option(help="colmap only: image folder (default ROOT/images).")]
 QueriesOption = Annotated[Path | None, typer.Option(help="colmap only: file of query image names (test split).")]
+ExecutorOption = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where localization runs: local (this process), threads (one thread per chunk of queries) or ray "
+        "(Ray tasks; a local Ray unless --address).",
+    ),
+]
+WorkersOption = Annotated[int, typer.Option(help="Workers for --executor threads/ray (0: the machine's cores).")]
+AddressOption = Annotated[
+    str | None, typer.Option(help="Ray cluster to use with --executor ray ('auto', 'ray://HOST:10001').")
+]
 
 
 def reports_errors(command):
@@ -261,12 +274,22 @@ def localize_command(
     camera: Annotated[
         Path | None, typer.Option(help="Camera file: 'MODEL W H PARAMS...' or 'NAME MODEL W H PARAMS...' lines.")
     ] = None,
+    executor: ExecutorOption = "local",
+    workers: WorkersOption = 0,
+    address: AddressOption = None,
 ):
     """Localize unposed images against a map. Intrinsics: --focal, --camera, or the images' EXIF."""
     if focal is not None and camera is not None:
         raise typer.BadParameter("give either --focal or --camera, not both")
     with GraphProgress() as progress:
-        results = api.localize(map_dir, images, focal, camera, progress.on_node(f"localizing {len(images)} inputs"))
+        results = api.localize(
+            map_dir,
+            images,
+            focal,
+            camera,
+            progress.on_node(f"localizing {len(images)} inputs"),
+            ExecutorConfig(executor, workers, address),
+        )
     print_localized(results)
     write_results(out, results)
     console.print(f"wrote {out}")
@@ -291,6 +314,9 @@ def eval_command(
             "localizers on one map (its mapping must produce what they read).",
         ),
     ] = None,
+    executor: ExecutorOption = "local",
+    workers: WorkersOption = 0,
+    address: AddressOption = None,
 ):
     """Map the training split, localize the test split and score it (the map is reused when unchanged)."""
     pipeline = load_pipeline(config, overrides=overrides)
@@ -299,7 +325,13 @@ def eval_command(
         console.print(f"localizing against the given map {map_dir}")
     with GraphProgress() as progress:
         evaluation = evaluate(
-            pipeline, scene, out, map_dir, progress.on_node("mapping"), progress.on_node("localizing")
+            pipeline,
+            scene,
+            out,
+            map_dir,
+            progress.on_node("mapping"),
+            progress.on_node("localizing"),
+            ExecutorConfig(executor, workers, address),
         )
     if evaluation.mapping is not None:
         print_mapping(evaluation.mapping, evaluation.map_dir)

@@ -13,6 +13,7 @@ from ..errors import DatasetError
 from ..io.lock import writing
 from ..io.results import GROUND_TRUTH_FILE, write_poses, write_results
 from ..pipeline.engine import GraphRun
+from ..pipeline.executors import ExecutorConfig
 from ..pipeline.runner import build_map, folder_bytes, load_map_pipeline, localize, map_is_current
 from ..pipeline.spec import Pipeline
 from ..types import QueryResult
@@ -47,16 +48,18 @@ def evaluate(
     map_dir: Path | None = None,
     on_mapping_node: NodeCallback | None = None,
     on_localization_node: NodeCallback | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> Evaluation:
     """Evaluate ``pipeline`` on ``scene``. Without ``map_dir`` the map is ``out/map``, built from
     the training split unless the one there has the same mapping key; with ``map_dir`` only the
-    localization graph runs, against that map. The callbacks report each graph's nodes."""
+    localization graph runs, against that map. The callbacks report each graph's nodes; ``executor``
+    says where localization runs (:mod:`reloc.pipeline.executors`)."""
     queries = scene.frames("test")
     if not queries:
         raise DatasetError(f"{scene.root}: the test split has no queries; nothing to evaluate")
     with writing(out):
         map_dir, mapping = map_to_use(pipeline, scene, out, map_dir, on_mapping_node)
-        results = localize(map_dir, queries, on_localization_node, pipeline)
+        results = localize(map_dir, queries, on_localization_node, pipeline, executor)
         metrics, errors, plots = write_run(out, pipeline, scene, map_dir, results)
     return Evaluation(out, map_dir, mapping, results, metrics, errors, plots)
 

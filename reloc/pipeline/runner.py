@@ -22,9 +22,9 @@ from ..io.map_folder import ARTIFACTS, MAP_FILE, check_files, read_map_record, r
 from ..types import Frame, QueryResult
 from .cache import CACHE_FOLDER, DiskCache, fingerprint
 from .engine import GraphRun, run_graph
+from .executors import ExecutorConfig, run_localization
 from .memory import keep_freed_memory
 from .spec import Pipeline, load_pipeline
-from .timing import recording
 
 VERSIONED_PACKAGES = ("reloc", "torch", "kornia", "pycolmap", "poselib", "open3d-cpu", "numpy")
 
@@ -145,9 +145,11 @@ def localize(
     queries: list[Frame],
     on_node: Callable[[str, int, int], None] | None = None,
     pipeline: Pipeline | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> list[QueryResult]:
     """Localize ``queries`` against a map folder with the localization graph of ``pipeline``, by
-    default the one stored in the map. A map without an artifact the graph reads is refused first.
+    default the one stored in the map, in this process or spread over workers (``executor``,
+    :mod:`.executors`). A map without an artifact the graph reads is refused first.
 
     Every query gets exactly one result, in query order; a query the graph left out is reported
     failed.
@@ -161,9 +163,8 @@ def localize(
     check_files(map_dir, recorded, {artifact for artifacts in needs.values() for artifact in artifacts})
     unreadable = unreadable_images(queries)
     readable = [frame for frame in queries if frame.name not in unreadable]
-    with recording() as timings:
-        run = run_graph(pipeline.localization, {"queries.frames": readable, "map.dir": map_dir}, on_node=on_node)
-    by_name = {result.name: result for result in run.output(pipeline.localization.output)}
+    outputs, timings = run_localization(pipeline, map_dir, readable, executor or ExecutorConfig(), on_node)
+    by_name = {result.name: result for result in outputs}
     for name, result in by_name.items():
         result.timings = {**timings.get(name, {}), **result.timings}
     unknown = sorted(set(by_name) - {frame.name for frame in queries})

@@ -1,0 +1,123 @@
+"""Where the localization graph runs: in this process, on a pool of threads, or on Ray workers.
+
+A localization stage works query by query: a query's result depends on that query and the map
+only, not on which other queries share the run (``tests/test_executors.py`` checks it), so the
+queries are split into one contiguous chunk per worker, each worker runs the whole graph on its
+chunk (reading the map once) and the results come back in query order.
+
+- ``local``: the graph on every query in this process.
+- ``threads``: one thread per chunk in this process. pycolmap, PoseLib, OpenCV and torch release
+  the GIL in their heavy calls, and nothing is copied.
+- ``ray``: one Ray task per chunk, on a Ray cluster at ``address`` or on a local Ray started with
+  ``workers`` CPUs; the pipeline travels as its resolved YAML content, the map is read by path.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import PipelineError
+from ..io.map_folder import MAP_FILE
+from ..types import Frame, QueryResult
+from .engine import run_graph
+from .spec import Pipeline, load_pipeline
+from .timing import recording
+
+EXECUTORS = ("local", "threads", "ray")
+
+QueryTimings = dict[str, dict[str, float]]
+
+
+@dataclass
+class ExecutorConfig:
+    kind: str = "local"  # local, threads or ray
+    workers: int = 0  # chunks run at once (0: the machine's cores)
+    address: str | None = None  # ray: a running cluster ("auto", "ray://host:10001"); None starts a local one
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+
+def split_evenly(items: Sequence, parts: int) -> list[list]:
+    """``items`` in ``parts`` contiguous chunks whose sizes differ by at most one (no empty chunk)."""
+    parts = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), parts)
+    chunks, start = [], 0
+    for index in range(parts):
+        stop = start + size + (index < extra)
+        chunks.append(list(items[start:stop]))
+        start = stop
+    return chunks
+
+
+def localize_chunk(content: dict, map_dir: Path, frames: list[Frame]) -> tuple[list[QueryResult], QueryTimings]:
+    """The localization graph of the pipeline ``content`` (resolved YAML data) on ``frames``
+    against ``map_dir``: its results and their per-stage seconds."""
+    pipeline = load_pipeline(map_dir / MAP_FILE, content, built=True)
+    return run_localization_graph(pipeline, map_dir, frames)
+
+
+def run_localization_graph(
+    pipeline: Pipeline, map_dir: Path, frames: list[Frame], on_node=None
+) -> tuple[list[QueryResult], QueryTimings]:
+    with recording() as timings:
+        run = run_graph(pipeline.localization, {"queries.frames": frames, "map.dir": map_dir}, on_node=on_node)
+    return list(run.output(pipeline.localization.output)), {name: dict(t) for name, t in timings.items()}
+
+
+def run_localization(
+    pipeline: Pipeline, map_dir: Path, frames: list[Frame], config: ExecutorConfig, on_node=None
+) -> tuple[list[QueryResult], QueryTimings]:
+    """Results (in the graph's order, chunk after chunk) and timings of the localization graph on
+    ``frames``, run as ``config`` says. ``on_node`` reports the graph's nodes of a local run."""
+    if config.kind not in EXECUTORS:
+        raise PipelineError(f"unknown executor {config.kind!r}; choose one of {', '.join(EXECUTORS)}")
+    if config.kind == "local" or not frames:
+        return run_localization_graph(pipeline, map_dir, frames, on_node)
+    chunks = split_evenly(frames, config.worker_count())
+    if config.kind == "threads":
+        with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="reloc-localize") as pool:
+            futures = [
+                pool.submit(contextvars.copy_context().run, run_localization_graph, pipeline, map_dir, chunk)
+                for chunk in chunks
+            ]
+            outcomes = [future.result() for future in futures]
+    else:
+        outcomes = run_on_ray(pipeline.resolved(), map_dir, chunks, config)
+    results: list[QueryResult] = []
+    timings: QueryTimings = {}
+    for chunk_results, chunk_timings in outcomes:
+        results += chunk_results
+        timings.update(chunk_timings)
+    return results, timings
+
+
+def run_on_ray(
+    content: dict, map_dir: Path, chunks: list[list[Frame]], config: ExecutorConfig
+) -> list[tuple[list[QueryResult], QueryTimings]]:
+    """One Ray task per chunk, retried once when its worker dies; a chunk that fails again comes
+    back as failed results naming the error, so that no query is lost."""
+    try:
+        import ray
+    except ImportError:
+        raise PipelineError("the ray executor needs Ray: pip install 'reloc[ray]'") from None
+    if not ray.is_initialized():
+        if config.address:
+            ray.init(address=config.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=config.worker_count(), include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1, max_retries=1)(localize_chunk)
+    references = [task.remote(content, map_dir.resolve(), chunk) for chunk in chunks]
+    outcomes = []
+    for reference, chunk in zip(references, chunks):
+        try:
+            outcomes.append(ray.get(reference))
+        except ray.exceptions.RayError as error:
+            reason = f"ray worker failed: {type(error).__name__}: {str(error).splitlines()[0]}"
+            outcomes.append(([QueryResult(frame.name, None, reason) for frame in chunk], {}))
+    return outcomes

@@ -1,0 +1,128 @@
+"""Localization spread over threads and Ray workers gives byte for byte the results of one
+process, and a worker that dies loses no query."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from reloc import api
+from reloc.datasets import load_dataset
+from reloc.datasets.synthetic.generate import SynthConfig, generate
+from reloc.errors import PipelineError
+from reloc.io.results import write_results
+from reloc.pipeline.executors import ExecutorConfig, run_localization, split_evenly
+from reloc.pipeline.runner import load_map_pipeline, localize
+from reloc.pipeline.spec import load_pipeline
+
+GATE_STAGE = '''
+import os
+from dataclasses import dataclass
+from reloc.pipeline.registry import Stage
+from reloc.types import QueryResult
+
+@dataclass
+class GateConfig:
+    fatal_query: str = ""
+
+class Gate(Stage):
+    """Passes the results on; the process dies (as a killed worker would) on ``fatal_query``."""
+    name = "test.gate"
+    Config = GateConfig
+    inputs = {"results": list[QueryResult]}
+    outputs = {"results": list[QueryResult]}
+    cacheable = False
+
+    def run(self, results):
+        if any(result.name == self.config.fatal_query for result in results):
+            os._exit(1)
+        return {"results": results}
+'''
+
+
+def test_queries_are_split_into_contiguous_chunks_of_near_equal_size():
+    assert split_evenly(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert split_evenly([1, 2], 5) == [[1], [2]]
+    assert split_evenly([], 4) == [[]]
+
+
+def test_an_unknown_executor_is_refused_by_name():
+    with pytest.raises(PipelineError, match="unknown executor 'dask'; choose one of local, threads, ray"):
+        run_localization(None, Path("."), [], ExecutorConfig("dask"))
+
+
+@pytest.fixture(scope="module")
+def mapped_scene(tmp_path_factory) -> tuple[Path, Path]:
+    """A synthetic room (seed 8, 40 mapping and 6 query frames) and its default map."""
+    folder = tmp_path_factory.mktemp("executors")
+    generate(
+        SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=6, mapping_sequences=2, query_sequences=1),
+        folder / "scene",
+    )
+    api.map("default", "7scenes", folder / "scene", folder / "map")
+    return folder / "scene", folder / "map"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A local Ray with 2 CPUs whose workers can import the test's stage module."""
+    ray = pytest.importorskip("ray")
+    modules = tmp_path_factory.mktemp("modules")
+    (modules / "reloc_test_gate.py").write_text(GATE_STAGE)
+    sys.path.insert(0, str(modules))
+    python_path = os.pathsep.join(filter(None, [str(modules), os.environ.get("PYTHONPATH")]))
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+    )
+    yield ray
+    ray.shutdown()
+    sys.path.remove(str(modules))
+
+
+def results_bytes(path: Path, results) -> bytes:
+    write_results(path, results)
+    return path.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["threads", "ray"])
+def test_spread_localization_writes_the_same_results_file_as_one_process(tmp_path, request, mapped_scene, kind):
+    if kind == "ray":
+        request.getfixturevalue("ray_cluster")
+    scene, map_dir = mapped_scene
+    queries = load_dataset("7scenes", scene).frames("test")
+    local = localize(map_dir, queries)
+    spread = localize(map_dir, queries, executor=ExecutorConfig(kind, workers=2))
+    assert sum(result.pose is not None for result in local) >= 4
+    assert results_bytes(tmp_path / "spread.txt", spread) == results_bytes(tmp_path / "local.txt", local)
+    assert all(set(result.timings) == {"features", "retrieval", "matching", "pnp"} for result in spread if result.pose)
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_loses_no_query(mapped_scene, ray_cluster):
+    """The chunk whose worker dies (twice: Ray retries it once) comes back as failed results
+    naming the failure; the other chunk is localized; every query has its result, in order."""
+    scene, map_dir = mapped_scene
+    queries = load_dataset("7scenes", scene).frames("test")
+    content = load_map_pipeline(map_dir).resolved()
+    fatal = queries[0].name
+    content["localization"]["nodes"]["gate"] = {
+        "stage": "reloc_test_gate:Gate",
+        "with": {"fatal_query": fatal},
+        "inputs": {"results": "pnp.results"},
+    }
+    content["localization"]["output"] = "gate.results"
+    pipeline = load_pipeline(map_dir / "map.yaml", content, built=True)
+    results = localize(map_dir, queries, pipeline=pipeline, executor=ExecutorConfig("ray", workers=2))
+    assert [result.name for result in results] == [frame.name for frame in queries]
+    first_chunk = {frame.name for frame in split_evenly(queries, 2)[0]}
+    for result in results:
+        if result.name in first_chunk:
+            assert result.pose is None and result.reason.startswith("ray worker failed"), result.reason
+    assert sum(result.pose is not None for result in results[len(first_chunk) :]) >= 2
