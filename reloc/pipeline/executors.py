@@ -2,8 +2,9 @@
 
 A localization stage works query by query: a query's result depends on that query and the map
 only, not on which other queries share the run (``tests/test_executors.py`` checks it), so the
-queries are split into one contiguous chunk per worker, each worker runs the whole graph on its
-chunk (reading the map once) and the results come back in query order.
+queries are dealt into one chunk per worker (query i to worker i mod n: the hard stretches of a
+sequence are shared out), each worker runs the whole graph on its chunk (reading the map once)
+and the runner puts the results back in query order.
 
 - ``local``: the graph on every query in this process.
 - ``threads``: one thread per chunk in this process. pycolmap, PoseLib, OpenCV and torch release
@@ -43,16 +44,10 @@ class ExecutorConfig:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
 
-def split_evenly(items: Sequence, parts: int) -> list[list]:
-    """``items`` in ``parts`` contiguous chunks whose sizes differ by at most one (no empty chunk)."""
+def deal(items: Sequence, parts: int) -> list[list]:
+    """``items`` dealt into ``parts`` chunks (item i to chunk i mod parts; no empty chunk)."""
     parts = max(1, min(parts, len(items)))
-    size, extra = divmod(len(items), parts)
-    chunks, start = [], 0
-    for index in range(parts):
-        stop = start + size + (index < extra)
-        chunks.append(list(items[start:stop]))
-        start = stop
-    return chunks
+    return [list(items[index::parts]) for index in range(parts)]
 
 
 def localize_chunk(content: dict, map_dir: Path, frames: list[Frame]) -> tuple[list[QueryResult], QueryTimings]:
@@ -73,13 +68,13 @@ def run_localization_graph(
 def run_localization(
     pipeline: Pipeline, map_dir: Path, frames: list[Frame], config: ExecutorConfig, on_node=None
 ) -> tuple[list[QueryResult], QueryTimings]:
-    """Results (in the graph's order, chunk after chunk) and timings of the localization graph on
-    ``frames``, run as ``config`` says. ``on_node`` reports the graph's nodes of a local run."""
+    """Results (chunk after chunk: the caller puts them in query order) and timings of the
+    localization graph on ``frames``, run as ``config`` says. ``on_node`` reports the graph's nodes of a local run."""
     if config.kind not in EXECUTORS:
         raise PipelineError(f"unknown executor {config.kind!r}; choose one of {', '.join(EXECUTORS)}")
     if config.kind == "local" or not frames:
         return run_localization_graph(pipeline, map_dir, frames, on_node)
-    chunks = split_evenly(frames, config.worker_count())
+    chunks = deal(frames, config.worker_count())
     if config.kind == "threads":
         with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="reloc-localize") as pool:
             futures = [
