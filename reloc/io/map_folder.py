@@ -135,7 +135,10 @@ def require_artifacts(
     for node, names in needs.items():
         for name in names:
             artifact = ARTIFACTS[name]
-            configs = configs_with_stages(artifact.built_by)
+            written = (recorded.get(name) or {}).get("format", artifact.format_version)
+            if name not in removed and (map_dir / name).exists() and written == artifact.format_version:
+                continue
+            configs = configs_with_stages(artifact.built_by)  # reads the shipped configs: only for the message
             rebuild = (
                 f"it is built by a mapping node with stage {' or '.join(artifact.built_by)}"
                 + (f" (as in {', '.join(configs)})" if configs else "")
@@ -150,7 +153,6 @@ def require_artifacts(
                 )
             if not (map_dir / name).exists():
                 raise PipelineError(f"{map_dir / name}: missing, and localization node '{node}' reads it; {rebuild}")
-            written = (recorded.get(name) or {}).get("format", artifact.format_version)
             if written != artifact.format_version:
                 raise PipelineError(
                     f"{map_dir / name}: format {written}, but this reloc reads format "
