@@ -1,5 +1,5 @@
 """Localization spread over threads and Ray workers gives byte for byte the results of one
-process, and a worker that dies loses no query."""
+process, a worker that dies loses no query, and a worker reads an unchanged map file once."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from reloc import api
 from reloc.datasets import load_dataset
 from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.errors import PipelineError
+from reloc.io.memo import read_once
 from reloc.io.results import write_results
 from reloc.pipeline.executors import ExecutorConfig, deal, run_localization
 from reloc.pipeline.runner import load_map_pipeline, localize
@@ -126,3 +127,20 @@ def test_a_worker_that_dies_loses_no_query(mapped_scene, ray_cluster):
         if result.name in first_chunk:
             assert result.pose is None and result.reason.startswith("ray worker failed"), result.reason
     assert sum(result.pose is not None for result in results if result.name not in first_chunk) >= 2
+
+
+def test_a_map_file_is_read_once_while_it_is_unchanged_and_again_when_rebuilt(tmp_path):
+    path = tmp_path / "index.txt"
+    path.write_text("first")
+    reads = []
+
+    def reader(file: Path) -> list[str]:
+        reads.append(file)
+        return [file.read_text()]
+
+    first = read_once(reader, path)
+    assert read_once(reader, path) is first and len(reads) == 1
+    path.write_text("second, longer")  # a rebuilt map: another size and time
+    assert read_once(reader, path) == ["second, longer"] and len(reads) == 2
+    with pytest.raises(FileNotFoundError):
+        read_once(reader, tmp_path / "missing.txt")  # the reader's own error names the file

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import require_range
 from ..features.base import Features, FeatureStore
 from ..io.map_folder import LANDMARKS_FILE
+from ..io.memo import read_once
 from ..mapping.store import SparseMap, read_sparse_map
 from ..matching import MatcherConfig, build_matcher
 from ..pipeline.progress import track
@@ -71,7 +72,7 @@ class LocalizePnP(Stage):
     cacheable = False
 
     def run(self, frames: list[Frame], features: FeatureStore, retrieved: dict[str, list[str]], map_dir: Path) -> dict:
-        sparse_map = read_sparse_map(map_dir)
+        sparse_map = read_once(read_sparse_map, map_dir / LANDMARKS_FILE)
         matcher = build_matcher(self.config.matcher, sparse_map.extractor)
         results = []
         for frame in track(frames, f"matching and PnP for {len(frames)} queries"):

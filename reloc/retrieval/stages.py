@@ -9,6 +9,7 @@ import numpy as np
 
 from ..features.base import FeatureStore
 from ..io.map_folder import GLOBAL_FILE
+from ..io.memo import read_once
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
 from ..types import Frame
@@ -52,7 +53,7 @@ class QueryVladIndex(Stage):
     cacheable = False
 
     def run(self, frames: list[Frame], features: FeatureStore, map_dir: Path) -> dict:
-        index = RetrievalIndex.read(map_dir / GLOBAL_FILE)
+        index = read_once(RetrievalIndex.read, map_dir / GLOBAL_FILE)
         retrieved = {}
         for frame in frames:
             with query_timer("retrieval", frame.name):
