@@ -295,6 +295,34 @@ def localize_command(
     console.print(f"wrote {out}")
 
 
+@app.command("serve", cls=Command)
+@reports_errors
+def serve_command(
+    map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map'.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_request_mb: Annotated[float, typer.Option(help="Largest request accepted, in MB (413 above).")] = 20.0,
+    max_megapixels: Annotated[float, typer.Option(help="Largest image accepted, in megapixels (413 above).")] = 40.0,
+    max_concurrent: Annotated[
+        int, typer.Option(help="Localizations at once; others wait up to --queue seconds, then get 503.")
+    ] = 2,
+    queue: Annotated[float, typer.Option(help="Seconds a request waits for a free localization slot.")] = 30.0,
+    timeout: Annotated[float, typer.Option(help="Seconds a localization may take; longer gets 504.")] = 60.0,
+):
+    """Serve a map over HTTP: POST /localize (image + focal or camera line) returns the pose as JSON;
+    GET /health, GET /map, OpenAPI docs at /docs. Needs 'pip install reloc[serve]'."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise RelocError("reloc serve needs FastAPI and uvicorn: pip install 'reloc[serve]'") from None
+    from .serve import ServiceLimits, create_app
+
+    limits = ServiceLimits(int(max_request_mb * 1e6), int(max_megapixels * 1e6), max_concurrent, queue, timeout)
+    app_instance = create_app(map_dir, limits)
+    console.print(f"serving {map_dir} on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(app_instance, host=host, port=port, log_level="warning")
+
+
 @app.command("eval", cls=Command)
 @reports_errors
 def eval_command(

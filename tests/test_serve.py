@@ -1,0 +1,126 @@
+"""`reloc serve` in a subprocess on a loopback port, answered by a real HTTP client: a real query
+localizes, bad requests get their documented 4xx JSON error, and the service stays up."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reloc import api
+from reloc.datasets import load_dataset
+from reloc.datasets.synthetic.generate import SynthConfig, generate
+from reloc.geometry.errors import pose_error
+from reloc.types import Pose
+
+from .overlap import mapped_share
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytestmark = pytest.mark.slow
+RELOC = str(Path(sys.executable).with_name("reloc"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """The scene (seed 8) and the URL of `reloc serve` on its default map, limited to 0.5 MB requests."""
+    folder = tmp_path_factory.mktemp("serve")
+    generate(
+        SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1),
+        folder / "scene",
+    )
+    api.map("default", "7scenes", folder / "scene", folder / "map")
+    port = free_port()
+    command = [RELOC, "serve", str(folder / "map"), "--port", str(port), "--max-request-mb", "0.5", "--timeout", "60"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"reloc serve did not come up: {process.communicate()[0].decode()[-2000:]}")
+    yield folder / "scene", url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def post(url: str, data: bytes, content_type: str = "image/png", **fields) -> httpx.Response:
+    files = {"image": ("query.png", data, content_type)}
+    return httpx.post(f"{url}/localize", files=files, data=fields, timeout=120)
+
+
+def assert_still_up(url: str) -> None:
+    assert httpx.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
+
+
+def test_a_real_query_localizes_and_the_map_describes_itself(service):
+    scene, url = service
+    shares = mapped_share(scene)
+    frame = max(load_dataset("7scenes", scene).frames("test"), key=lambda f: shares[f.name])
+    camera = f"{frame.camera.model} {frame.camera.width} {frame.camera.height} " + " ".join(
+        map(str, frame.camera.params)
+    )
+    response = post(url, Path(frame.image_path).read_bytes(), camera=camera)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["success"] and answer["num_inliers"] >= 20 and set(answer["timings"]) >= {"features", "pnp"}
+    truth = load_dataset("7scenes", scene).ground_truth()[frame.name].pose
+    dt, dr = pose_error(Pose.from_qvec_tvec(answer["pose"]["qvec"], answer["pose"]["tvec"]), truth)
+    assert dt < 0.02 and dr < 1.0, (dt, dr)
+    described = httpx.get(f"{url}/map", timeout=10).json()
+    assert described["pipeline"] == "default" and described["landmarks"] > 1000 and described["bytes"] > 0
+
+
+def test_bad_requests_get_their_4xx_and_the_service_stays_up(service):
+    scene, url = service
+    image = np.asarray(Image.open(load_dataset("7scenes", scene).frames("test")[0].image_path).convert("RGB"))
+    good = png_bytes(image[:240, :320])
+    cases = [
+        (post(url, good[: len(good) // 2], focal="585"), 400, "image does not decode"),
+        (post(url, good), 422, "intrinsics missing"),
+        (post(url, good, camera="PINHOLE 640 480 585 585 320 240"), 422, "for 640x480 images, the image is 320x240"),
+        (post(url, good, content_type="text/plain", focal="585"), 415, "send image/jpeg or image/png"),
+        (
+            post(url, png_bytes(np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)), focal="585"),
+            413,
+            "more than 500000",
+        ),
+    ]
+    for response, status, message in cases:
+        assert response.status_code == status and message in response.json()["error"], response.text
+        assert_still_up(url)
+
+
+def test_a_query_that_cannot_be_localized_is_an_answer_with_its_reason(service):
+    _, url = service
+    noise = np.random.default_rng(1).integers(0, 255, (240, 320, 3), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=30)
+    response = post(url, buffer.getvalue(), content_type="image/jpeg", focal="300")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert not answer["success"] and answer["pose"] is None and answer["reason"]
