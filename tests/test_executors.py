@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from reloc import api
 from reloc.datasets import load_dataset
-from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.errors import PipelineError
 from reloc.io.memo import read_once
 from reloc.io.results import write_results
 from reloc.pipeline.executors import ExecutorConfig, deal, run_localization
 from reloc.pipeline.runner import load_map_pipeline, localize
 from reloc.pipeline.spec import load_pipeline
+
+from .scenes import mapped_room
 
 GATE_STAGE = '''
 import os
@@ -58,13 +58,7 @@ def test_an_unknown_executor_is_refused_by_name():
 @pytest.fixture(scope="module")
 def mapped_scene(tmp_path_factory) -> tuple[Path, Path]:
     """A synthetic room (seed 8, 40 mapping and 6 query frames) and its default map."""
-    folder = tmp_path_factory.mktemp("executors")
-    generate(
-        SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=6, mapping_sequences=2, query_sequences=1),
-        folder / "scene",
-    )
-    api.map("default", "7scenes", folder / "scene", folder / "map")
-    return folder / "scene", folder / "map"
+    return mapped_room(tmp_path_factory.mktemp("executors"), query_frames=6)
 
 
 @pytest.fixture(scope="module")

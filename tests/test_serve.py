@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reloc import api
 from reloc.datasets import load_dataset
-from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.geometry.errors import pose_error
 from reloc.types import Pose
 
 from .overlap import mapped_share
+from .scenes import mapped_room
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -37,14 +36,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """The scene (seed 8) and the URL of `reloc serve` on its default map, limited to 0.5 MB requests."""
-    folder = tmp_path_factory.mktemp("serve")
-    generate(
-        SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1),
-        folder / "scene",
-    )
-    api.map("default", "7scenes", folder / "scene", folder / "map")
+    scene, map_dir = mapped_room(tmp_path_factory.mktemp("serve"), query_frames=4)
     port = free_port()
-    command = [RELOC, "serve", str(folder / "map"), "--port", str(port), "--max-request-mb", "0.5", "--timeout", "60"]
+    command = [RELOC, "serve", str(map_dir), "--port", str(port), "--max-request-mb", "0.5", "--timeout", "60"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -57,7 +51,7 @@ def service(tmp_path_factory):
     else:
         process.kill()
         pytest.fail(f"reloc serve did not come up: {process.communicate()[0].decode()[-2000:]}")
-    yield folder / "scene", url
+    yield scene, url
     process.terminate()
     process.wait(timeout=30)
 
