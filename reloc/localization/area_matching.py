@@ -29,7 +29,6 @@ from ..matching.mesa.matcher import AreaMatcher, AreaMatcherConfig
 from ..matching.pairwise import PairMatcherConfig
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
-from ..pipeline.timing import query_timer
 from ..types import Frame, QueryResult
 from .pnp import PnPConfig
 from .rounds import localize_in_rounds
@@ -118,8 +117,7 @@ class AreaLocalize(Stage):
         def correspondences(keyframes: list[str]) -> tuple[np.ndarray, np.ndarray]:
             for name in keyframes:
                 stored = keyframe(name)
-                with query_timer("matching", frame.name):
-                    query_points, keyframe_points = matcher.match(query, stored.image)
+                query_points, keyframe_points = matcher.match(query, stored.image)  # timed by the rounds
                 lifted, ids, _ = lift_matches(
                     query_points, keyframe_points * stored.scale, stored, query_long_side, self.config.lift_px
                 )
