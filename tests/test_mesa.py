@@ -6,16 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
-from typer.testing import CliRunner
 
-from reloc.cli import app
-from reloc.datasets import load_dataset
 from reloc.datasets.pairs import PairWithGT
-from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.datasets.synthetic.pairs import PairSampler
 from reloc.eval.matching import estimate_relative_pose, relative_pose_error
-from reloc.geometry.errors import pose_error
-from reloc.io.results import read_results
 from reloc.localization.area_matching import Keyframe, lift_matches
 from reloc.matching.mesa.areas import AreaConfig, area_graph, iou, segment_boxes
 from reloc.matching.mesa.dmesa import SplatConfig, refine_box, splat_box
@@ -23,8 +17,6 @@ from reloc.matching.mesa.graphcut import binary_energy, minimum_cut_labels
 from reloc.matching.mesa.graphical import GraphicalConfig, graphical_area_pairs
 from reloc.matching.mesa.matcher import AreaMatcher, AreaMatcherConfig, sampson_distances, square_crop
 from reloc.matching.pairwise import PairMatcherConfig
-
-from .overlap import mapped_share
 
 
 def test_area_graph_levels_parents_and_adjacency_follow_the_boxes():
@@ -192,39 +184,6 @@ def test_matches_lift_to_the_nearest_observation_once_per_landmark():
     assert ids.tolist() == [7, 8]  # the fourth is 20 px from any observation; landmark 8 keeps its nearest lift
     np.testing.assert_allclose(lifted, [[50.5, 50], [99.5, 100]])  # offsets halved: the query is half the size
     np.testing.assert_allclose(distances, [1, 1])
-
-
-@pytest.mark.slow
-def test_mesa_config_relocalizes_a_synthetic_scene(tmp_path):
-    """configs/mesa.yaml end to end on the scene of the CasP test (test_semidense): the query that
-    sees nothing mapped is reported failed; of the other 3, at least 2 within 2 cm, no wrong pose."""
-    scene = tmp_path / "scene"
-    generate(
-        SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1), scene
-    )
-    arguments = [
-        "eval",
-        "--config",
-        "mesa",
-        "--dataset",
-        "7scenes",
-        "--root",
-        str(scene),
-        "--out",
-        str(tmp_path / "run"),
-    ]
-    result = CliRunner().invoke(app, arguments)
-    assert result.exit_code == 0, result.output
-    results = read_results(tmp_path / "run" / "results.txt")
-    shares, truth = mapped_share(scene), load_dataset("7scenes", scene).ground_truth()
-    within, wrong = [], []
-    for name, outcome in results.items():
-        if shares[name] < 0.05:
-            assert outcome.pose is None, name
-        elif outcome.pose is not None:
-            dt, dr = pose_error(outcome.pose, truth[name].pose)
-            (within if dt < 0.02 and dr < 2.0 else wrong).append(name)
-    assert len(within) >= 2 and not wrong, (within, wrong)
 
 
 def test_an_image_met_again_is_not_segmented_again_and_gets_the_same_areas():

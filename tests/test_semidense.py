@@ -275,14 +275,16 @@ def test_match_eval_on_real_strecha_pairs(tmp_path, strecha_fountain):
 
 
 @pytest.mark.slow
-def test_casp_relocalizes_a_synthetic_scene(tmp_path):
+@pytest.mark.parametrize("config", ["casp", "mesa"])
+def test_image_matching_configs_relocalize_a_synthetic_scene(tmp_path, config):
     """configs/casp.yaml end to end: keyframe landmarks carried into the queries through the
-    patch homographies. The query that sees nothing mapped is reported failed. Measured on the
+    patch homographies; configs/mesa.yaml: DMESA area matches lifted to the nearest keyframe
+    observation. The query that sees nothing mapped is reported failed. Measured with casp on the
     other 3: 2 within 1 cm; the third was given a wrong pose (2.4 m off with 23 inliers) until
     PnP refused poses without confidence (issue 18); it is now reported failed ("pose not
     confident: confidence 9.2 < 34 (23 of 638 matches are inliers, covering 8 % of the image)"). The default
-    gets all 3 within 0.2 cm (test_baseline). The test holds: at least 2 of the 3 within 2 cm,
-    no wrong pose."""
+    gets all 3 within 0.2 cm (test_baseline). The test holds for both: at least 2 of the 3 within
+    2 cm, no wrong pose."""
     scene = tmp_path / "scene"
     generate(
         SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1), scene
@@ -292,7 +294,7 @@ def test_casp_relocalizes_a_synthetic_scene(tmp_path):
         [
             "eval",
             "--config",
-            str(ROOT / "configs" / "casp.yaml"),
+            str(ROOT / "configs" / f"{config}.yaml"),
             "--dataset",
             "7scenes",
             "--root",

@@ -31,7 +31,7 @@ from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..types import Frame, QueryResult
 from .pnp import PnPConfig
-from .rounds import localize_in_rounds
+from .rounds import FirstCorrespondences, localize_in_rounds
 
 
 @dataclass
@@ -109,9 +109,7 @@ class AreaLocalize(Stage):
 
     def localize(self, frame: Frame, query: np.ndarray, names: list[str], matcher, keyframe, sparse_map) -> QueryResult:
         """Keyframe rounds (:mod:`.rounds`) whose correspondences are the lifted area matches."""
-        points2d: list[np.ndarray] = []
-        landmark_ids: list[int] = []
-        seen: set[int] = set()
+        found = FirstCorrespondences()
         query_long_side = max(query.shape[:2])
 
         def correspondences(keyframes: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,12 +119,8 @@ class AreaLocalize(Stage):
                 lifted, ids, _ = lift_matches(
                     query_points, keyframe_points * stored.scale, stored, query_long_side, self.config.lift_px
                 )
-                for point, landmark in zip(lifted, ids):
-                    if int(landmark) not in seen:
-                        seen.add(int(landmark))
-                        points2d.append(point)
-                        landmark_ids.append(int(landmark))
-            return np.array(points2d).reshape(-1, 2), np.array(landmark_ids, np.int64)
+                found.add(lifted, ids)
+            return found.arrays()
 
         outcome = localize_in_rounds(
             frame.name,

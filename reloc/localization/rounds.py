@@ -43,6 +43,28 @@ class RoundsResult:
         return QueryResult(name, self.estimate.pose, self.estimate.reason, int(inliers.sum()), record=record)
 
 
+class FirstCorrespondences:
+    """2D-3D correspondences gathered keyframe after keyframe for one query; a landmark keeps the
+    first query point it was found at."""
+
+    def __init__(self) -> None:
+        self.points2d: list[np.ndarray] = []
+        self.landmark_ids: list[int] = []
+        self.seen: set[int] = set()
+
+    def add(self, points2d: np.ndarray, landmark_ids: np.ndarray) -> None:
+        """Add query pixels (N, 2) observing ``landmark_ids`` (N,), skipping landmarks already found."""
+        for point, landmark in zip(points2d, landmark_ids):
+            if int(landmark) not in self.seen:
+                self.seen.add(int(landmark))
+                self.points2d.append(point)
+                self.landmark_ids.append(int(landmark))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every correspondence so far: query pixels (N, 2) and landmark ids (N,)."""
+        return np.array(self.points2d).reshape(-1, 2), np.array(self.landmark_ids, np.int64)
+
+
 def localize_in_rounds(
     name: str,
     retrieved: list[str],

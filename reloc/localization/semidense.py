@@ -28,7 +28,7 @@ from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
 from ..types import Frame, QueryResult
 from .pnp import PnPConfig
-from .rounds import localize_in_rounds
+from .rounds import FirstCorrespondences, localize_in_rounds
 
 
 @dataclass
@@ -85,20 +85,14 @@ class SemiDenseLocalize(Stage):
     ) -> QueryResult:
         """Keyframe rounds (:mod:`.rounds`) whose correspondences are each keyframe's landmark
         observations carried into the query, the first carried copy of a landmark kept."""
-        points2d: list[np.ndarray] = []
-        landmark_ids: list[int] = []
-        seen: set[int] = set()
+        found = FirstCorrespondences()
 
         def correspondences(keyframes: list[str]) -> tuple[np.ndarray, np.ndarray]:
             for name in keyframes:
                 keypoints, ids = observations[name]
                 mapped, valid = matcher.transfer(prepared_keyframe(name), query, keypoints.astype(np.float64))
-                for point, landmark in zip(mapped[valid], ids[valid]):
-                    if int(landmark) not in seen:
-                        seen.add(int(landmark))
-                        points2d.append(point)
-                        landmark_ids.append(int(landmark))
-            return np.array(points2d).reshape(-1, 2), np.array(landmark_ids, np.int64)
+                found.add(mapped[valid], ids[valid])
+            return found.arrays()
 
         outcome = localize_in_rounds(
             frame.name,

@@ -69,14 +69,20 @@ def relatives(graph: AreaGraph) -> tuple[list[list[int]], list[list[int]]]:
     return children, neighbours
 
 
-def candidate_nodes(similarity: np.ndarray, graph: AreaGraph, smoothness: float) -> np.ndarray:
-    """Nodes of ``graph`` (areas, not the root) labelled candidates by the graph cut, for one
-    source area's ``similarity`` (A + 1,) to every node."""
-    scores = similarity[1:] / max(float(similarity[1:].max()), 1e-9)
-    unary = np.stack([scores, 1 - scores], axis=1)
+def potts_edges(graph: AreaGraph, smoothness: float) -> list[tuple[int, int, float]]:
+    """The graph cut's pairwise terms over the areas of ``graph`` (indices without the root):
+    adjacency edges weighted by ``smoothness`` times the boxes' IoU, parent-child edges by
+    ``smoothness``."""
     overlap = iou(graph.boxes, graph.boxes)
     edges = [(i - 1, j - 1, smoothness * float(overlap[i, j])) for i, j in graph.adjacency]
-    edges += [(node - 1, int(parent) - 1, smoothness) for node, parent in enumerate(graph.parent) if parent > 0]
+    return edges + [(node - 1, int(parent) - 1, smoothness) for node, parent in enumerate(graph.parent) if parent > 0]
+
+
+def candidate_nodes(similarity: np.ndarray, edges: list[tuple[int, int, float]]) -> np.ndarray:
+    """Nodes (areas, not the root) of the graph whose :func:`potts_edges` are ``edges``, labelled
+    candidates by the graph cut, for one source area's ``similarity`` (A + 1,) to every node."""
+    scores = similarity[1:] / max(float(similarity[1:].max()), 1e-9)
+    unary = np.stack([scores, 1 - scores], axis=1)
     return 1 + np.flatnonzero(minimum_cut_labels(unary, edges))
 
 
@@ -107,9 +113,9 @@ def graphical_area_pairs(
     """Area pairs (box0, box1, global energy), best first, from areas ``boxes0`` (A0, 4) and
     ``boxes1`` (A1, 4) and the coarse matches ``points0`` ↔ ``points1`` (N, 2) with ``weights``
     (N,); ``sizes`` are the images' (width, height)."""
-    graphs = (area_graph(boxes0, sizes[0], areas), area_graph(boxes1, sizes[1], areas))
     if len(boxes0) == 0 or len(boxes1) == 0:
         return []
+    graphs = (area_graph(boxes0, sizes[0], areas), area_graph(boxes1, sizes[1], areas))
     similarity, between = area_similarity(*graphs, points0, points1, weights)
     relations = (relatives(graphs[0]), relatives(graphs[1]))
     best: dict[tuple[int, int], float] = {}
@@ -118,10 +124,11 @@ def graphical_area_pairs(
         oriented = similarity if forward else similarity.T
         counts = between if forward else between.T
         links = relations if forward else relations[::-1]
+        edges = potts_edges(target, config.smoothness)  # once per target graph, not per source area
         for a in range(1, len(source.boxes)):
             if oriented[a, 1:].max() <= 0:
                 continue
-            cut = candidate_nodes(oriented[a], target, config.smoothness)
+            cut = candidate_nodes(oriented[a], edges)
             candidates = [v for v in cut if counts[a, v] >= config.min_matches]
             if not candidates:
                 continue

@@ -29,12 +29,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from ...io.memo import BoundedCache
 from ..pairwise import PairMatcherConfig, build_pair_matcher
 from .areas import AreaConfig, segment_work_copy, work_copy
 from .dmesa import SplatConfig, area_pairs, inside_box
@@ -108,21 +108,18 @@ class AreaMatcher:
         crop_config = dataclasses.replace(matcher_config, resize_max=self.config.crop_size)
         self.crop_matcher = build_pair_matcher(name, crop_config)
         self.details = AreaMatchDetails()
-        self.segmentations: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.segmentations = BoundedCache(self.config.cached_images)
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Area boxes (A, 4) of ``image``, from the cache when its segmentation input was seen."""
         small = work_copy(image, self.config.areas)
         key = hashlib.blake2b(small.tobytes() + np.asarray(image.shape[:2]).tobytes(), digest_size=16).digest()
-        if key in self.segmentations:
-            self.segmentations.move_to_end(key)
-            return self.segmentations[key]
-        boxes = segment_work_copy(small, (image.shape[1], image.shape[0]), self.config.areas)
-        self.details.segmented += 1
-        self.segmentations[key] = boxes
-        if len(self.segmentations) > self.config.cached_images:
-            self.segmentations.popitem(last=False)
-        return boxes
+
+        def segmented() -> np.ndarray:
+            self.details.segmented += 1
+            return segment_work_copy(small, (image.shape[1], image.shape[0]), self.config.areas)
+
+        return self.segmentations.get(key, segmented)
 
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         config, details = self.config, AreaMatchDetails()
