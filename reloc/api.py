@@ -40,12 +40,15 @@ def map(  # noqa: A001 - reloc.map reads as the verb it is
     out: str | Path,
     overrides: list[str] | None = None,
     on_node: NodeCallback | None = None,
+    executor: ExecutorConfig | None = None,
     **dataset_options,
 ) -> GraphRun:
     """Build a map folder ``out`` from the posed training split of a dataset (``7scenes``,
-    ``cambridge``, ``colmap``; ``dataset_options`` such as ``images=`` and ``queries=`` for COLMAP)."""
+    ``cambridge``, ``colmap``; ``dataset_options`` such as ``images=`` and ``queries=`` for COLMAP).
+    ``executor``: where the stages' per-item work runs (:mod:`reloc.pipeline.executors`)."""
     scene = load_dataset(dataset, root, **dataset_options)
-    return build_map(load_pipeline(config, overrides), scene.frames("train"), Path(out), scene.description(), on_node)
+    pipeline = load_pipeline(config, overrides)
+    return build_map(pipeline, scene.frames("train"), Path(out), scene.description(), on_node, executor)
 
 
 def localize(

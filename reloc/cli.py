@@ -223,11 +223,24 @@ def map_command(
     images: ImagesOption = None,
     queries: QueriesOption = None,
     overrides: SetOption = None,
+    executor: ExecutorOption = "local",
+    workers: WorkersOption = 0,
+    address: AddressOption = None,
 ):
-    """Build a map from the posed mapping split of a dataset."""
+    """Build a map from the posed mapping split of a dataset. With --executor threads or ray the
+    per-image work (features, FaVoR's patches, keyframe copies) is spread over workers; the map
+    is the same bytes."""
     with GraphProgress() as progress:
         run = api.map(
-            config, dataset.value, root, out, overrides, progress.on_node("mapping"), images=images, queries=queries
+            config,
+            dataset.value,
+            root,
+            out,
+            overrides,
+            progress.on_node("mapping"),
+            ExecutorConfig(executor, workers, address),
+            images=images,
+            queries=queries,
         )
     print_mapping(run, out)
 

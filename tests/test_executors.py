@@ -1,19 +1,26 @@
 """Localization spread over threads and Ray workers gives byte for byte the results of one
-process, a worker that dies loses no query, and a worker reads an unchanged map file once."""
+process, mapping spread over them writes the same map files, a worker that dies loses no query,
+and a worker reads an unchanged map file once."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from reloc import api
 from reloc.datasets import load_dataset
 from reloc.errors import PipelineError
+from reloc.io.map_folder import read_map_record
 from reloc.io.memo import read_once
 from reloc.io.results import write_results
-from reloc.pipeline.executors import ExecutorConfig, deal, run_localization
+from reloc.pipeline.executors import ExecutorConfig, deal, item_mapper, run_localization
+from reloc.pipeline.items import map_items, spreading
 from reloc.pipeline.runner import load_map_pipeline, localize
 from reloc.pipeline.spec import load_pipeline
 
@@ -121,6 +128,40 @@ def test_a_worker_that_dies_loses_no_query(mapped_scene, ray_cluster):
         if result.name in first_chunk:
             assert result.pose is None and result.reason.startswith("ray worker failed"), result.reason
     assert sum(result.pose is not None for result in results if result.name not in first_chunk) >= 2
+
+
+def squares_slowly(delays: dict[int, float], chunk: list[int]) -> list[int]:
+    """Squares of ``chunk``, after the delay of its first item (later chunks finish first)."""
+    time.sleep(delays.get(chunk[0], 0.0))
+    return [item * item for item in chunk]
+
+
+@pytest.mark.parametrize("kind", ["local", "threads"])
+def test_per_item_work_comes_back_in_item_order_whatever_finishes_first(kind):
+    items = list(range(23))
+    work = functools.partial(squares_slowly, {0: 0.2, 3: 0.1})
+    mapper = item_mapper(ExecutorConfig(kind, workers=3))
+    with spreading(mapper) if mapper else contextlib.nullcontext():
+        assert list(map_items(work, items, "squares", chunk_size=3)) == [item * item for item in items]
+
+
+def test_per_item_work_that_miscounts_its_results_is_refused():
+    with pytest.raises(PipelineError, match="squares: the work returned 0 results for 2 items"):
+        list(map_items(lambda chunk: [], [1, 2], "squares", chunk_size=2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["threads", "ray"])
+def test_spread_mapping_writes_the_same_map_files_as_one_process(tmp_path, request, mapped_scene, kind):
+    """Feature extraction runs on the workers; every file of the map (landmarks, retrieval
+    index, COLMAP model) has the SHA-256 of the map built in one process."""
+    if kind == "ray":
+        request.getfixturevalue("ray_cluster")
+    scene, map_dir = mapped_scene
+    api.map("default", "7scenes", scene, tmp_path / "map", executor=ExecutorConfig(kind, workers=2))
+    spread, local = (read_map_record(folder)["artifacts"] for folder in (tmp_path / "map", map_dir))
+    assert set(local) >= {"landmarks.h5", "global.h5", "sfm"}
+    assert spread == local
 
 
 def test_a_map_file_is_read_once_while_it_is_unchanged_and_again_when_rebuilt(tmp_path):

@@ -53,19 +53,24 @@ def evaluate(
     """Evaluate ``pipeline`` on ``scene``. Without ``map_dir`` the map is ``out/map``, built from
     the training split unless the one there has the same mapping key; with ``map_dir`` only the
     localization graph runs, against that map. The callbacks report each graph's nodes; ``executor``
-    says where localization runs (:mod:`reloc.pipeline.executors`)."""
+    says where mapping's per-item work and localization run (:mod:`reloc.pipeline.executors`)."""
     queries = scene.frames("test")
     if not queries:
         raise DatasetError(f"{scene.root}: the test split has no queries; nothing to evaluate")
     with writing(out):
-        map_dir, mapping = map_to_use(pipeline, scene, out, map_dir, on_mapping_node)
+        map_dir, mapping = map_to_use(pipeline, scene, out, map_dir, on_mapping_node, executor)
         results = localize(map_dir, queries, on_localization_node, pipeline, executor)
         metrics, errors, plots = write_run(out, pipeline, scene, map_dir, results)
     return Evaluation(out, map_dir, mapping, results, metrics, errors, plots)
 
 
 def map_to_use(
-    pipeline: Pipeline, scene: Dataset, out: Path, map_dir: Path | None, on_node: NodeCallback | None
+    pipeline: Pipeline,
+    scene: Dataset,
+    out: Path,
+    map_dir: Path | None,
+    on_node: NodeCallback | None,
+    executor: ExecutorConfig | None = None,
 ) -> tuple[Path, GraphRun | None]:
     """The given map (checked to be one), or ``out/map`` built unless current; and the mapping
     run's timings when one ran."""
@@ -75,7 +80,7 @@ def map_to_use(
     frames, map_dir = scene.frames("train"), out / "map"
     if map_is_current(map_dir, pipeline, frames):
         return map_dir, None
-    run = build_map(pipeline, frames, map_dir, scene.description(), on_node)
+    run = build_map(pipeline, frames, map_dir, scene.description(), on_node, executor)
     return map_dir, dataclasses.replace(run, values={})  # the timings; the outputs are in the map folder
 
 

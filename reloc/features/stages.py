@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,11 +14,12 @@ import numpy as np
 
 from ..errors import PipelineError
 from ..io.map_folder import FEATURES_FILE, LANDMARKS_FILE
-from ..pipeline.progress import track
+from ..io.memo import BoundedCache
+from ..pipeline.items import map_items
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
 from ..types import Frame
-from .base import FeatureStore, prepare_image
+from .base import Features, FeatureStore, prepare_image
 from .extractors import EXTRACTORS, ExtractorConfig
 
 
@@ -54,7 +57,8 @@ def check_map_extractor(map_dir: Path, stage: str, extractor: str) -> None:
 
 class ExtractFeatures(Stage):
     """Extract local features of every frame, ``batch_size`` images at a time (memory stays
-    flat). A batch's network time is shared equally among its frames in the per-query timings."""
+    flat). A batch's network time is shared equally among its frames in the per-query timings.
+    Per-item work (:func:`~reloc.pipeline.items.map_items`): spread over workers when mapping has them."""
 
     extractor: str
     version = "2"  # keypoints in canonical order (Features.in_canonical_order)
@@ -70,23 +74,33 @@ class ExtractFeatures(Stage):
         else:
             check_map_extractor(map_dir, self.name, self.extractor)
             store = FeatureStore(self.extractor)
-        extractor = EXTRACTORS[self.extractor](self.config)
-        batch_size = max(1, self.config.batch_size)
-        for start in track(range(0, len(frames), batch_size), f"{self.extractor} features of {len(frames)} images"):
-            chunk = frames[start : start + batch_size]
-            images, scales = [], []
-            for frame in chunk:
-                with query_timer("features", frame.name):
-                    image, scale = prepare_image(frame.image_path, self.config.resize_max, extractor.multiple)
-                images.append(image)
-                scales.append(scale)
-            for batch in batches_of_same_size(images):
-                started = time.perf_counter()
-                features = extractor.extract_batch([images[i] for i in batch], [scales[i] for i in batch])
-                add_query_time("features", [chunk[i].name for i in batch], time.perf_counter() - started)
-                for i, extracted in zip(batch, features):
-                    store.write(chunk[i].name, extracted)
+        work = functools.partial(extract_chunk, self.extractor, self.config)
+        description = f"{self.extractor} features of {len(frames)} images"
+        for frame, features in zip(frames, map_items(work, frames, description, self.config.batch_size)):
+            store.write(frame.name, features)
         return {"features": store}
+
+
+_extractors = BoundedCache(4)
+
+
+def extract_chunk(extractor_name: str, config: FeatureStageConfig, frames: list[Frame]) -> list[Features]:
+    """Features of ``frames`` (a chunk of ``batch_size``), images of one size batched together.
+    The extractor is built once per process and thread."""
+    key = (extractor_name, repr(config), threading.get_ident())
+    extractor = _extractors.get(key, lambda: EXTRACTORS[extractor_name](config))
+    images, scales = [], []
+    for frame in frames:
+        with query_timer("features", frame.name):
+            image, scale = prepare_image(frame.image_path, config.resize_max, extractor.multiple)
+        images.append(image)
+        scales.append(scale)
+    extracted: list[Features] = []
+    for batch in batches_of_same_size(images):
+        started = time.perf_counter()
+        extracted += extractor.extract_batch([images[i] for i in batch], [scales[i] for i in batch])
+        add_query_time("features", [frames[i].name for i in batch], time.perf_counter() - started)
+    return extracted
 
 
 @register_stage

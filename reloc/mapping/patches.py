@@ -15,6 +15,8 @@ Layout of ``patches.h5`` (O observations of L landmarks, P x P patches of C-d de
 
 from __future__ import annotations
 
+import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,8 @@ from ..errors import RelocError
 from ..features.base import prepare_image
 from ..features.dense import dense_backbone
 from ..io.map_folder import PATCHES_FILE
-from ..pipeline.progress import track
+from ..io.memo import BoundedCache
+from ..pipeline.items import map_items
 from ..types import Frame
 from .store import SparseMap
 
@@ -127,27 +130,41 @@ def write_landmark_patches(
         }
         for key, (shape, dtype) in columns.items():
             group.create_dataset(key, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(256, *shape))
-        for index, (frame, ids, keypoint_index) in track(
-            list(enumerate(zip(keyframes, image_point_ids, kept))),
-            f"{config.backbone} patches of {len(keyframes)} keyframes",
-        ):
-            if len(keypoint_index) == 0:
-                continue
-            image, scale = prepare_image(frame.image_path, config.resize_max, backbone.multiple)
-            centres = observations[index][0][keypoint_index]
-            spacing_px = config.spacing_px * float(np.mean(scale))
+        todo = [index for index, keypoint_index in enumerate(kept) if len(keypoint_index)]
+        work = functools.partial(cut_patches, config)
+        items = [(keyframes[index], observations[index][0][kept[index]]) for index in todo]
+        description = f"{config.backbone} patches of {len(keyframes)} keyframes"
+        for index, (centres, spacing_px, patches) in zip(todo, map_items(work, items, description)):
+            ids = image_point_ids[index][kept[index]]
             rows = {
-                "landmark": ids[keypoint_index],
-                "image": np.full(len(keypoint_index), index),
+                "landmark": ids,
+                "image": np.full(len(ids), index),
                 "xy": centres,
-                "spacing_px": np.full(len(keypoint_index), spacing_px),
-                "patches": backbone(image, scale).patches(centres, size, spacing_px),
+                "spacing_px": np.full(len(ids), spacing_px),
+                "patches": patches,
             }
             for key, values in rows.items():
                 dataset = group[key]
                 dataset.resize(len(dataset) + len(values), axis=0)
                 dataset[-len(values) :] = values.astype(dataset.dtype)
         return len(group["landmark"])
+
+
+_backbones = BoundedCache(2)
+
+
+def cut_patches(config: PatchesConfig, items: list[tuple[Frame, np.ndarray]]) -> list[tuple]:
+    """For each (keyframe, observation centres (N, 2) in pixels): the centres, the sample spacing in
+    pixels and the backbone's descriptor patches (N, size, size, D) around them. The backbone is
+    built once per process and thread."""
+    key = (config.backbone, threading.get_ident())
+    backbone = _backbones.get(key, lambda: dense_backbone(config.backbone))
+    results = []
+    for frame, centres in items:
+        image, scale = prepare_image(frame.image_path, config.resize_max, backbone.multiple)
+        spacing_px = config.spacing_px * float(np.mean(scale))
+        results.append((centres, spacing_px, backbone(image, scale).patches(centres, config.patch_size, spacing_px)))
+    return results
 
 
 def read_landmark_patches(path: Path) -> LandmarkPatches:

@@ -1,4 +1,6 @@
-"""Where the localization graph runs: in this process, on a pool of threads, or on Ray workers.
+"""Where the pipeline's work runs: in this process, on a pool of threads, or on Ray workers.
+
+Localization:
 
 A localization stage works query by query: a query's result depends on that query and the map
 only, not on which other queries share the run (``tests/test_executors.py`` checks it), so the
@@ -11,21 +13,31 @@ and the runner puts the results back in query order.
   the GIL in their heavy calls, and nothing is copied.
 - ``ray``: one Ray task per chunk, on a Ray cluster at ``address`` or on a local Ray started with
   ``workers`` CPUs; the pipeline travels as its resolved YAML content, the map is read by path.
+
+Mapping: the graph runs in this process, and the per-item work of its stages (feature extraction,
+FaVoR's patches, keyframe copies: :mod:`.items`) is spread over the threads or Ray tasks, at most
+two chunks per worker in flight; the stages that need everything (tracks, triangulation, the
+retrieval fit) run here. The results come back in item order and are written here, so the map is
+byte-identical to a local one (``tests/test_executors.py``).
 """
 
 from __future__ import annotations
 
 import contextvars
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import PipelineError
 from ..io.map_folder import MAP_FILE
 from ..types import Frame, QueryResult
 from .engine import run_graph
+from .items import ChunkWork, Mapper
+from .progress import track
 from .spec import Pipeline, load_pipeline
 from .timing import recording
 
@@ -97,15 +109,7 @@ def run_on_ray(
 ) -> list[tuple[list[QueryResult], QueryTimings]]:
     """One Ray task per chunk, retried once when its worker dies; a chunk that fails again comes
     back as failed results naming the error, so that no query is lost."""
-    try:
-        import ray
-    except ImportError:
-        raise PipelineError("the ray executor needs Ray: pip install 'reloc[ray]'") from None
-    if not ray.is_initialized():
-        if config.address:
-            ray.init(address=config.address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=config.worker_count(), include_dashboard=False, log_to_driver=False)
+    ray = ray_session(config)
     task = ray.remote(num_cpus=1, max_retries=1)(localize_chunk)
     references = [task.remote(content, map_dir.resolve(), chunk) for chunk in chunks]
     outcomes = []
@@ -116,3 +120,69 @@ def run_on_ray(
             reason = f"ray worker failed: {type(error).__name__}: {str(error).splitlines()[0]}"
             outcomes.append(([QueryResult(frame.name, None, reason) for frame in chunk], {}))
     return outcomes
+
+
+def ray_session(config: ExecutorConfig):
+    """The ``ray`` module, connected to the cluster at ``config.address`` or to a local Ray with
+    ``config.worker_count()`` CPUs started on first use."""
+    try:
+        import ray
+    except ImportError:
+        raise PipelineError("the ray executor needs Ray: pip install 'reloc[ray]'") from None
+    if not ray.is_initialized():
+        if config.address:
+            ray.init(address=config.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=config.worker_count(), include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+def item_mapper(config: ExecutorConfig) -> Mapper | None:
+    """What runs the per-item work of mapping stages under ``config`` (None: this process)."""
+    if config.kind not in EXECUTORS:
+        raise PipelineError(f"unknown executor {config.kind!r}; choose one of {', '.join(EXECUTORS)}")
+    if config.kind == "local":
+        return None
+    window = 2 * config.worker_count()
+    if config.kind == "threads":
+
+        def on_threads(work: ChunkWork, chunks: list[list], description: str) -> Iterator[list]:
+            with ThreadPoolExecutor(max_workers=config.worker_count(), thread_name_prefix="reloc-map") as pool:
+
+                def submit(chunk: list) -> Future:
+                    return pool.submit(contextvars.copy_context().run, work, chunk)
+
+                yield from in_order(submit, Future.result, chunks, window, description)
+
+        return on_threads
+
+    def on_ray(work: ChunkWork, chunks: list[list], description: str) -> Iterator[list]:
+        ray = ray_session(config)
+        task = ray.remote(num_cpus=1, max_retries=1)(run_chunk)
+
+        def result(reference) -> list:
+            try:
+                return ray.get(reference)
+            except ray.exceptions.RayError as error:
+                raise PipelineError(f"{description}: a Ray worker failed twice: {str(error).splitlines()[0]}") from None
+
+        yield from in_order(lambda chunk: task.remote(work, chunk), result, chunks, window, description)
+
+    return on_ray
+
+
+def run_chunk(work: ChunkWork, chunk: list) -> list:
+    return work(chunk)
+
+
+def in_order(
+    submit: Callable[[list], Any], result: Callable[[Any], list], chunks: list[list], window: int, description: str
+) -> Iterator[list]:
+    """Each chunk's results in chunk order, with at most ``window`` chunks submitted and not yet
+    consumed (memory stays bounded); progress advances as results come."""
+    pending: deque = deque()
+    upcoming = iter(chunks)
+    for _ in track(range(len(chunks)), description):
+        while len(pending) < window and (chunk := next(upcoming, None)) is not None:
+            pending.append(submit(chunk))
+        yield result(pending.popleft())

@@ -7,6 +7,7 @@ rebuilds a map only when one of them changed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import shutil
@@ -22,7 +23,8 @@ from ..io.map_folder import ARTIFACTS, MAP_FILE, check_files, read_map_record, r
 from ..types import Frame, QueryResult
 from .cache import CACHE_FOLDER, DiskCache, fingerprint
 from .engine import GraphRun, run_graph
-from .executors import ExecutorConfig, run_localization
+from .executors import ExecutorConfig, item_mapper, run_localization
+from .items import spreading
 from .memory import keep_freed_memory
 from .spec import Pipeline, load_pipeline
 
@@ -62,9 +64,11 @@ def build_map(
     map_dir: Path,
     dataset: dict,
     on_node: Callable[[str, int, int], None] | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> GraphRun:
     """Run the mapping graph on posed ``frames`` into ``map_dir`` and write ``map.yaml`` last,
-    holding the folder's write lock (a second run on it is refused)."""
+    holding the folder's write lock (a second run on it is refused). ``executor``: where the
+    stages' per-item work runs (:mod:`.executors`); the map is the same bytes wherever."""
     if not frames:
         raise PipelineError("the mapping split has no frames")
     unposed = [frame.name for frame in frames if frame.pose is None]
@@ -73,7 +77,8 @@ def build_map(
     for frame in frames:
         check_complete(frame.image_path)  # a truncated mapping image fails here, by name, before any work
     keep_freed_memory()
-    with writing(map_dir):
+    mapper = item_mapper(executor or ExecutorConfig())
+    with writing(map_dir), spreading(mapper) if mapper else contextlib.nullcontext():
         (map_dir / MAP_FILE).unlink(missing_ok=True)
         run = run_graph(
             pipeline.mapping,
