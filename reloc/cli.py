@@ -22,6 +22,7 @@ from . import api
 from .configs import config_path, shipped_names
 from .datasets import DATASETS, load_dataset
 from .errors import PipelineError, RelocError
+from .eval.batch import SUMMARY_CSV, SUMMARY_MD, RunSummary, evaluate_all, plan_runs, summary_rows
 from .eval.metrics import compute_metrics
 from .eval.plots import PLOTS_FOLDER
 from .eval.report import print_metrics, write_metrics
@@ -93,7 +94,8 @@ ExecutorOption = Annotated[
     str,
     typer.Option(
         "--executor",
-        help="Where localization runs: local (this process), threads (one thread per chunk of queries) or ray "
+        help="Where localization and mapping's per-image work run: local (this process), threads (one thread per "
+        "chunk of queries or images) or ray "
         "(Ray tasks; a local Ray unless --address).",
     ),
 ]
@@ -176,6 +178,22 @@ class GraphProgress:
     def start_loop(self, loop: str, total: int):
         task = self.display.add_task(f"  {loop}", total=total)
         return lambda: self.display.advance(task)
+
+
+SUMMARY_SHOWN = ("run", "failed", "median t (cm)", "median R (deg)", "5 cm 5° (%)", "ms per query", "wall (s)", "error")
+
+
+def print_summary(summaries: list[RunSummary], out: Path) -> None:
+    """The summary's main columns (all of them are in the files)."""
+    header, rows = summary_rows(summaries)
+    shown = [header.index(column) for column in SUMMARY_SHOWN]
+    table = Table(title=f"{len(summaries)} evaluations in {out}")
+    for index in shown:
+        table.add_column(header[index], justify="left" if header[index] in ("run", "error") else "right")
+    for row in rows:
+        table.add_row(*(row[index] for index in shown), style="red" if row[-1] else None)
+    console.print(table)
+    console.print(f"wrote {out / SUMMARY_MD} and {out / SUMMARY_CSV} (all columns)")
 
 
 def print_mapping(run, map_dir: Path) -> None:
@@ -339,10 +357,27 @@ def serve_command(
 @app.command("eval", cls=Command)
 @reports_errors
 def eval_command(
-    config: ConfigOption,
+    config: Annotated[
+        list[Path],
+        typer.Option(
+            "--config",
+            help=f"Pipeline YAML, or the name of a shipped one ({', '.join(shipped_names())}); repeat to "
+            "evaluate several.",
+        ),
+    ],
     dataset: DatasetOption,
-    root: RootOption,
-    out: Annotated[Path, typer.Option(file_okay=False, help="Run folder: map/, results.txt, metrics.json, report.md.")],
+    root: Annotated[
+        list[Path],
+        typer.Option("--root", help="Scene folder (e.g. 7scenes/chess, Cambridge/KingsCollege); repeat for several."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            file_okay=False,
+            help="Run folder: map/, results.txt, metrics.json, report.md. With several scenes or configs: one "
+            "run folder per pair under it, and summary.md / summary.csv.",
+        ),
+    ],
     images: ImagesOption = None,
     queries: QueriesOption = None,
     overrides: SetOption = None,
@@ -359,8 +394,23 @@ def eval_command(
     workers: WorkersOption = 0,
     address: AddressOption = None,
 ):
-    """Map the training split, localize the test split and score it (the map is reused when unchanged)."""
-    pipeline = load_pipeline(config, overrides=overrides)
+    """Map the training split, localize the test split and score it (the map is reused when unchanged).
+
+    With several --root or --config, every (scene, config) pair is evaluated into OUT/SCENE-CONFIG
+    (as Ray tasks of one CPU with --executor ray, on threads, or one after another) and one table
+    of them all is written to OUT/summary.md and OUT/summary.csv."""
+    executor_config = ExecutorConfig(executor, workers, address)
+    if len(config) > 1 or len(root) > 1:
+        if map_dir is not None:
+            raise typer.BadParameter("--map localizes one config against one map; give one --root and one --config")
+        options = {"images": images, "queries": queries} if dataset is ScoredDataset.colmap else {}
+        runs = plan_runs([str(c) for c in config], dataset.value, root, overrides, **options)
+        with GraphProgress():
+            summaries = evaluate_all(runs, out, executor_config)
+        print_summary(summaries, out)
+        return
+    config_path, root = config[0], root[0]
+    pipeline = load_pipeline(config_path, overrides=overrides)
     scene = open_dataset(dataset, root, images, queries)
     if map_dir is not None:
         console.print(f"localizing against the given map {map_dir}")
@@ -372,7 +422,7 @@ def eval_command(
             map_dir,
             progress.on_node("mapping"),
             progress.on_node("localizing"),
-            ExecutorConfig(executor, workers, address),
+            executor_config,
         )
     if evaluation.mapping is not None:
         print_mapping(evaluation.mapping, evaluation.map_dir)

@@ -5,17 +5,21 @@ and a worker reads an unchanged map file once."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from reloc import api
 from reloc.datasets import load_dataset
 from reloc.errors import PipelineError
+from reloc.eval.batch import SUMMARY_CSV, SUMMARY_MD, evaluate_all, plan_runs
 from reloc.io.map_folder import read_map_record
 from reloc.io.memo import read_once
 from reloc.io.results import write_results
@@ -179,3 +183,27 @@ def test_a_map_file_is_read_once_while_it_is_unchanged_and_again_when_rebuilt(tm
     assert read_once(reader, path) == ["second, longer"] and len(reads) == 2
     with pytest.raises(FileNotFoundError):
         read_once(reader, tmp_path / "missing.txt")  # the reader's own error names the file
+
+
+@pytest.mark.slow
+def test_scenes_times_configs_run_as_ray_tasks_into_one_table(tmp_path, mapped_scene, ray_cluster):
+    """Two configs on a scene and on a missing folder: four runs as Ray tasks, one table; the
+    scene's rows carry the metrics of their own run folders, the missing scene's rows its error."""
+    scene, _ = mapped_scene
+    fewer_keyframes = tmp_path / "top10.yaml"
+    content = yaml.safe_load((Path(api.__file__).parent / "configs" / "default.yaml").read_text())
+    content["localization"]["nodes"]["retrieval"]["with"]["top_k"] = 10
+    fewer_keyframes.write_text(yaml.safe_dump(content))
+    runs = plan_runs(["default", str(fewer_keyframes)], "7scenes", [scene, tmp_path / "missing"])
+    assert [run.name for run in runs] == ["scene-default", "scene-top10", "missing-default", "missing-top10"]
+    summaries = evaluate_all(runs, tmp_path / "runs", ExecutorConfig("ray", workers=2))
+    with open(tmp_path / "runs" / SUMMARY_CSV) as file:
+        rows = list(csv.DictReader(file))
+    assert [row["run"] for row in rows] == [run.name for run in runs]
+    for row, summary in zip(rows[:2], summaries):
+        metrics = json.loads((tmp_path / "runs" / row["run"] / "metrics.json").read_text())
+        assert summary.metrics == metrics and row["error"] == ""
+        assert row["queries"] == "6" and float(row["median t (cm)"]) == pytest.approx(metrics["median_t_cm"], abs=0.01)
+    for row in rows[2:]:
+        assert "missing" in row["error"] and row["queries"] == ""
+    assert (tmp_path / "runs" / SUMMARY_MD).read_text().count("\n") == 2 + len(runs)
