@@ -125,7 +125,8 @@ def test_a_worker_that_dies_loses_no_query(mapped_scene, ray_cluster):
     }
     content["localization"]["output"] = "gate.results"
     pipeline = load_pipeline(map_dir / "map.yaml", content, built=True)
-    results = localize(map_dir, queries, pipeline=pipeline, executor=ExecutorConfig("ray", workers=2))
+    executor = ExecutorConfig("ray", workers=2, chunks_per_worker=1)
+    results = localize(map_dir, queries, pipeline=pipeline, executor=executor)
     assert [result.name for result in results] == [frame.name for frame in queries]
     first_chunk = {frame.name for frame in deal(queries, 2)[0]}  # holds the fatal query
     for result in results:

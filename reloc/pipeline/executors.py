@@ -4,9 +4,11 @@ Localization:
 
 A localization stage works query by query: a query's result depends on that query and the map
 only, not on which other queries share the run (``tests/test_executors.py`` checks it), so the
-queries are dealt into one chunk per worker (query i to worker i mod n: the hard stretches of a
-sequence are shared out), each worker runs the whole graph on its chunk (reading the map once)
-and the runner puts the results back in query order.
+queries are dealt into chunks (query i to chunk i mod n: the hard stretches of a sequence are
+shared out), each worker runs the whole graph on a chunk (reading the map once per process) and
+the runner puts the results back in query order. Threads get one chunk each; Ray gets
+``chunks_per_worker`` chunks per worker, pulled by whichever worker is free, so that a slow chunk
+does not leave the other workers idle.
 
 - ``local``: the graph on every query in this process.
 - ``threads``: one thread per chunk in this process. pycolmap, PoseLib, OpenCV and torch release
@@ -51,6 +53,7 @@ class ExecutorConfig:
     kind: str = "local"  # local, threads or ray
     workers: int = 0  # chunks run at once (0: the machine's cores)
     address: str | None = None  # ray: a running cluster ("auto", "ray://host:10001"); None starts a local one
+    chunks_per_worker: int = 4  # ray: query chunks per worker (more balance the load, each costs a task)
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
@@ -86,7 +89,7 @@ def run_localization(
         raise PipelineError(f"unknown executor {config.kind!r}; choose one of {', '.join(EXECUTORS)}")
     if config.kind == "local" or not frames:
         return run_localization_graph(pipeline, map_dir, frames, on_node)
-    chunks = deal(frames, config.worker_count())
+    chunks = deal(frames, config.worker_count() * (config.chunks_per_worker if config.kind == "ray" else 1))
     if config.kind == "threads":
         with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="reloc-localize") as pool:
             futures = [
@@ -111,7 +114,8 @@ def run_on_ray(
     back as failed results naming the error, so that no query is lost."""
     ray = ray_session(config)
     task = ray.remote(num_cpus=1, max_retries=1)(localize_chunk)
-    references = [task.remote(content, map_dir.resolve(), chunk) for chunk in chunks]
+    content_reference = ray.put(content)
+    references = [task.remote(content_reference, map_dir.resolve(), chunk) for chunk in chunks]
     outcomes = []
     for reference, chunk in zip(references, chunks):
         try:
