@@ -66,6 +66,28 @@ def main() -> None:
             flush=True,
         )
 
+    print_task_overhead()
+
+
+def print_task_overhead(tasks: int = 200) -> None:
+    """Ray's own cost per task, for the projection to N machines: empty tasks one after another
+    (a round trip each) and all at once (the scheduler's throughput)."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def empty() -> None:
+        return None
+
+    ray.get(empty.remote())
+    started = time.perf_counter()
+    for _ in range(tasks):
+        ray.get(empty.remote())
+    round_trip = (time.perf_counter() - started) / tasks
+    started = time.perf_counter()
+    ray.get([empty.remote() for _ in range(tasks)])
+    batched = (time.perf_counter() - started) / tasks
+    print(f"ray empty task: {1000 * round_trip:.2f} ms one at a time, {1000 * batched:.2f} ms each of {tasks} at once")
+
 
 if __name__ == "__main__":
     main()

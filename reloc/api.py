@@ -18,6 +18,8 @@ from .eval.run import Evaluation, NodeCallback
 from .eval.run import evaluate as evaluate_pipeline
 from .mapping.compact import CompactConfig
 from .mapping.compact import export_compact as export_map
+from .mapping.submaps import SplitConfig
+from .mapping.submaps import split_map as split_submaps
 from .pipeline.engine import GraphRun
 from .pipeline.executors import ExecutorConfig
 from .pipeline.runner import build_map
@@ -90,3 +92,10 @@ def export_compact(
     descriptors, whitened retrieval, only what localization and the viewer read). Returns, per
     artifact, its bytes before and after (0: dropped)."""
     return export_map(Path(map_dir), Path(out), config or CompactConfig())
+
+
+def split_map(map_dir: str | Path, out: str | Path, config: SplitConfig | None = None) -> dict:
+    """Split map ``map_dir`` into submaps by region in the new folder ``out``
+    (:mod:`reloc.mapping.submaps`); ``localize`` and ``evaluate(map_dir=out)`` then route each
+    query to its submaps. Returns ``split.yaml``'s content."""
+    return split_submaps(Path(map_dir), Path(out), config)

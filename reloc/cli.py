@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import signal
 import statistics
+import time
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -31,11 +33,12 @@ from .features.quantize import CodecConfig
 from .io.map_folder import ARTIFACTS, check_files, open_artifact, read_map_record
 from .io.results import GROUND_TRUTH_FILE, read_results, write_results
 from .mapping.compact import CompactConfig
+from .mapping.submaps import SplitConfig
 from .matching.pairwise import PAIR_MATCHERS
-from .pipeline.executors import ExecutorConfig
+from .pipeline.executors import ExecutorConfig, ray_session
 from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
-from .pipeline.runner import folder_bytes
+from .pipeline.runner import folder_bytes, load_map_pipeline
 from .pipeline.spec import SOURCES, load_pipeline, read_yaml
 from .viz.scene import load_scene
 
@@ -295,6 +298,31 @@ def export_command(
     console.print(table)
 
 
+@app.command("split", cls=Command)
+@reports_errors
+def split_command(
+    map_dir: Annotated[Path, typer.Argument(help="Map folder written by 'reloc map' or 'reloc eval' (RUN/map).")],
+    out: Annotated[Path, typer.Argument(file_okay=False, help="New folder for the submaps.")],
+    parts: Annotated[int, typer.Option(help="Submaps (k-means regions of the keyframe centres).")] = 4,
+    overlap: Annotated[
+        float, typer.Option(help="A keyframe also joins regions within (1 + OVERLAP) x its nearest centre distance.")
+    ] = 0.25,
+    router_dims: Annotated[int, typer.Option(help="Dimensions of the router's whitened retrieval vectors.")] = 128,
+):
+    """Split a map into submaps by region, for maps too large for one worker. 'reloc localize OUT'
+    and 'reloc eval --map OUT' route each query by retrieval to the submaps holding its top
+    keyframes; with --executor ray a worker reads only the submaps of its queries."""
+    split = api.split_map(map_dir, out, SplitConfig(parts, overlap, router_dims))
+    table = Table(title=f"{map_dir} split into {out}")
+    for column in ("submap", "keyframes", "landmarks", "MB", "centre (m)"):
+        table.add_column(column, justify="left" if column == "submap" else "right")
+    for entry in split["submaps"]:
+        size = folder_bytes(out / entry["folder"]) / 1e6
+        centre = ", ".join(f"{v:.1f}" for v in entry["centre"])
+        table.add_row(entry["folder"], str(len(entry["keyframes"])), str(entry["landmarks"]), f"{size:.1f}", centre)
+    console.print(table)
+
+
 @app.command("localize", cls=Command)
 @reports_errors
 def localize_command(
@@ -339,9 +367,13 @@ def serve_command(
     ] = 2,
     queue: Annotated[float, typer.Option(help="Seconds a request waits for a free localization slot.")] = 30.0,
     timeout: Annotated[float, typer.Option(help="Seconds a localization may take; longer gets 504.")] = 60.0,
+    ray: Annotated[bool, typer.Option("--ray", help="Run the app as a Ray Serve deployment.")] = False,
+    replicas: Annotated[int, typer.Option(help="--ray: replicas (processes of one CPU, each with the map).")] = 2,
+    address: AddressOption = None,
 ):
     """Serve a map over HTTP: POST /localize (image + focal or camera line) returns the pose as JSON;
-    GET /health, GET /map, OpenAPI docs at /docs. Needs 'pip install reloc[serve]'."""
+    GET /health, GET /map, OpenAPI docs at /docs. Needs 'pip install reloc[serve]' ('reloc[ray]'
+    for --ray). --max-concurrent is per replica with --ray."""
     try:
         import uvicorn
     except ImportError:
@@ -349,9 +381,40 @@ def serve_command(
     from .serve import ServiceLimits, create_app
 
     limits = ServiceLimits(int(max_request_mb * 1e6), int(max_megapixels * 1e6), max_concurrent, queue, timeout)
+    if ray:
+        serve_on_ray(map_dir, limits, replicas, host, port, ExecutorConfig("ray", replicas + 1, address))
+        return
     app_instance = create_app(map_dir, limits)
     console.print(f"serving {map_dir} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(app_instance, host=host, port=port, log_level="warning")
+
+
+def interrupt(*_) -> None:
+    """SIGTERM handler: stop as Ctrl-C does, so that the ``finally`` blocks clean up."""
+    raise KeyboardInterrupt
+
+
+def serve_on_ray(map_dir: Path, limits, replicas: int, host: str, port: int, executor: ExecutorConfig) -> None:
+    """Run the service as a Ray Serve application until interrupted (Ctrl-C or SIGTERM), then shut
+    Serve and the local Ray down."""
+    from ray import serve
+
+    from .serve import ray_serve_application
+
+    load_map_pipeline(map_dir)  # a folder that is not a map fails here, by name, before Ray starts
+    ray_module = ray_session(executor)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(ray_serve_application(map_dir, limits, replicas), route_prefix="/")
+        console.print(f"serving {map_dir} on http://{host}:{port} with {replicas} Ray Serve replicas (docs at /docs)")
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+        ray_module.shutdown()
 
 
 @app.command("eval", cls=Command)

@@ -15,6 +15,9 @@ waits ``queue_s`` for a free one gets 503, one that runs past ``timeout_s`` 504.
 JSON ``{"error": "..."}`` naming the problem. A query that cannot be localized is a 200 with
 ``success: false`` and PnP's reason, never a prior pose.
 The map's landmarks and retrieval index stay in memory between requests (:mod:`reloc.io.memo`).
+
+``reloc serve --ray --replicas N`` runs the same app as a Ray Serve deployment of N replicas (one
+process and CPU each, each holding the map), on a local Ray or a cluster (``--address``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .pipeline.runner import folder_bytes, load_map_pipeline, localize
 from .types import Camera, Frame, QueryResult
 
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png"}
+QUEUED_PER_REPLICA = 32  # reloc serve --ray: requests waiting per replica before Serve answers 503
 
 
 @dataclass
@@ -191,3 +195,25 @@ def localize_bytes(map_dir: Path, pipeline, data: bytes, name: str, camera: Came
         path.write_bytes(data)
         (result,) = localize(map_dir, [Frame(Path(name).name, path, camera)], pipeline=pipeline)
     return result
+
+
+def ray_serve_application(map_dir: Path, limits: ServiceLimits, replicas: int):
+    """The same app as a Ray Serve application of ``replicas`` replicas (one CPU each), each
+    loading the map once and allowing ``limits.max_concurrent`` localizations; Serve's proxy
+    spreads the requests over them and refuses (503) beyond ``QUEUED_PER_REPLICA`` waiting per replica."""
+    from ray import serve
+
+    map_dir = map_dir.resolve()
+
+    def build_app() -> FastAPI:  # runs on each replica
+        return create_app(map_dir, limits)
+
+    deployment = serve.deployment(
+        serve.ingress(build_app)(),
+        name="reloc-localize",
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": 1},
+        max_ongoing_requests=limits.max_concurrent * 2,
+        max_queued_requests=QUEUED_PER_REPLICA * replicas,
+    )
+    return deployment.bind()

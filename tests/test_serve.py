@@ -34,14 +34,23 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    """The scene (seed 8) and the URL of `reloc serve` on its default map, limited to 0.5 MB requests."""
-    scene, map_dir = mapped_room(tmp_path_factory.mktemp("serve"), query_frames=4)
+def served_map(tmp_path_factory) -> tuple[Path, Path]:
+    return mapped_room(tmp_path_factory.mktemp("serve"), query_frames=4)
+
+
+@pytest.fixture(scope="module", params=["uvicorn", "ray-serve"])
+def service(request, served_map):
+    """The scene (seed 8) and the URL of `reloc serve` on its default map, limited to 0.5 MB
+    requests: one process (uvicorn), or a Ray Serve deployment of 2 replicas (--ray)."""
+    scene, map_dir = served_map
     port = free_port()
     command = [RELOC, "serve", str(map_dir), "--port", str(port), "--max-request-mb", "0.5", "--timeout", "60"]
+    if request.param == "ray-serve":
+        pytest.importorskip("ray.serve")
+        command += ["--ray", "--replicas", "2"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
@@ -53,7 +62,7 @@ def service(tmp_path_factory):
         pytest.fail(f"reloc serve did not come up: {process.communicate()[0].decode()[-2000:]}")
     yield scene, url
     process.terminate()
-    process.wait(timeout=30)
+    process.wait(timeout=60)
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -9,7 +9,7 @@ another run has since replaced.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,19 +39,33 @@ def run_graph(
     cache: DiskCache | None = None,
     on_node: Callable[[str, int, int], None] | None = None,
     artifacts: Path | None = None,
+    only: Collection[str] | None = None,
+    given: dict[str, Any] | None = None,
 ) -> GraphRun:
     """Run every node in topological order. ``on_node(name, index, total)`` is called before each.
     ``artifacts``: the folder nodes write files into (the map folder), watched so that a cached
-    node is reused only while its files are unchanged."""
+    node is reused only while its files are unchanged. ``only``: run these nodes (their inputs
+    must come from sources or from each other). ``given``: outputs ("node.output") computed
+    elsewhere (the router of a split map); a node whose outputs are all given is not run."""
     missing = sorted(set(graph.sources) - set(sources))
     if missing:
         raise PipelineError(f"{graph.section}: source '{missing[0]}' was not provided")
+    given = given or {}
     keys = {name: fingerprint(value) for name, value in sources.items() if name in graph.sources}
-    run = GraphRun(values=dict(sources))
-    for index, name in enumerate(graph.order):
+    keys.update({ref: fingerprint(["given", ref]) for ref in given})
+    run = GraphRun(values={**sources, **given})
+    order = [name for name in graph.order if only is None or name in only]
+    for index, name in enumerate(order):
         node = graph.nodes[name]
+        if all(f"{name}.{output}" in given for output in node.stage.outputs):
+            continue
         if on_node is not None:
-            on_node(name, index, len(graph.order))
+            on_node(name, index, len(order))
+        absent = sorted(ref for ref in node.inputs.values() if ref not in keys)
+        if absent:
+            raise PipelineError(
+                f"{graph.section}: node '{name}' reads '{absent[0]}', which this run neither ran nor was given"
+            )
         input_keys = {port: keys[ref] for port, ref in node.inputs.items()}
         key = node_key(node.stage.name, node.stage.version, node.config, input_keys)
         start = time.perf_counter()

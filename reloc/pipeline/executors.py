@@ -39,6 +39,7 @@ from ..io.map_folder import MAP_FILE
 from ..types import Frame, QueryResult
 from .engine import run_graph
 from .items import ChunkWork, Mapper
+from .memory import keep_freed_memory
 from .progress import track
 from .spec import Pipeline, load_pipeline
 from .timing import recording
@@ -65,40 +66,71 @@ def deal(items: Sequence, parts: int) -> list[list]:
     return [list(items[index::parts]) for index in range(parts)]
 
 
-def localize_chunk(content: dict, map_dir: Path, frames: list[Frame]) -> tuple[list[QueryResult], QueryTimings]:
+def localize_chunk(
+    content: dict, map_dir: Path, frames: list[Frame], given: dict | None = None
+) -> tuple[list[QueryResult], QueryTimings]:
     """The localization graph of the pipeline ``content`` (resolved YAML data) on ``frames``
-    against ``map_dir``: its results and their per-stage seconds."""
+    against ``map_dir``, with outputs ``given`` (computed elsewhere): its results and their per-stage
+    seconds. Runs in a worker process: glibc is told to keep freed buffers there too (:mod:`.memory`)."""
+    keep_freed_memory()
     pipeline = load_pipeline(map_dir / MAP_FILE, content, built=True)
-    return run_localization_graph(pipeline, map_dir, frames)
+    return run_localization_graph(pipeline, map_dir, frames, given=given)
 
 
 def run_localization_graph(
-    pipeline: Pipeline, map_dir: Path, frames: list[Frame], on_node=None
+    pipeline: Pipeline, map_dir: Path, frames: list[Frame], on_node=None, given: dict | None = None
 ) -> tuple[list[QueryResult], QueryTimings]:
     with recording() as timings:
-        run = run_graph(pipeline.localization, {"queries.frames": frames, "map.dir": map_dir}, on_node=on_node)
+        sources = {"queries.frames": frames, "map.dir": map_dir}
+        run = run_graph(pipeline.localization, sources, on_node=on_node, given=given)
     return list(run.output(pipeline.localization.output)), {name: dict(t) for name, t in timings.items()}
+
+
+@dataclass
+class Chunk:
+    """Queries localized together against one map folder, with outputs computed before (or None)."""
+
+    map_dir: Path
+    frames: list[Frame]
+    given: dict | None = None
 
 
 def run_localization(
     pipeline: Pipeline, map_dir: Path, frames: list[Frame], config: ExecutorConfig, on_node=None
 ) -> tuple[list[QueryResult], QueryTimings]:
-    """Results (chunk after chunk: the caller puts them in query order) and timings of the
+    """Results (chunk by chunk: the caller puts them in query order) and timings of the
     localization graph on ``frames``, run as ``config`` says. ``on_node`` reports the graph's nodes of a local run."""
-    if config.kind not in EXECUTORS:
-        raise PipelineError(f"unknown executor {config.kind!r}; choose one of {', '.join(EXECUTORS)}")
+    check_executor(config)
     if config.kind == "local" or not frames:
         return run_localization_graph(pipeline, map_dir, frames, on_node)
-    chunks = deal(frames, config.worker_count() * (config.chunks_per_worker if config.kind == "ray" else 1))
-    if config.kind == "threads":
-        with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="reloc-localize") as pool:
+    parts = config.worker_count() * (config.chunks_per_worker if config.kind == "ray" else 1)
+    return run_chunks(pipeline, [Chunk(map_dir, chunk) for chunk in deal(frames, parts)], config)
+
+
+def check_executor(config: ExecutorConfig) -> None:
+    if config.kind not in EXECUTORS:
+        raise PipelineError(f"unknown executor {config.kind!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def run_chunks(
+    pipeline: Pipeline, chunks: list[Chunk], config: ExecutorConfig
+) -> tuple[list[QueryResult], QueryTimings]:
+    """The localization graph on each chunk, in this process, on threads or as Ray tasks; the
+    results chunk after chunk and the timings of all."""
+    check_executor(config)
+    if config.kind == "local":
+        outcomes = [run_localization_graph(pipeline, c.map_dir, c.frames, given=c.given) for c in chunks]
+    elif config.kind == "threads":
+        with ThreadPoolExecutor(max_workers=config.worker_count(), thread_name_prefix="reloc-localize") as pool:
             futures = [
-                pool.submit(contextvars.copy_context().run, run_localization_graph, pipeline, map_dir, chunk)
-                for chunk in chunks
+                pool.submit(
+                    contextvars.copy_context().run, run_localization_graph, pipeline, c.map_dir, c.frames, None, c.given
+                )
+                for c in chunks
             ]
             outcomes = [future.result() for future in futures]
     else:
-        outcomes = run_on_ray(pipeline.resolved(), map_dir, chunks, config)
+        outcomes = run_on_ray(pipeline.resolved(), chunks, config)
     results: list[QueryResult] = []
     timings: QueryTimings = {}
     for chunk_results, chunk_timings in outcomes:
@@ -108,22 +140,35 @@ def run_localization(
 
 
 def run_on_ray(
-    content: dict, map_dir: Path, chunks: list[list[Frame]], config: ExecutorConfig
+    content: dict, chunks: list[Chunk], config: ExecutorConfig
 ) -> list[tuple[list[QueryResult], QueryTimings]]:
-    """One Ray task per chunk, retried once when its worker dies; a chunk that fails again comes
+    """One Ray task per chunk, at most ``config.workers`` at once (0: the cluster's CPUs), the next
+    chunk going to the first worker free (outcomes in the order they finish: the caller puts the
+    results in query order), retried once when its worker dies; a chunk that fails again comes
     back as failed results naming the error, so that no query is lost."""
     ray = ray_session(config)
     task = ray.remote(num_cpus=1, max_retries=1)(localize_chunk)
     content_reference = ray.put(content)
-    references = [task.remote(content_reference, map_dir.resolve(), chunk) for chunk in chunks]
+    in_flight = config.workers if config.workers > 0 else max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def submit(chunk: Chunk):
+        return task.remote(content_reference, chunk.map_dir.resolve(), chunk.frames, chunk.given)
+
     outcomes = []
-    for reference, chunk in zip(references, chunks):
+    pending: dict = {}  # reference -> its chunk
+    upcoming = iter(chunks)
+    while True:
+        while len(pending) < in_flight and (chunk := next(upcoming, None)) is not None:
+            pending[submit(chunk)] = chunk
+        if not pending:
+            return outcomes
+        (done,), _ = ray.wait(list(pending), num_returns=1)
+        chunk = pending.pop(done)
         try:
-            outcomes.append(ray.get(reference))
+            outcomes.append(ray.get(done))
         except ray.exceptions.RayError as error:
             reason = f"ray worker failed: {type(error).__name__}: {str(error).splitlines()[0]}"
-            outcomes.append(([QueryResult(frame.name, None, reason) for frame in chunk], {}))
-    return outcomes
+            outcomes.append(([QueryResult(frame.name, None, reason) for frame in chunk.frames], {}))
 
 
 def ray_session(config: ExecutorConfig):
@@ -143,8 +188,7 @@ def ray_session(config: ExecutorConfig):
 
 def item_mapper(config: ExecutorConfig) -> Mapper | None:
     """What runs the per-item work of mapping stages under ``config`` (None: this process)."""
-    if config.kind not in EXECUTORS:
-        raise PipelineError(f"unknown executor {config.kind!r}; choose one of {', '.join(EXECUTORS)}")
+    check_executor(config)
     if config.kind == "local":
         return None
     window = 2 * config.worker_count()
@@ -176,6 +220,7 @@ def item_mapper(config: ExecutorConfig) -> Mapper | None:
 
 
 def run_chunk(work: ChunkWork, chunk: list) -> list:
+    keep_freed_memory()
     return work(chunk)
 
 

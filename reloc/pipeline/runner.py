@@ -20,6 +20,8 @@ from ..datasets.base import check_complete
 from ..errors import DatasetError, PipelineError
 from ..io.lock import writing
 from ..io.map_folder import ARTIFACTS, MAP_FILE, check_files, read_map_record, require_artifacts, unread_artifacts
+from ..localization.routing import localize_split
+from ..mapping.submaps import is_split_map, submap_folders
 from ..types import Frame, QueryResult
 from .cache import CACHE_FOLDER, DiskCache, fingerprint
 from .engine import GraphRun, run_graph
@@ -139,6 +141,9 @@ def artifact_producers(pipeline: Pipeline, run: GraphRun, map_dir: Path, removed
 
 
 def load_map_pipeline(map_dir: Path) -> Pipeline:
+    """The pipeline recorded in a map folder (in the first submap of a split map)."""
+    if is_split_map(map_dir):
+        map_dir = submap_folders(map_dir)[0]
     content = read_map_record(map_dir)
     if "pipeline" not in content:
         raise PipelineError(f"{map_dir / MAP_FILE}: has no 'pipeline' entry; rebuild the map with 'reloc map'")
@@ -154,21 +159,23 @@ def localize(
 ) -> list[QueryResult]:
     """Localize ``queries`` against a map folder with the localization graph of ``pipeline``, by
     default the one stored in the map, in this process or spread over workers (``executor``,
-    :mod:`.executors`). A map without an artifact the graph reads is refused first.
+    :mod:`.executors`). A map without an artifact the graph reads is refused first. A split map
+    (``reloc split``) routes each query to its submaps (:mod:`reloc.localization.routing`).
 
     Every query gets exactly one result, in query order; a query the graph left out is reported
     failed.
     """
     keep_freed_memory()
     pipeline = pipeline if pipeline is not None else load_map_pipeline(map_dir)
-    needs = {name: node.stage.needs for name, node in pipeline.localization.nodes.items()}
-    record = read_map_record(map_dir)
-    recorded = record.get("artifacts") or {}
-    require_artifacts(map_dir, needs, recorded, tuple(record.get("removed") or ()))
-    check_files(map_dir, recorded, {artifact for artifacts in needs.values() for artifact in artifacts})
+    split = is_split_map(map_dir)
+    for folder in submap_folders(map_dir) if split else [map_dir]:
+        check_map(folder, pipeline)
     unreadable = unreadable_images(queries)
     readable = [frame for frame in queries if frame.name not in unreadable]
-    outputs, timings = run_localization(pipeline, map_dir, readable, executor or ExecutorConfig(), on_node)
+    if split:
+        outputs, timings = localize_split(pipeline, map_dir, readable, executor or ExecutorConfig())
+    else:
+        outputs, timings = run_localization(pipeline, map_dir, readable, executor or ExecutorConfig(), on_node)
     by_name = {result.name: result for result in outputs}
     for name, result in by_name.items():
         result.timings = {**timings.get(name, {}), **result.timings}
@@ -183,6 +190,15 @@ def localize(
     for frame, result in zip(queries, results):
         result.record.image, result.record.camera = Path(frame.image_path).resolve(), frame.camera
     return results
+
+
+def check_map(map_dir: Path, pipeline: Pipeline) -> None:
+    """Refuse a map without an artifact the localization graph reads, or whose files differ from its record."""
+    needs = {name: node.stage.needs for name, node in pipeline.localization.nodes.items()}
+    record = read_map_record(map_dir)
+    recorded = record.get("artifacts") or {}
+    require_artifacts(map_dir, needs, recorded, tuple(record.get("removed") or ()))
+    check_files(map_dir, recorded, {artifact for artifacts in needs.values() for artifact in artifacts})
 
 
 def unreadable_images(frames: list[Frame]) -> dict[str, str]:
