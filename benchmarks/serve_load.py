@@ -3,10 +3,11 @@
     python benchmarks/serve_load.py --map runs/demo/map --dataset 7scenes --root data/synthetic-7scenes-seed0 \\
         --requests 200 --clients 4
 
-Starts `reloc serve MAP` on a free loopback port, then ``--clients`` threads send ``--requests``
-requests in all: the dataset's test images in turn (with their own camera line), and every tenth
-request a truncated image (a bad input that must get 400). Prints p50 / p99 latency of the good
-requests, throughput, and every status code seen; a request without a response counts as lost.
+Starts `reloc serve MAP` (with ``--ray-replicas N``: ``reloc serve MAP --ray --replicas N``) on a
+free loopback port, then ``--clients`` threads send ``--requests`` requests in all: the dataset's
+test images in turn (with their own camera line), and every tenth request a truncated image (a
+bad input that must get 400). Prints p50 / p99 latency of the good requests, throughput, and
+every status code seen; a request without a response counts as lost.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--max-concurrent", type=int, default=2)
+    parser.add_argument("--max-concurrent", type=int, default=2, help="localization slots (per replica with --ray)")
+    parser.add_argument("--ray-replicas", type=int, default=0, help="serve with --ray --replicas N (0: one process)")
     args = parser.parse_args()
     frames = load_dataset(args.dataset, args.root).frames("test")
     port = free_port()
     reloc = str(Path(sys.executable).with_name("reloc"))
     command = [reloc, "serve", str(args.map), "--port", str(port), "--max-concurrent", str(args.max_concurrent)]
+    if args.ray_replicas:
+        command += ["--ray", "--replicas", str(args.ray_replicas)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -90,7 +94,7 @@ def main() -> None:
         wall = time.perf_counter() - started
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.wait(timeout=60)
     good = np.array([seconds for _, bad, seconds, status in outcomes if not bad and status == 200])
     statuses: dict[str, int] = {}
     for _, bad, _, status in outcomes:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -25,12 +24,16 @@ from pathlib import Path
 
 from reloc.datasets import load_dataset
 from reloc.eval.metrics import compute_metrics
-from reloc.mapping.submaps import SplitConfig, read_split, split_map
+from reloc.mapping.submaps import ROUTER_FILE, SplitConfig, read_split, split_map
 from reloc.pipeline.runner import folder_bytes, localize
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory (VmHWM: ``ru_maxrss`` would carry the parent's from the fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def worker(map_dir: Path, dataset: str, root: Path, names: list[str], features_only: bool) -> None:
@@ -91,19 +94,20 @@ def main() -> None:
         if folder == args.out:
             routed = results
     print(f"{len(queries)} queries of {args.scene}")
-    print("| map | localized | median t (cm) | median R (°) | 25 cm 2° (%) | 50 cm 5° (%) | s per query | map MB |")
+    print("| map | localized | median t (cm) | median R (°) | 1 cm 1° (%) | 5 cm 5° (%) | s per query | map MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, metrics, seconds, size in rows:
         recall = metrics["recall"]
         print(
             f"| {label} | {metrics['n_queries'] - metrics['n_failed']}/{metrics['n_queries']} | "
-            f"{metrics['median_t_cm']:.1f} | {metrics['median_r_deg']:.2f} | {100 * recall['25cm_2deg']:.1f} | "
-            f"{100 * recall['50cm_5deg']:.1f} | {seconds / len(queries):.2f} | {size / 1e6:.1f} |"
+            f"{metrics['median_t_cm']:.2f} | {metrics['median_r_deg']:.3f} | {100 * recall['1cm_1deg']:.1f} | "
+            f"{100 * recall['5cm_5deg']:.1f} | {seconds / len(queries):.2f} | {size / 1e6:.1f} |"
         )
     split = read_split(args.out)
     by_submap: dict[str, list[str]] = {}
     for result in routed:
         by_submap.setdefault(result.record.extra.get("submap", "none"), []).append(result.name)
+    print(f"router index: {(args.out / ROUTER_FILE).stat().st_size / 1e6:.1f} MB on disk")
     print()
     print("| worker | queries | peak memory (MB) | above the floor (MB) |")
     print("|---|---:|---:|---:|")

@@ -54,7 +54,7 @@ class ExecutorConfig:
     kind: str = "local"  # local, threads or ray
     workers: int = 0  # chunks run at once (0: the machine's cores)
     address: str | None = None  # ray: a running cluster ("auto", "ray://host:10001"); None starts a local one
-    chunks_per_worker: int = 4  # ray: query chunks per worker (more balance the load, each costs a task)
+    chunks_per_worker: int = 8  # ray: query chunks per worker (more balance the load, each costs a task)
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
