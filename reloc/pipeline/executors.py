@@ -17,8 +17,8 @@ does not leave the other workers idle.
   ``workers`` CPUs; the pipeline travels as its resolved YAML content, the map is read by path.
 
 Mapping: the graph runs in this process, and the per-item work of its stages (feature extraction,
-FaVoR's patches, keyframe copies: :mod:`.items`) is spread over the threads or Ray tasks, at most
-two chunks per worker in flight; the stages that need everything (tracks, triangulation, the
+FaVoR's patches, keyframe copies: :mod:`.items`) is spread over the threads or Ray tasks (one chunk
+per worker at a time, two queued per thread); the stages that need everything (tracks, triangulation, the
 retrieval fit) run here. The results come back in item order and are written here, so the map is
 byte-identical to a local one (``tests/test_executors.py``).
 """
@@ -149,7 +149,7 @@ def run_on_ray(
     ray = ray_session(config)
     task = ray.remote(num_cpus=1, max_retries=1)(localize_chunk)
     content_reference = ray.put(content)
-    in_flight = config.workers if config.workers > 0 else max(1, int(ray.cluster_resources().get("CPU", 1)))
+    in_flight = ray_workers(config, ray)
 
     def submit(chunk: Chunk):
         return task.remote(content_reference, chunk.map_dir.resolve(), chunk.frames, chunk.given)
@@ -186,13 +186,18 @@ def ray_session(config: ExecutorConfig):
     return ray
 
 
+def ray_workers(config: ExecutorConfig, ray) -> int:
+    """Ray tasks to run at once: ``config.workers``, or every CPU of the cluster."""
+    return config.workers if config.workers > 0 else max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def item_mapper(config: ExecutorConfig) -> Mapper | None:
     """What runs the per-item work of mapping stages under ``config`` (None: this process)."""
     check_executor(config)
     if config.kind == "local":
         return None
-    window = 2 * config.worker_count()
     if config.kind == "threads":
+        window = 2 * config.worker_count()  # the pool runs worker_count at once; the others wait, read
 
         def on_threads(work: ChunkWork, chunks: list[list], description: str) -> Iterator[list]:
             with ThreadPoolExecutor(max_workers=config.worker_count(), thread_name_prefix="reloc-map") as pool:
@@ -206,6 +211,7 @@ def item_mapper(config: ExecutorConfig) -> Mapper | None:
 
     def on_ray(work: ChunkWork, chunks: list[list], description: str) -> Iterator[list]:
         ray = ray_session(config)
+        window = ray_workers(config, ray)  # Ray runs every task submitted while it has CPUs: submitted = running
         task = ray.remote(num_cpus=1, max_retries=1)(run_chunk)
 
         def result(reference) -> list:
