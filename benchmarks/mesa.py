@@ -30,15 +30,11 @@ import numpy as np
 from PIL import Image
 
 from reloc.datasets import load_dataset
+from reloc.datasets.pairs import pair_line
 from reloc.datasets.synthetic.pairs import PairSampler
 
 STRECHA = ("fountain-P11", "Herz-Jesus-P8", "castle-P19")
 SYNTHETIC_PAIRS = 30
-
-
-def pair_line(name0: str, name1: str, K0: np.ndarray, K1: np.ndarray, cam1_from_cam0: np.ndarray) -> str:
-    values = [*K0.ravel(), *K1.ravel(), *cam1_from_cam0.ravel()]
-    return f"{name0} {name1} 0 0 " + " ".join(f"{v:.9f}" for v in values)
 
 
 def strecha_wide_pairs(root: Path, out: Path) -> None:

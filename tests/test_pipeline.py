@@ -309,6 +309,22 @@ def frames(n: int) -> list[Frame]:
     return [Frame(f"f{i}.png", Path(f"/nonexistent/f{i}.png"), camera, Pose.identity()) for i in range(n)]
 
 
+def test_a_graph_runs_only_some_nodes_or_takes_given_outputs(tmp_path):
+    """``only`` runs a prefix of the graph; ``given`` outputs stand for their node, which does not
+    run; a node reading an output that was neither run nor given is refused by name."""
+    pipeline = load_pipeline(write_yaml(tmp_path, pipeline_dict()))
+    sources = {"dataset.frames": frames(3), "map.dir": tmp_path}
+    CALLS.clear()
+    run = run_graph(pipeline.mapping, sources, only=["count"])
+    assert CALLS == ["test.count"] and run.output("count.count") == 3 and not (tmp_path / "count.json").exists()
+    CALLS.clear()
+    run = run_graph(pipeline.mapping, sources, given={"count.count": 5})
+    assert CALLS == ["test.scale"] and run.output("double.value") == 10
+    assert json.loads((tmp_path / "count.json").read_text()) == 10  # a node without outputs still runs
+    with pytest.raises(PipelineError, match="node 'double' reads 'count.count', which this run neither ran nor"):
+        run_graph(pipeline.mapping, sources, only=["double"])
+
+
 def test_execution_timing_and_cache_invalidation(tmp_path):
     pipeline = load_pipeline(write_yaml(tmp_path, pipeline_dict()))
     cache = DiskCache(tmp_path / "cache")

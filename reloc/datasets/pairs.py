@@ -46,6 +46,13 @@ def relative_pose(path: Path, line_number: int, matrix: np.ndarray) -> tuple[Pos
     return Pose(rotation, matrix[:3, 3]), deviation
 
 
+def pair_line(name0: str, name1: str, K0: np.ndarray, K1: np.ndarray, cam1_from_cam0: np.ndarray) -> str:
+    """One ``pairs_with_gt.txt`` line (rotations 0) for images ``name0`` and ``name1`` with
+    intrinsics (3, 3) and the 4x4 ``cam1_from_cam0``."""
+    values = [*K0.ravel(), *K1.ravel(), *cam1_from_cam0.ravel()]
+    return f"{name0} {name1} 0 0 " + " ".join(f"{v:.9f}" for v in values)
+
+
 def read_pairs_with_gt(path: str | Path) -> list[PairWithGT]:
     path = Path(path)
     pairs = []

@@ -57,7 +57,7 @@ def run_graph(
     order = [name for name in graph.order if only is None or name in only]
     for index, name in enumerate(order):
         node = graph.nodes[name]
-        if all(f"{name}.{output}" in given for output in node.stage.outputs):
+        if given and node.stage.outputs and all(f"{name}.{output}" in given for output in node.stage.outputs):
             continue
         if on_node is not None:
             on_node(name, index, len(order))
