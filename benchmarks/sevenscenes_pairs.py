@@ -3,12 +3,14 @@
     python benchmarks/sevenscenes_pairs.py make --root ../shared/data/7scenes-sample/stairs --out runs/7scenes-pairs
     python benchmarks/sevenscenes_pairs.py eval --pairs runs/7scenes-pairs --root ../shared/data/7scenes-sample/stairs
 
-``make``: every two frames of the scene (both splits) whose views overlap by ``--min-overlap`` to
-``--max-overlap`` of the first image's pixels, the overlap measured with the Kinect depth maps and
-the poses (a pixel counts when its depth point projects into the other image in front of it and
-agrees with that image's depth: not occluded); written as ``pairs_with_gt.txt``
-(cam1_from_cam0, the dataset's intrinsics, image names relative to ``--root``). 7-Scenes' depth is
-not registered to its colour images, so the overlap is approximate; the poses are the dataset's.
+``make``: every two frames of the scene (both splits) at least ``--min-baseline`` apart (below
+~10 cm the direction of the translation, half of the pose error, is not observable at 640 px) whose
+views overlap by ``--min-overlap`` to ``--max-overlap`` of the first image's pixels, the overlap
+measured with the Kinect depth maps and the poses (a pixel counts when its depth point projects
+into the other image in front of it and agrees with that image's depth: not occluded); written as
+``pairs_with_gt.txt`` (cam1_from_cam0, the dataset's intrinsics, image names relative to
+``--root``). 7-Scenes' depth is not registered to its colour images, so the overlap is
+approximate; the poses are the dataset's.
 ``eval``: ``reloc match-eval`` of each matcher at 640 px, the pose AUC table in Markdown. These
 pairs are a validation set only: no model of this project trains on them.
 """
@@ -38,17 +40,20 @@ def overlap(frame0, depth0: np.ndarray, frame1, depth1: np.ndarray) -> float:
     return float(covisible[valid].mean()) if valid.any() else 0.0
 
 
-def make_pairs(root: Path, out: Path, min_overlap: float, max_overlap: float) -> int:
+def make_pairs(root: Path, out: Path, min_overlap: float, max_overlap: float, min_baseline: float) -> int:
     dataset = load_dataset("7scenes", root)
     frames = sorted(dataset.frames("train") + dataset.frames("test"), key=lambda frame: frame.name)
     depths = {frame.name: read_depth_mm(frame.depth_path) for frame in frames}
     lines = []
     for frame0, frame1 in itertools.combinations(frames, 2):
+        relative = frame1.pose @ frame0.pose.inverse()
+        if np.linalg.norm(relative.t) < min_baseline:
+            continue
         share = overlap(frame0, depths[frame0.name], frame1, depths[frame1.name])
         if min_overlap <= share <= max_overlap:
-            relative = frame1.pose @ frame0.pose.inverse()
             lines.append(pair_line(frame0.name, frame1.name, frame0.camera.K, frame1.camera.K, relative.matrix))
-            print(f"{frame0.name} {frame1.name} overlap {share:.2f}")
+            angle = np.degrees(np.arccos(np.clip((np.trace(relative.R) - 1) / 2, -1, 1)))
+            print(f"{frame0.name} {frame1.name}: overlap {share:.2f}, {np.linalg.norm(relative.t):.2f} m, {angle:.0f}°")
     out.mkdir(parents=True, exist_ok=True)
     (out / "pairs_with_gt.txt").write_text("\n".join(lines) + "\n")
     return len(lines)
@@ -78,9 +83,11 @@ def main() -> None:
     parser.add_argument("--pairs", type=Path, help="eval: the folder written by make")
     parser.add_argument("--min-overlap", type=float, default=0.2)
     parser.add_argument("--max-overlap", type=float, default=0.9)
+    parser.add_argument("--min-baseline", type=float, default=0.1, help="metres")
     args = parser.parse_args()
     if args.command == "make":
-        print(f"{make_pairs(args.root, args.out, args.min_overlap, args.max_overlap)} pairs")
+        count = make_pairs(args.root, args.out, args.min_overlap, args.max_overlap, args.min_baseline)
+        print(f"{count} pairs")
     else:
         evaluate(args.pairs, args.root)
 

@@ -766,6 +766,9 @@ def match_eval(
     area_pairs: Annotated[int, typer.Option(help="Area pairs whose crops are matched (mesa, dmesa).")] = 3,
     crop_size: Annotated[int, typer.Option(help="Long side, in pixels, an area crop is matched at.")] = 256,
     em_iterations: Annotated[int, typer.Option(help="dmesa: EM refinement of each splatted area box (0: none).")] = 0,
+    fine_iterations: Annotated[
+        int, typer.Option(help="casp: HomoMatcher iterations (1: the search window only; trained with 3).")
+    ] = 1,
 ):
     """Relative pose from a matcher's matches on image pairs with ground truth: AUC@5/10/20 degrees
     of max(rotation error, translation direction error), matches and milliseconds per pair."""
@@ -778,7 +781,9 @@ def match_eval(
 
     if threads:
         torch.set_num_threads(threads)
-    matcher_config = PairMatcherConfig(resize_max=resize_max, max_keypoints=max_keypoints)
+    matcher_config = PairMatcherConfig(
+        resize_max=resize_max, max_keypoints=max_keypoints, fine_iterations=fine_iterations
+    )
     if areas != AreaMatching.none:
         splat = SplatConfig(em_iterations=em_iterations)
         area_config = AreaMatcherConfig(areas.value, max_area_pairs=area_pairs, crop_size=crop_size, splat=splat)
@@ -814,6 +819,7 @@ def match_eval(
             "area_pairs": area_pairs,
             "crop_size": crop_size,
             "em_iterations": em_iterations,
+            "fine_iterations": fine_iterations,
             "per_pair_areas": area_details,
             "matcher": matcher.value,
             "pairs": str(pairs),
