@@ -27,7 +27,7 @@ from ..io.map_folder import GLOBAL_FILE
 from ..io.memo import read_once
 from ..mapping.submaps import ROUTER_FILE, read_split
 from ..pipeline.engine import run_graph
-from ..pipeline.executors import Chunk, ExecutorConfig, QueryTimings, deal, run_chunks
+from ..pipeline.executors import Chunk, ExecutorConfig, QueryTimings, chunk_count, deal, run_chunks
 from ..pipeline.spec import Pipeline
 from ..pipeline.timing import add_query_time, recording
 from ..retrieval.vlad import RetrievalIndex
@@ -116,6 +116,7 @@ def localize_split(
         run = run_graph(pipeline.localization, {"queries.frames": frames, "map.dir": folders[0]}, only=front)
         routes = route(split_dir, split, run.output(features_ref), frames, config)
     given = {ref: value for ref, value in run.values.items() if ref.split(".")[0] in front}
+    chunks_in_all = chunk_count(executor)
     best: dict[str, QueryResult] = {}
     worker_timings: QueryTimings = {}
     for attempt in range(config.max_submaps):
@@ -128,15 +129,12 @@ def localize_split(
         chunks = []
         for part in sorted({routes[frame.name][attempt] for frame in todo}):
             queries = [frame for frame in todo if routes[frame.name][attempt] == part]
-            parts = max(1, executor.worker_count() * executor.chunks_per_worker * len(queries) // max(len(todo), 1))
-            for chunk in deal(queries, parts if executor.kind != "local" else 1):
+            for chunk in deal(queries, max(1, chunks_in_all * len(queries) // len(todo))):
                 names = {frame.name for frame in chunk}
                 chunks.append(Chunk(folders[part], chunk, {ref: subset(value, names) for ref, value in given.items()}))
         results, attempt_timings = run_chunks(pipeline, chunks, executor)
         for result in results:
-            result.record.extra["submap"] = folders[
-                routes[result.name][attempt]
-            ].name  # its landmark ids are that submap's
+            result.record.extra["submap"] = folders[routes[result.name][attempt]].name  # whose landmark ids it has
             if result.name not in best or more_inliers(result, best[result.name]):
                 best[result.name] = result
                 worker_timings[result.name] = attempt_timings.get(result.name, {})

@@ -103,13 +103,23 @@ def run_localization(
     check_executor(config)
     if config.kind == "local" or not frames:
         return run_localization_graph(pipeline, map_dir, frames, on_node)
-    parts = config.worker_count() * (config.chunks_per_worker if config.kind == "ray" else 1)
-    return run_chunks(pipeline, [Chunk(map_dir, chunk) for chunk in deal(frames, parts)], config)
+    return run_chunks(pipeline, [Chunk(map_dir, chunk) for chunk in deal(frames, chunk_count(config))], config)
 
 
 def check_executor(config: ExecutorConfig) -> None:
     if config.kind not in EXECUTORS:
         raise PipelineError(f"unknown executor {config.kind!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def chunk_count(config: ExecutorConfig) -> int:
+    """Query chunks to deal a run's queries into: 1 here, one per thread, ``chunks_per_worker``
+    per Ray worker (the cluster's CPUs when ``workers`` is 0)."""
+    check_executor(config)
+    if config.kind == "local":
+        return 1
+    if config.kind == "threads":
+        return config.worker_count()
+    return ray_workers(config, ray_session(config)) * config.chunks_per_worker
 
 
 def run_chunks(
