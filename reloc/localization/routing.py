@@ -10,7 +10,8 @@ submaps that hold its top keyframes.
    over the executor's workers: a worker reads only the submaps of its chunks.
 3. A query that failed, or found fewer than ``retry_below_inliers`` inliers, is tried in its next
    submap, up to ``max_submaps``; the result with the most inliers is kept. Its record names the
-   submap (``record.extra["submap"]``), whose landmark ids its inlier ids are.
+   submap (``record.extra["submap"]``), whose landmark ids its inlier ids are; its timings add up
+   the work in every submap it was tried in.
 """
 
 from __future__ import annotations
@@ -137,7 +138,9 @@ def localize_split(
             result.record.extra["submap"] = folders[routes[result.name][attempt]].name  # whose landmark ids it has
             if result.name not in best or more_inliers(result, best[result.name]):
                 best[result.name] = result
-                worker_timings[result.name] = attempt_timings.get(result.name, {})
+            spent = worker_timings.setdefault(result.name, {})  # every submap tried counts, not only the kept one
+            for stage, seconds in attempt_timings.get(result.name, {}).items():
+                spent[stage] = spent.get(stage, 0.0) + seconds
     outputs = []
     for frame in frames:
         result = best.get(frame.name) or QueryResult(frame.name, None, "no submap holds any of its retrieved keyframes")
