@@ -108,7 +108,7 @@ def write_landmark_patches(
     """Compute the backbone's descriptor field of each keyframe once and cut a patch around
     each observation of a persistent landmark, appended to ``map_dir / patches.h5`` image by
     image (memory stays flat). Returns the number of observations written."""
-    backbone = dense_backbone(config.backbone)
+    backbone = thread_backbone(config.backbone)
     observations = [sparse_map.located_observations(frame.name) for frame in keyframes]
     image_point_ids = [ids for _, ids in observations]
     selected = persistent_landmarks(image_point_ids, config.min_track_length, config.max_landmarks)
@@ -153,12 +153,15 @@ def write_landmark_patches(
 _backbones = BoundedCache(2)
 
 
+def thread_backbone(name: str):
+    """The dense backbone ``name``, built once per process and thread."""
+    return _backbones.get((name, threading.get_ident()), lambda: dense_backbone(name))
+
+
 def cut_patches(config: PatchesConfig, items: list[tuple[Frame, np.ndarray]]) -> list[tuple]:
     """For each (keyframe, observation centres (N, 2) in pixels): the centres, the sample spacing in
-    pixels and the backbone's descriptor patches (N, size, size, D) around them. The backbone is
-    built once per process and thread."""
-    key = (config.backbone, threading.get_ident())
-    backbone = _backbones.get(key, lambda: dense_backbone(config.backbone))
+    pixels and the backbone's descriptor patches (N, size, size, D) around them."""
+    backbone = thread_backbone(config.backbone)
     results = []
     for frame, centres in items:
         image, scale = prepare_image(frame.image_path, config.resize_max, backbone.multiple)
