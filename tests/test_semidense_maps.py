@@ -6,9 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from reloc import api
 from reloc.datasets import load_dataset, read_depth_mm
 from reloc.datasets.synthetic.generate import SynthConfig, generate
+from reloc.geometry.errors import pose_error
 from reloc.mapping.semidense import GridKeypoints, SemiDenseMappingConfig, triangulate_semidense
+
+from .overlap import mapped_share
 
 
 def test_matches_in_one_cell_merge_into_one_keypoint_at_their_mean():
@@ -37,3 +41,20 @@ def test_semidense_landmarks_lie_on_the_true_surface(tmp_path):
         np.median(relative_errors),
         np.mean(relative_errors < 0.05),
     )
+
+
+@pytest.mark.slow
+def test_a_semidense_map_localizes_the_synthetic_queries(tmp_path):
+    """``configs/casp-semidense.yaml`` end to end on a small synthetic room: queries the mapping
+    frames saw are localized within 5 cm and 2 degrees."""
+    config = SynthConfig("7scenes", seed=8, mapping_frames=30, query_frames=8, mapping_sequences=1, query_sequences=1)
+    generate(config, tmp_path / "scene")
+    evaluation = api.evaluate("casp-semidense", "7scenes", tmp_path / "scene", tmp_path / "run")
+    truth = load_dataset("7scenes", tmp_path / "scene").ground_truth()
+    shares = mapped_share(tmp_path / "scene")
+    seen = [result for result in evaluation.results if shares[result.name] > 0.3]
+    assert len(seen) >= 2
+    for result in seen:
+        assert result.pose is not None, result.reason
+        dt, dr = pose_error(result.pose, truth[result.name].pose)
+        assert dt < 0.05 and dr < 2.0, (result.name, dt, dr)

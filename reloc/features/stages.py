@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from ..errors import PipelineError
-from ..io.map_folder import FEATURES_FILE, LANDMARKS_FILE
+from ..io.map_folder import FEATURES_FILE, GRID_EXTRACTOR, LANDMARKS_FILE
 from ..io.memo import BoundedCache
 from ..pipeline.items import map_items
 from ..pipeline.registry import Stage, register_stage
@@ -46,6 +46,8 @@ def check_map_extractor(map_dir: Path, stage: str, extractor: str) -> None:
         if path.is_file():
             with h5py.File(path, "r") as file:
                 map_extractor = file.attrs.get("extractor")
+            if map_extractor == GRID_EXTRACTOR:  # a semi-dense map: no landmark descriptors to match
+                continue
             if map_extractor is not None and str(map_extractor) != extractor:
                 raise PipelineError(
                     f"{path}: the map's features are {map_extractor}, but the localization graph extracts "

@@ -28,6 +28,7 @@ PATCHES_FILE = "patches.h5"
 KEYFRAME_IMAGES = "keyframe_images"
 FAVOR_FILE = "favor.pt"
 NEUMAP_FILE = "neumap.pt"
+GRID_EXTRACTOR = "casp-grid"  # the extractor of a semi-dense map's landmarks.h5: grid keypoints, no descriptors
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..datasets.base import read_image
+from ..features.quantize import CodecConfig, fit_codec_on_chunks
+from ..io.map_folder import GRID_EXTRACTOR, LANDMARKS_FILE, SFM_FOLDER
 from ..matching.pairwise import CaspPairMatcher, PairMatcherConfig
 from ..pipeline.progress import track
+from ..pipeline.registry import Stage, register_stage
 from ..types import Frame
-from .keyframes import covisible_pairs
+from .keyframes import covisible_pairs, select_keyframes
+from .store import KeyframeEntry, observed_keypoints, write_landmarks, write_reconstruction
 from .tracks import build_tracks, epipolar_errors
 from .triangulation import Landmarks, TriangulationConfig, triangulate_tracks
 
@@ -93,3 +98,33 @@ def triangulate_semidense(keyframes: list[Frame], config: SemiDenseMappingConfig
     """The keyframes' grid keypoints and the landmarks triangulated from their tracks."""
     keypoints, pair_matches = match_keyframes(keyframes, config)
     return keypoints, triangulate_tracks(keyframes, keypoints, build_tracks(pair_matches), config.triangulation)
+
+
+@dataclass
+class SemiDenseTriangulateConfig(SemiDenseMappingConfig):
+    keyframe_distance_m: float = 0.0  # 0 and 0: every frame is a keyframe
+    keyframe_angle_deg: float = 0.0
+
+
+@register_stage
+class SemiDenseTriangulate(Stage):
+    """Keyframes matched by CasP + HomoMatcher, grid keypoints, tracks and landmarks; writes
+    landmarks.h5 (observations without descriptors, extractor ``casp-grid``) and sfm/."""
+
+    name = "mapping.semidense_triangulate"
+    Config = SemiDenseTriangulateConfig
+    inputs = {"frames": list[Frame], "map_dir": Path}
+    outputs = {"keyframes": list[Frame]}
+
+    def run(self, frames: list[Frame], map_dir: Path) -> dict:
+        keyframes = select_keyframes(frames, self.config.keyframe_distance_m, self.config.keyframe_angle_deg)
+        keypoints, landmarks = triangulate_semidense(keyframes, self.config)
+        observed = observed_keypoints(landmarks, len(keyframes))
+        codec = fit_codec_on_chunks(iter([np.zeros((0, 0), np.float32)]), 0, CodecConfig(kind="float16"))
+        entries = (
+            (frame.name, KeyframeEntry(frame.camera, points[index], ids, np.zeros((len(index), 0), np.float32)))
+            for frame, points, (index, ids) in zip(keyframes, keypoints, observed)
+        )
+        write_landmarks(map_dir / LANDMARKS_FILE, GRID_EXTRACTOR, landmarks.points, landmarks.errors, codec, entries)
+        write_reconstruction(map_dir / SFM_FOLDER, keyframes, keypoints, landmarks, None)
+        return {"keyframes": keyframes}

@@ -18,6 +18,7 @@ STAGE_MODULES = (
     "reloc.features.stages",
     "reloc.mapping.stages",
     "reloc.mapping.keyframe_images",
+    "reloc.mapping.semidense",
     "reloc.retrieval.stages",
     "reloc.localization.stages",
     "reloc.localization.semidense",
