@@ -10,7 +10,9 @@ the pose AUC, the original 1024x768 for HPatches), on the torch threads given (d
 matcher's resolution. HPatches: mean matching accuracy at 1/3/5 px of image 1 against images
 2-6; for CasP without HomoMatcher, with it (1 iteration, the matcher's default) and with its 3
 trained iterations, all on the very same coarse matches. Writes
-``OUT/strecha.json`` and ``OUT/hpatches.json`` and prints markdown tables.
+``OUT/strecha.json`` and ``OUT/hpatches.json`` and prints markdown tables. ``--casp-checkpoint``
+scores another CasP checkpoint (one of ``reloc train casp``) in the casp rows; ``--only casp
+sift`` runs only those matchers.
 """
 
 from __future__ import annotations
@@ -46,10 +48,13 @@ MATCHERS = {  # label: (matcher, max_keypoints)
 }
 
 
-def strecha(root: Path, resize_max: int) -> dict:
+def strecha(root: Path, resize_max: int, casp_checkpoint: str, only: list[str]) -> dict:
     table = {}
     for label, (name, keypoints) in MATCHERS.items():
-        matcher = build_pair_matcher(name, PairMatcherConfig(resize_max=resize_max, max_keypoints=keypoints))
+        if only and name not in only:
+            continue
+        config = PairMatcherConfig(resize_max=resize_max, max_keypoints=keypoints, casp_checkpoint=casp_checkpoint)
+        matcher = build_pair_matcher(name, config)
         warm = read_image(root / SCENES[0] / "seq1" / "0000.jpg")
         matcher.match(warm, warm)  # first-call allocations out of the timing
         results, per_scene = [], {}
@@ -64,10 +69,10 @@ def strecha(root: Path, resize_max: int) -> dict:
     return table
 
 
-def hpatches(root: Path) -> dict:
+def hpatches(root: Path, casp_checkpoint: str, only: list[str]) -> dict:
     triples = hpatches_sequence(root)
     table = {}
-    casp = build_pair_matcher("casp", PairMatcherConfig(resize_max=0))
+    casp = build_pair_matcher("casp", PairMatcherConfig(resize_max=0, casp_checkpoint=casp_checkpoint))
     coarse_errors, fine_errors, three_errors, counts, seconds = [], [], [], [], []
     for reference, image, homography_file in triples:
         homography = read_homography(homography_file)
@@ -109,7 +114,7 @@ def hpatches(root: Path) -> dict:
         "matches_per_pair": float(np.mean(counts)),
     }
     for label, (name, keypoints) in MATCHERS.items():
-        if name.startswith("casp"):
+        if name.startswith("casp") or (only and name not in only):
             continue
         matcher = build_pair_matcher(name, PairMatcherConfig(resize_max=0, max_keypoints=keypoints))
         errors = []
@@ -127,10 +132,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--resize-max", type=int, default=640)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--casp-checkpoint", default="", help="CasP checkpoint of the casp rows (default: shipped)")
+    parser.add_argument("--only", nargs="*", default=[], help="matcher names to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    fine = hpatches(args.hpatches)
+    fine = hpatches(args.hpatches, args.casp_checkpoint, args.only)
     (args.out / "hpatches.json").write_text(json.dumps(fine, indent=1))
     print("\n| matcher | MMA@1 | MMA@3 | MMA@5 | matches/pair |\n|---|---|---|---|---|")
     for label, row in fine.items():
@@ -138,7 +145,7 @@ def main() -> None:
             f"| {label} | {row['mma_1']:.3f} | {row['mma_3']:.3f} | {row['mma_5']:.3f} | "
             f"{row['matches_per_pair']:.0f} |"
         )
-    pose = strecha(args.strecha, args.resize_max)
+    pose = strecha(args.strecha, args.resize_max, args.casp_checkpoint, args.only)
     (args.out / "strecha.json").write_text(json.dumps(pose, indent=1))
     print("\n| matcher | AUC@5 | AUC@10 | AUC@20 | matches/pair | ms/pair | failed |\n|---|---|---|---|---|---|---|")
     for label, row in pose.items():

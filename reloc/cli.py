@@ -769,6 +769,12 @@ def match_eval(
     fine_iterations: Annotated[
         int, typer.Option(help="casp: HomoMatcher iterations (1: the search window only; trained with 3).")
     ] = 1,
+    casp_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="casp: a CasP checkpoint of `reloc train casp` (default: shipped)."
+        ),
+    ] = None,
 ):
     """Relative pose from a matcher's matches on image pairs with ground truth: AUC@5/10/20 degrees
     of max(rotation error, translation direction error), matches and milliseconds per pair."""
@@ -782,7 +788,10 @@ def match_eval(
     if threads:
         torch.set_num_threads(threads)
     matcher_config = PairMatcherConfig(
-        resize_max=resize_max, max_keypoints=max_keypoints, fine_iterations=fine_iterations
+        resize_max=resize_max,
+        max_keypoints=max_keypoints,
+        fine_iterations=fine_iterations,
+        casp_checkpoint=str(casp_checkpoint or ""),
     )
     if areas != AreaMatching.none:
         splat = SplatConfig(em_iterations=em_iterations)
@@ -910,12 +919,31 @@ def matcher_trainer(model: str, summary: str):
         max_corner_shift: Annotated[
             float, typer.Option(help="Warped photographs: corner displacement, fraction of the side.")
         ] = 0.3,
+        scene_seeds: Annotated[int, typer.Option(help="Synthetic scenes of each kind (room, courtyard).")] = 2,
         seed: Annotated[int, typer.Option(help="Seeds the scenes, the pair sampling and the initial weights.")] = 0,
         threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+        init: Annotated[
+            Path | None,
+            typer.Option(
+                exists=True, dir_okay=False, help="Start from this checkpoint's heads (e.g. the shipped one)."
+            ),
+        ] = None,
+        validation_every: Annotated[
+            int,
+            typer.Option(
+                help="Steps between scores on held-out synthetic pairs (scenes no training seed renders); 0: none."
+            ),
+        ] = 200,
+        validation_pairs: Annotated[int, typer.Option(help="Size of the held-out validation set.")] = 32,
+        patience: Annotated[
+            int, typer.Option(help="Stop after this many validations without a better loss (0: run every step).")
+        ] = 0,
     ):
         """Trained on synthetic view pairs (exact correspondences from depth and pose) and
         homographic warps of real photographs, with photometric augmentation. The XFeat backbone
-        stays frozen; the checkpoint holds the trained heads and a training summary."""
+        stays frozen; the checkpoint holds the trained heads and a training summary. With
+        validation, the checkpoint is rewritten at each better validation loss and the run ends
+        with the best weights (early stopping with --patience)."""
         from .matching.trained import train_and_save
         from .matching.training import TrainConfig
         from .matching.training_pairs import TrainingDataConfig
@@ -928,10 +956,15 @@ def matcher_trainer(model: str, summary: str):
             learning_rate=learning_rate,
             seed=seed,
             threads=threads,
+            init=str(init or ""),
+            validation_pairs=validation_pairs,
+            validation_every=validation_every,
+            patience=patience,
             data=TrainingDataConfig(
                 width=width,
                 height=height,
                 photos=photos,
+                scene_seeds=scene_seeds,
                 max_baseline_m=max_baseline_m,
                 max_view_angle_deg=max_view_angle_deg,
                 min_overlap=min_overlap,

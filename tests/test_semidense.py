@@ -3,6 +3,7 @@ homographies, training, the shipped checkpoints, matcher evaluation and CasP rel
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -28,8 +29,8 @@ from reloc.matching.casp.train import casp_step
 from reloc.matching.homomatcher.model import HomoMatcher, apply_homography, weighted_homography
 from reloc.matching.homomatcher.train import homomatcher_step
 from reloc.matching.pairwise import PairMatcherConfig, build_pair_matcher
-from reloc.matching.trained import MODELS, load_trained
-from reloc.matching.training import load_checkpoint
+from reloc.matching.trained import MODELS, load_trained, train_and_save
+from reloc.matching.training import TrainConfig, load_checkpoint
 from reloc.matching.training_pairs import PairBatch, TrainingDataConfig, TrainingPairs
 from reloc.types import Pose
 from reloc.weights import TRAINED_HERE, project_weights
@@ -385,3 +386,23 @@ def test_train_command_writes_a_checkpoint_that_loads(tmp_path):
 def test_the_models_trained_here_are_the_ones_reloc_weights_lists():
     """``reloc train``'s choices come from reloc.weights.TRAINED_HERE, which must name every trainable model."""
     assert tuple(MODELS) == TRAINED_HERE and all(project_weights(f"{name}.pt").is_file() for name in MODELS)
+
+
+def test_training_improves_the_loss_on_held_out_scenes_and_keeps_the_best(tmp_path):
+    """A few steps of ``train_and_save`` score better on the validation pairs (synthetic scenes
+    no training seed renders) than the fresh weights; the checkpoint holds the best weights and
+    the validation curve, and a run started from it begins at its score."""
+    data = TrainingDataConfig(width=128, height=96, scene_seeds=1, scenes=["room"], synthetic_pool=8)
+    config = TrainConfig(
+        steps=30, batch_size=2, learning_rate=2e-3, warmup_steps=5, validation_every=15, validation_pairs=4, data=data
+    )
+    path, _ = train_and_save("casp", config, tmp_path / "casp.pt")
+    metadata = torch.load(path, weights_only=True)["metadata"]
+    losses = [v["loss"] for v in metadata["validations"]]
+    assert [v["step"] for v in metadata["validations"]] == [0, 15, 30]
+    assert min(losses[1:]) < 0.8 * losses[0], losses
+    assert metadata["best_validation"]["loss"] == min(losses)
+    resumed = dataclasses.replace(config, steps=1, learning_rate=0.0, init=str(path))
+    again, _ = train_and_save("casp", resumed, tmp_path / "again.pt")
+    start = torch.load(again, weights_only=True)["metadata"]["validations"][0]["loss"]
+    assert start == pytest.approx(min(losses), rel=1e-4)

@@ -26,6 +26,7 @@ SFM_FOLDER = "sfm"
 GLOBAL_FILE = "global.h5"
 PATCHES_FILE = "patches.h5"
 KEYFRAME_IMAGES = "keyframe_images"
+KEYFRAME_FEATURES = "keyframe_features.h5"
 FAVOR_FILE = "favor.pt"
 NEUMAP_FILE = "neumap.pt"
 GRID_EXTRACTOR = "casp-grid"  # the extractor of a semi-dense map's landmarks.h5: grid keypoints, no descriptors
@@ -54,7 +55,7 @@ ARTIFACTS = {
         ),
         Artifact(
             LANDMARKS_FILE,
-            ("mapping.triangulate",),
+            ("mapping.triangulate", "mapping.semidense_triangulate"),
             2,
             "landmark points; per keyframe its camera and only its observations of landmarks: keypoints, "
             "landmark ids, descriptors coded by the map's codec (float16, sq8 or pq); the extractor as an attribute",
@@ -63,7 +64,7 @@ ARTIFACTS = {
         ),
         Artifact(
             SFM_FOLDER,
-            ("mapping.triangulate",),
+            ("mapping.triangulate", "mapping.semidense_triangulate"),
             1,
             "a pycolmap reconstruction of the keyframes (their observing keypoints only) and landmarks (opens in "
             "COLMAP)",
@@ -86,6 +87,13 @@ ARTIFACTS = {
             "reloc.mapping.patches:read_landmark_patches",
         ),
         Artifact(KEYFRAME_IMAGES, ("mapping.keyframe_images",), 1, "resized JPEG copies of the keyframe images"),
+        Artifact(
+            KEYFRAME_FEATURES,
+            ("mapping.semidense_triangulate",),
+            1,
+            "per keyframe, CasP's 1/8 and 1/16 backbone maps (float16) and HomoMatcher's 1/2 fine features (int8) "
+            "at the matcher's resolution; the digest of the checkpoints that computed them",
+        ),
         Artifact(
             FAVOR_FILE,
             ("favor.train",),

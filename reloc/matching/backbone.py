@@ -25,7 +25,7 @@ class Pyramid:
     fused descriptor map; ``sixteenth`` (B, 192, H/16, W/16): the 1/16 and 1/32 blocks and the
     pooled 1/8 map, the high-level input of CasP."""
 
-    quarter: torch.Tensor
+    quarter: torch.Tensor | None  # None once the fine features are computed from it (a stored keyframe)
     eighth: torch.Tensor
     sixteenth: torch.Tensor
     size: tuple[int, int]
@@ -33,7 +33,7 @@ class Pyramid:
     def item(self, index: int) -> Pyramid:
         """The maps of one image of the batch, batch dimension kept."""
         return Pyramid(
-            self.quarter[index : index + 1],
+            self.quarter[index : index + 1] if self.quarter is not None else None,
             self.eighth[index : index + 1],
             self.sixteenth[index : index + 1],
             self.size,

@@ -8,7 +8,10 @@ of ``resize_max`` (sides multiples of 32 for the XFeat-based ones) and returns m
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +19,7 @@ import torch
 from ..errors import RelocError
 from ..features.base import resize_image
 from ..features.extractors import AlikedExtractor, ExtractorConfig, SiftExtractor, images_to_tensor, load_xfeat
+from ..weights import project_weights
 from .backbone import Pyramid
 from .casp.model import mutual_matches
 from .lightglue import LightGlueConfig, LightGlueMatcher
@@ -29,14 +33,17 @@ class PairMatcherConfig:
     match_threshold: float = 0.2  # casp: one-to-one confidence
     fine: bool = True  # casp: HomoMatcher fine stage
     fine_iterations: int = 1  # casp: HomoMatcher iterations (trained with 3; 1 is as accurate in pose, 2.5x faster)
+    casp_checkpoint: str = ""  # casp: CasP checkpoint ("": the shipped one, reloc/weights/casp.pt)
+    homomatcher_checkpoint: str = ""  # casp: HomoMatcher checkpoint ("": the shipped one)
 
 
 @dataclass
 class PreparedImage:
-    """An image as CasP + HomoMatcher see it: resized tensor (1, 3, H, W), backbone maps, fine
-    features (None without the fine stage) and the scale (2,) from resized to original pixels."""
+    """An image as CasP + HomoMatcher see it: resized tensor (1, 3, H, W) (None for a keyframe read
+    from a map), backbone maps, fine features (None without the fine stage) and the scale (2,)
+    from resized to original pixels."""
 
-    tensor: torch.Tensor
+    tensor: torch.Tensor | None
     pyramid: Pyramid
     fine: torch.Tensor | None
     scale: np.ndarray
@@ -59,10 +66,27 @@ class CaspPairMatcher:
         from .trained import load_trained
 
         self.config = config
-        self.casp = load_trained("casp")
-        self.fine = load_trained("homomatcher") if config.fine else None
+        self.checkpoints = {
+            "casp": Path(config.casp_checkpoint) if config.casp_checkpoint else project_weights("casp.pt"),
+            "homomatcher": (
+                Path(config.homomatcher_checkpoint)
+                if config.homomatcher_checkpoint
+                else project_weights("homomatcher.pt")
+            ),
+        }
+        self.casp = load_trained("casp", self.checkpoints["casp"])
+        self.fine = load_trained("homomatcher", self.checkpoints["homomatcher"]) if config.fine else None
         if self.fine is not None:
             self.fine.config.iterations = config.fine_iterations
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """Of the checkpoint files (CasP with its backbone, HomoMatcher): what features stored in a
+        map were computed by."""
+        digest = hashlib.sha256()
+        for path in self.checkpoints.values():
+            digest.update(path.read_bytes())
+        return digest.hexdigest()[:16]
 
     def prepare(self, image: np.ndarray) -> PreparedImage:
         return self.prepare_batch([image])[0]
@@ -92,6 +116,23 @@ class CaspPairMatcher:
         )
         return SemiDenseMatches(points0, refined, homographies)
 
+    @torch.inference_mode()
+    def match_both_ways(
+        self, image0: PreparedImage, image1: PreparedImage
+    ) -> tuple[SemiDenseMatches, SemiDenseMatches]:
+        """The coarse matches refined once from each side: image 0's cell centres with their
+        refined points in image 1, and image 1's cell centres with their refined points in image 0."""
+        if self.fine is None:
+            raise RelocError("matching both ways needs the HomoMatcher fine stage (matcher casp)")
+        output = self.casp.match_pyramids(image0.pyramid, image1.pyramid)
+        points0, points1, _ = mutual_matches(output, self.config.match_threshold)[0]
+        if not len(points0):
+            return SemiDenseMatches(points0, points1, None), SemiDenseMatches(points1, points0, None)
+        size0, size1 = image0.pyramid.size, image1.pyramid.size
+        refined1, homographies01, _ = self.fine.refine(image0.fine, image1.fine, points0, points1, size0, size1)
+        refined0, homographies10, _ = self.fine.refine(image1.fine, image0.fine, points1, points0, size1, size0)
+        return SemiDenseMatches(points0, refined1, homographies01), SemiDenseMatches(points1, refined0, homographies10)
+
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         prepared0, prepared1 = self.prepare_batch([image0, image1])
         matches = self.match_prepared(prepared0, prepared1)
@@ -111,7 +152,7 @@ class CaspPairMatcher:
         if matches.homographies is None or not len(points):
             return mapped, np.zeros(len(points), bool)
         resized = points / image0.scale
-        height8, width8 = (side // 8 for side in image0.tensor.shape[-2:])
+        width8, height8 = (side // 8 for side in image0.pyramid.size)
         cell_of_match = np.full(height8 * width8, -1)
         cells = (matches.points0.numpy() // 8).astype(int)
         cell_of_match[cells[:, 1] * width8 + cells[:, 0]] = np.arange(len(cells))

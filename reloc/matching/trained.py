@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,31 +34,57 @@ def load_trained(name: str, path: Path | None = None):
 def train_and_save(
     name: str, config: TrainConfig, out: Path | None, on_step: Callable[[int, dict], None] | None = None
 ):
-    """Train ``name`` from scratch and write its checkpoint and per-step log (``.log.json``);
-    returns the checkpoint path and the mean of each metric over the last 100 steps."""
+    """Train ``name`` (from scratch, or from ``config.init``'s heads) and write its checkpoint and
+    per-step log (``.log.json``); with validation the checkpoint is rewritten at every new best
+    validation loss (so a stopped run leaves its best) and ends as the best. Returns the
+    checkpoint path and the mean of each metric over the last 100 steps."""
     model_class, config_class, step = MODELS[name]
     path = checkpoint_path(name, out)
     torch.manual_seed(config.seed)
-    model_config = config_class()
-    model = model_class(model_config)
-    record = train(model, step, config, on_step)
-    history = record["history"]
-    summary = {key: float(np.mean([r[key] for r in history[-100:]])) for key in history[-1] if key != "step"}
-    metadata = {
-        "command": " ".join(["reloc", *sys.argv[1:]]) if Path(sys.argv[0]).name == "reloc" else "",
-        "steps": config.steps,
-        "batch_size": config.batch_size,
-        "image_size": [config.data.width, config.data.height],
-        "learning_rate": config.learning_rate,
-        "data": dataclasses.asdict(config.data),
-        "seed": config.seed,
-        "wall_s": record["wall_s"],
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch": str(torch.__version__),
-        "last_100_steps": summary,
-    }
-    save_checkpoint(model, path, model_config, metadata)
-    path.with_suffix(".log.json").write_text(json.dumps({"metadata": metadata, "history": history}))
-    return path, summary
+    if config.init:
+        model = load_checkpoint(model_class, config_class, Path(config.init))
+        model_config = model.config
+    else:
+        model_config = config_class()
+        model = model_class(model_config)
+    started = time.perf_counter()
+
+    def metadata(history: list[dict], validations: list[dict], best: dict | None) -> dict:
+        summary = {key: float(np.mean([r[key] for r in history[-100:]])) for key in history[-1] if key != "step"}
+        return {
+            "command": " ".join(["reloc", *sys.argv[1:]]) if Path(sys.argv[0]).name == "reloc" else "",
+            "steps": config.steps,
+            "steps_run": len(history),
+            "batch_size": config.batch_size,
+            "image_size": [config.data.width, config.data.height],
+            "learning_rate": config.learning_rate,
+            "init": config.init,
+            "data": dataclasses.asdict(config.data),
+            "seed": config.seed,
+            "wall_s": time.perf_counter() - started,
+            "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch": str(torch.__version__),
+            "last_100_steps": summary,
+            "validations": validations,
+            "best_validation": best,
+        }
+
+    history: list[dict] = []
+    validations: list[dict] = []
+
+    def record_step(index: int, record: dict) -> None:
+        history.append(record)
+        if on_step is not None:
+            on_step(index, record)
+
+    def save_best(index: int, scores: dict) -> None:
+        validations.append(scores)
+        save_checkpoint(model, path, model_config, metadata(history, validations, scores))
+
+    record = train(model, step, config, record_step, save_best)
+    final = metadata(record["history"], record["validations"], record["best"])
+    save_checkpoint(model, path, model_config, final)
+    path.with_suffix(".log.json").write_text(json.dumps({"metadata": final, "history": record["history"]}))
+    return path, final["last_100_steps"]

@@ -27,7 +27,35 @@ class TrainConfig:
     warmup_steps: int = 100
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: torch's default)
+    init: str = ""  # checkpoint whose heads the run starts from ("": fresh weights)
+    validation_pairs: int = 32  # held-out synthetic pairs (other scene seeds, no photographs)
+    validation_every: int = 200  # steps between validations (0: none)
+    patience: int = 0  # validations without a better loss before stopping early (0: never stop)
     data: TrainingDataConfig = field(default_factory=TrainingDataConfig)
+
+
+VALIDATION_SEED = 7919  # seeds the validation scenes and pairs: never a training run's scenes
+
+
+def validation_batches(config: TrainConfig) -> list[PairBatch]:
+    """The fixed validation set: ``config.validation_pairs`` synthetic pairs of scenes no training
+    run with seed < ``VALIDATION_SEED`` renders, with the training's photometric changes."""
+    data = TrainingPairs(dataclasses.replace(config.data, photos="", synthetic_pool=1), seed=VALIDATION_SEED)
+    rng = np.random.default_rng(VALIDATION_SEED)
+    count = max(1, config.validation_pairs // config.batch_size)
+    return [data.batch(config.batch_size, rng) for _ in range(count)]
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loss_fn, batches: list[PairBatch]) -> dict:
+    """Mean loss and metrics over ``batches``, the model in eval mode (restored to training after)."""
+    model.eval()
+    records = []
+    for batch in batches:
+        loss, metrics = loss_fn(model, batch)
+        records.append({"loss": loss.item(), **metrics})
+    model.train()
+    return {key: float(np.mean([r[key] for r in records])) for key in records[0]}
 
 
 def ground_truth_at(flow: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -74,9 +102,14 @@ def train(
     loss_fn: Callable[[nn.Module, PairBatch], tuple[torch.Tensor, dict]],
     config: TrainConfig,
     on_step: Callable[[int, dict], None] | None = None,
+    on_best: Callable[[int, dict], None] | None = None,
 ) -> dict:
     """AdamW with linear warm-up and cosine decay over ``config.steps`` batches drawn afresh
-    each step. Returns the training record (losses and metrics per step, wall time)."""
+    each step. Every ``config.validation_every`` steps the model is scored on the fixed
+    validation set; ``on_best(step, scores)`` is called with the model holding each new best
+    (e.g. to write a checkpoint), and after ``config.patience`` validations without one the run
+    stops early. The model ends with its best validated weights. Returns the training record
+    (losses and metrics per step, validations, the best step, wall time)."""
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -92,8 +125,14 @@ def train(
         return 0.5 * (1 + np.cos(np.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate)
-    model.train()
+    batches = validation_batches(config) if config.validation_every else []
     history, start = [], time.perf_counter()
+    validations, best, best_state, waited = [], None, None, 0
+    if batches:  # the starting point: a run that only gets worse keeps its initial weights
+        best = {"step": 0, "wall_s": 0.0, **validate(model, loss_fn, batches)}
+        validations.append(best)
+        best_state = {key: value.clone() for key, value in trainable_state(model).items()}
+    model.train()
     for step in range(config.steps):
         loss, metrics = loss_fn(model, data.batch(config.batch_size, rng))
         optimizer.zero_grad()
@@ -107,5 +146,24 @@ def train(
         history.append(record)
         if on_step is not None:
             on_step(step, record)
+        if batches and ((step + 1) % config.validation_every == 0 or step + 1 == config.steps):
+            scores = {"step": step + 1, "wall_s": time.perf_counter() - start, **validate(model, loss_fn, batches)}
+            validations.append(scores)
+            if best is None or scores["loss"] < best["loss"]:
+                best, waited = scores, 0
+                best_state = {key: value.clone() for key, value in trainable_state(model).items()}
+                if on_best is not None:
+                    on_best(step + 1, scores)
+            else:
+                waited += 1
+                if config.patience and waited >= config.patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
     model.eval()
-    return {"history": history, "wall_s": time.perf_counter() - start}
+    return {
+        "history": history,
+        "validations": validations,
+        "best": best,
+        "wall_s": time.perf_counter() - start,
+    }
