@@ -310,9 +310,9 @@ def test_match_eval_on_real_strecha_pairs(tmp_path, strecha_fountain):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["casp", "mesa"])
+@pytest.mark.parametrize("config", ["casp-carry", "mesa"])
 def test_image_matching_configs_relocalize_a_synthetic_scene(tmp_path, config):
-    """configs/casp.yaml end to end: keyframe landmarks carried into the queries through the
+    """configs/casp-carry.yaml end to end: keyframe landmarks carried into the queries through the
     patch homographies; configs/mesa.yaml: DMESA area matches lifted to the nearest keyframe
     observation. The query that sees nothing mapped is reported failed. Measured with casp on the
     other 3: 2 within 1 cm; the third was given a wrong pose (2.4 m off with 23 inliers) until

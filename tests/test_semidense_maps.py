@@ -51,11 +51,11 @@ def test_semidense_landmarks_lie_on_the_true_surface(tmp_path):
 
 @pytest.mark.slow
 def test_a_semidense_map_localizes_the_synthetic_queries(tmp_path):
-    """``configs/casp-semidense.yaml`` end to end on a small synthetic room: queries the mapping
+    """``configs/casp.yaml`` end to end on a small synthetic room: queries the mapping
     frames saw are localized within 5 cm and 2 degrees."""
     config = SynthConfig("7scenes", seed=8, mapping_frames=30, query_frames=8, mapping_sequences=1, query_sequences=1)
     generate(config, tmp_path / "scene")
-    evaluation = api.evaluate("casp-semidense", "7scenes", tmp_path / "scene", tmp_path / "run")
+    evaluation = api.evaluate("casp", "7scenes", tmp_path / "scene", tmp_path / "run")
     truth = load_dataset("7scenes", tmp_path / "scene").ground_truth()
     shares = mapped_share(tmp_path / "scene")
     seen = [result for result in evaluation.results if shares[result.name] > 0.3]
