@@ -72,7 +72,7 @@ def test_keyframe_features_missing_or_from_other_checkpoints_are_refused_by_name
     with pytest.raises(RelocError, match=f"{path}: keyframe features missing"):
         KeyframeFeatures(path, matcher)
     image = (np.random.default_rng(0).uniform(0, 255, (240, 320, 3))).astype(np.uint8)
-    write_keyframe_features(path, matcher, {"room/frame-000000.color.png": matcher.prepare(image)})
+    write_keyframe_features(path, matcher, [("room/frame-000000.color.png", matcher.prepare(image))])
     stored = KeyframeFeatures(path, matcher).read("room/frame-000000.color.png")
     assert stored.fine.shape == (1, matcher.fine.config.fine_dim, 128, 160) and stored.pyramid.size == (320, 256)
     with h5py.File(path, "a") as file:

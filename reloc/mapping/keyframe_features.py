@@ -11,6 +11,7 @@ with other checkpoints is refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
@@ -24,22 +25,20 @@ from ..matching.pairwise import CaspPairMatcher, PreparedImage
 FINE_SCALE = 127.0
 
 
-def write_keyframe_features(path: Path, matcher: CaspPairMatcher, keyframes: dict[str, PreparedImage]) -> None:
-    """Write each prepared keyframe (name -> :class:`PreparedImage` with fine features)."""
+def write_keyframe_features(
+    path: Path, matcher: CaspPairMatcher, keyframes: Iterable[tuple[str, PreparedImage]]
+) -> None:
+    """Write each prepared keyframe (name, :class:`PreparedImage` with fine features) as it comes."""
     with h5py.File(path, "w") as file:
         file.attrs["digest"] = matcher.digest
         file.attrs["resize_max"] = matcher.config.resize_max
-        for name, prepared in keyframes.items():
-            add_keyframe(file, name, prepared)
-
-
-def add_keyframe(file: h5py.File, name: str, prepared: PreparedImage) -> None:
-    group = file.create_group(name.replace("/", "__"))
-    for key in ("eighth", "sixteenth"):
-        group.create_dataset(key, data=getattr(prepared.pyramid, key)[0].numpy().astype(np.float16))
-    group.create_dataset("fine", data=np.round(prepared.fine[0].numpy() * FINE_SCALE).astype(np.int8))
-    group.attrs["size"] = prepared.pyramid.size
-    group.attrs["scale"] = prepared.scale
+        for name, prepared in keyframes:
+            group = file.create_group(name.replace("/", "__"))
+            for key in ("eighth", "sixteenth"):
+                group.create_dataset(key, data=getattr(prepared.pyramid, key)[0].numpy().astype(np.float16))
+            group.create_dataset("fine", data=np.round(prepared.fine[0].numpy() * FINE_SCALE).astype(np.int8))
+            group.attrs["size"] = prepared.pyramid.size
+            group.attrs["scale"] = prepared.scale
 
 
 class KeyframeFeatures:

@@ -22,7 +22,6 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..datasets.base import read_image
@@ -32,7 +31,7 @@ from ..matching.pairwise import CaspPairMatcher, PairMatcherConfig
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..types import Frame
-from .keyframe_features import KeyframeFeatures, add_keyframe, write_keyframe_features
+from .keyframe_features import KeyframeFeatures, write_keyframe_features
 from .keyframes import covisible_pairs, select_keyframes
 from .store import KeyframeEntry, write_landmarks, write_reconstruction
 from .tracks import epipolar_errors
@@ -88,19 +87,19 @@ class ReferenceTracks:
         return index < self.cells[image]
 
 
-def match_keyframes(
-    keyframes: list[Frame], config: SemiDenseMappingConfig, features_path: Path
-) -> tuple[list[np.ndarray], ReferenceTracks]:
+def match_keyframes(keyframes: list[Frame], config: SemiDenseMappingConfig, features_path: Path) -> ReferenceTracks:
     """Store the keyframes' features at ``features_path``, match the covisible pairs both ways
-    and return each keyframe's grid (original pixels) and the reference tracks."""
+    and return the reference tracks."""
     matcher = CaspPairMatcher(config.matcher)
-    write_keyframe_features(features_path, matcher, {})
-    grids = []
-    with h5py.File(features_path, "a") as file:
+    grids = []  # each keyframe's grid, original pixels
+
+    def prepared_keyframes():
         for frame in track(keyframes, f"CasP + HomoMatcher features of {len(keyframes)} keyframes"):
             prepared = matcher.prepare(read_image(frame.image_path))
-            add_keyframe(file, frame.name, prepared)
             grids.append(cell_centres(prepared.pyramid.size) * prepared.scale)
+            yield frame.name, prepared
+
+    write_keyframe_features(features_path, matcher, prepared_keyframes())
     stored = KeyframeFeatures(features_path, matcher)
     prepared = functools.lru_cache(maxsize=config.cached_keyframes)(lambda i: stored.read(keyframes[i].name))
     tracks = ReferenceTracks(grids)
@@ -115,7 +114,7 @@ def match_keyframes(
             keep = epipolar_errors(keyframes[a], keyframes[b], grids[a][cells], points_b) <= config.max_epipolar_px
             keep &= np.isfinite(points_b).all(axis=1)
             tracks.add(a, cells[keep], b, points_b[keep])
-    return grids, tracks
+    return tracks
 
 
 def triangulate_semidense(
@@ -124,7 +123,7 @@ def triangulate_semidense(
     """Each keyframe's keypoints (its grid, then points observing other keyframes' cells), the
     landmarks of the reference tracks whose reference observation survives triangulation, and the
     tracks."""
-    _, tracks = match_keyframes(keyframes, config, features_path)
+    tracks = match_keyframes(keyframes, config, features_path)
     keypoints = tracks.keypoints()
     landmarks = triangulate_tracks(keyframes, keypoints, list(tracks.tracks.values()), config.triangulation)
     keep = [

@@ -106,9 +106,16 @@ class CaspPairMatcher:
         ]
 
     @torch.inference_mode()
+    def coarse_matches(self, image0: PreparedImage, image1: PreparedImage) -> tuple[torch.Tensor, torch.Tensor]:
+        """CasP's mutual 1/8 matches above the threshold: cell centres (M, 2) in each image."""
+        points0, points1, _ = mutual_matches(
+            self.casp.match_pyramids(image0.pyramid, image1.pyramid), self.config.match_threshold
+        )[0]
+        return points0, points1
+
+    @torch.inference_mode()
     def match_prepared(self, image0: PreparedImage, image1: PreparedImage) -> SemiDenseMatches:
-        output = self.casp.match_pyramids(image0.pyramid, image1.pyramid)
-        points0, points1, _ = mutual_matches(output, self.config.match_threshold)[0]
+        points0, points1 = self.coarse_matches(image0, image1)
         if self.fine is None or not len(points0):
             return SemiDenseMatches(points0, points1, None)
         refined, homographies, _ = self.fine.refine(
@@ -124,8 +131,7 @@ class CaspPairMatcher:
         refined points in image 1, and image 1's cell centres with their refined points in image 0."""
         if self.fine is None:
             raise RelocError("matching both ways needs the HomoMatcher fine stage (matcher casp)")
-        output = self.casp.match_pyramids(image0.pyramid, image1.pyramid)
-        points0, points1, _ = mutual_matches(output, self.config.match_threshold)[0]
+        points0, points1 = self.coarse_matches(image0, image1)
         if not len(points0):
             return SemiDenseMatches(points0, points1, None), SemiDenseMatches(points1, points0, None)
         size0, size1 = image0.pyramid.size, image1.pyramid.size

@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,9 +46,9 @@ def train_and_save(
     else:
         model_config = config_class()
         model = model_class(model_config)
-    started = time.perf_counter()
 
-    def metadata(history: list[dict], validations: list[dict], best: dict | None) -> dict:
+    def metadata(record: dict) -> dict:
+        history = record["history"]
         summary = {key: float(np.mean([r[key] for r in history[-100:]])) for key in history[-1] if key != "step"}
         return {
             "command": " ".join(["reloc", *sys.argv[1:]]) if Path(sys.argv[0]).name == "reloc" else "",
@@ -61,30 +60,21 @@ def train_and_save(
             "init": config.init,
             "data": dataclasses.asdict(config.data),
             "seed": config.seed,
-            "wall_s": time.perf_counter() - started,
+            "wall_s": record["wall_s"],
             "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
             "torch": str(torch.__version__),
             "last_100_steps": summary,
-            "validations": validations,
-            "best_validation": best,
+            "validations": record["validations"],
+            "best_validation": record["best"],
         }
 
-    history: list[dict] = []
-    validations: list[dict] = []
+    def save_best(record: dict) -> None:
+        save_checkpoint(model, path, model_config, metadata(record))
 
-    def record_step(index: int, record: dict) -> None:
-        history.append(record)
-        if on_step is not None:
-            on_step(index, record)
-
-    def save_best(index: int, scores: dict) -> None:
-        validations.append(scores)
-        save_checkpoint(model, path, model_config, metadata(history, validations, scores))
-
-    record = train(model, step, config, record_step, save_best)
-    final = metadata(record["history"], record["validations"], record["best"])
+    record = train(model, step, config, on_step, save_best)
+    final = metadata(record)
     save_checkpoint(model, path, model_config, final)
     path.with_suffix(".log.json").write_text(json.dumps({"metadata": final, "history": record["history"]}))
     return path, final["last_100_steps"]

@@ -102,12 +102,12 @@ def train(
     loss_fn: Callable[[nn.Module, PairBatch], tuple[torch.Tensor, dict]],
     config: TrainConfig,
     on_step: Callable[[int, dict], None] | None = None,
-    on_best: Callable[[int, dict], None] | None = None,
+    on_best: Callable[[dict], None] | None = None,
 ) -> dict:
     """AdamW with linear warm-up and cosine decay over ``config.steps`` batches drawn afresh
     each step. Every ``config.validation_every`` steps the model is scored on the fixed
-    validation set; ``on_best(step, scores)`` is called with the model holding each new best
-    (e.g. to write a checkpoint), and after ``config.patience`` validations without one the run
+    validation set; ``on_best(record)`` is called with the model holding each new best and the
+    record so far (e.g. to write a checkpoint), and after ``config.patience`` validations without one the run
     stops early. The model ends with its best validated weights. Returns the training record
     (losses and metrics per step, validations, the best step, wall time)."""
     if config.threads:
@@ -153,7 +153,7 @@ def train(
                 best, waited = scores, 0
                 best_state = {key: value.clone() for key, value in trainable_state(model).items()}
                 if on_best is not None:
-                    on_best(step + 1, scores)
+                    on_best(training_record(history, validations, best, start))
             else:
                 waited += 1
                 if config.patience and waited >= config.patience:
@@ -161,9 +161,9 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     model.eval()
-    return {
-        "history": history,
-        "validations": validations,
-        "best": best,
-        "wall_s": time.perf_counter() - start,
-    }
+    return training_record(history, validations, best, start)
+
+
+def training_record(history: list[dict], validations: list[dict], best: dict | None, start: float) -> dict:
+    """Losses and metrics per step, every validation, the best one and the wall time since ``start``."""
+    return {"history": history, "validations": validations, "best": best, "wall_s": time.perf_counter() - start}
