@@ -11,8 +11,8 @@ matcher's resolution. HPatches: mean matching accuracy at 1/3/5 px of image 1 ag
 2-6; for CasP without HomoMatcher, with it (1 iteration, the matcher's default) and with its 3
 trained iterations, all on the very same coarse matches. Writes
 ``OUT/strecha.json`` and ``OUT/hpatches.json`` and prints markdown tables. ``--casp-checkpoint``
-scores another CasP checkpoint (one of ``reloc train casp``) in the casp rows; ``--only casp
-sift`` runs only those matchers.
+and ``--homomatcher-checkpoint`` score other checkpoints (of ``reloc train casp`` / ``homomatcher``)
+in the casp rows; ``--only casp sift`` runs only those matchers.
 """
 
 from __future__ import annotations
@@ -48,12 +48,12 @@ MATCHERS = {  # label: (matcher, max_keypoints)
 }
 
 
-def strecha(root: Path, resize_max: int, casp_checkpoint: str, only: list[str]) -> dict:
+def strecha(root: Path, resize_max: int, checkpoints: dict, only: list[str]) -> dict:
     table = {}
     for label, (name, keypoints) in MATCHERS.items():
         if only and name not in only:
             continue
-        config = PairMatcherConfig(resize_max=resize_max, max_keypoints=keypoints, casp_checkpoint=casp_checkpoint)
+        config = PairMatcherConfig(resize_max=resize_max, max_keypoints=keypoints, **checkpoints)
         matcher = build_pair_matcher(name, config)
         warm = read_image(root / SCENES[0] / "seq1" / "0000.jpg")
         matcher.match(warm, warm)  # first-call allocations out of the timing
@@ -69,10 +69,10 @@ def strecha(root: Path, resize_max: int, casp_checkpoint: str, only: list[str]) 
     return table
 
 
-def hpatches(root: Path, casp_checkpoint: str, only: list[str]) -> dict:
+def hpatches(root: Path, checkpoints: dict, only: list[str]) -> dict:
     triples = hpatches_sequence(root)
     table = {}
-    casp = build_pair_matcher("casp", PairMatcherConfig(resize_max=0, casp_checkpoint=casp_checkpoint))
+    casp = build_pair_matcher("casp", PairMatcherConfig(resize_max=0, **checkpoints))
     coarse_errors, fine_errors, three_errors, counts, seconds = [], [], [], [], []
     for reference, image, homography_file in triples:
         homography = read_homography(homography_file)
@@ -133,11 +133,15 @@ def main() -> None:
     parser.add_argument("--resize-max", type=int, default=640)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--casp-checkpoint", default="", help="CasP checkpoint of the casp rows (default: shipped)")
+    parser.add_argument(
+        "--homomatcher-checkpoint", default="", help="HomoMatcher checkpoint of the casp rows (default: shipped)"
+    )
     parser.add_argument("--only", nargs="*", default=[], help="matcher names to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    fine = hpatches(args.hpatches, args.casp_checkpoint, args.only)
+    checkpoints = {"casp_checkpoint": args.casp_checkpoint, "homomatcher_checkpoint": args.homomatcher_checkpoint}
+    fine = hpatches(args.hpatches, checkpoints, args.only)
     (args.out / "hpatches.json").write_text(json.dumps(fine, indent=1))
     print("\n| matcher | MMA@1 | MMA@3 | MMA@5 | matches/pair |\n|---|---|---|---|---|")
     for label, row in fine.items():
@@ -145,7 +149,7 @@ def main() -> None:
             f"| {label} | {row['mma_1']:.3f} | {row['mma_3']:.3f} | {row['mma_5']:.3f} | "
             f"{row['matches_per_pair']:.0f} |"
         )
-    pose = strecha(args.strecha, args.resize_max, args.casp_checkpoint, args.only)
+    pose = strecha(args.strecha, args.resize_max, checkpoints, args.only)
     (args.out / "strecha.json").write_text(json.dumps(pose, indent=1))
     print("\n| matcher | AUC@5 | AUC@10 | AUC@20 | matches/pair | ms/pair | failed |\n|---|---|---|---|---|---|---|")
     for label, row in pose.items():

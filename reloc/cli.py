@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from PIL import Image
 from rich.console import Console
 from rich.markup import escape
@@ -775,6 +776,14 @@ def match_eval(
             exists=True, dir_okay=False, help="casp: a CasP checkpoint of `reloc train casp` (default: shipped)."
         ),
     ] = None,
+    homomatcher_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="casp: a HomoMatcher checkpoint of `reloc train homomatcher` (default: shipped).",
+        ),
+    ] = None,
 ):
     """Relative pose from a matcher's matches on image pairs with ground truth: AUC@5/10/20 degrees
     of max(rotation error, translation direction error), matches and milliseconds per pair."""
@@ -792,6 +801,7 @@ def match_eval(
         max_keypoints=max_keypoints,
         fine_iterations=fine_iterations,
         casp_checkpoint=str(casp_checkpoint or ""),
+        homomatcher_checkpoint=str(homomatcher_checkpoint or ""),
     )
     if areas != AreaMatching.none:
         splat = SplatConfig(em_iterations=em_iterations)
@@ -881,6 +891,20 @@ def run_training(model: str, steps: int, train: Callable[[Callable[[int, dict], 
     console.print(f"wrote {path}")
 
 
+def parse_model_settings(settings: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> {key: value parsed as YAML}."""
+    parsed = {}
+    for setting in settings:
+        key, separator, text = setting.partition("=")
+        if not separator or not key:
+            raise typer.BadParameter(f"--model-set {setting!r}: expected KEY=VALUE, e.g. fit=regression")
+        try:
+            parsed[key] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise typer.BadParameter(f"--model-set {setting!r}: the value is not valid YAML ({error})") from None
+    return parsed
+
+
 def matcher_trainer(model: str, summary: str):
     """The ``reloc train MODEL`` command of a matcher trained on view pairs (casp, homomatcher)."""
 
@@ -938,6 +962,15 @@ def matcher_trainer(model: str, summary: str):
         patience: Annotated[
             int, typer.Option(help="Stop after this many validations without a better loss (0: run every step).")
         ] = 0,
+        model_set: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--model-set",
+                metavar="KEY=VALUE",
+                help="Fresh weights: a model config value (YAML), e.g. fit=regression for HomoMatcher's corner "
+                "head; repeat for more.",
+            ),
+        ] = None,
     ):
         """Trained on synthetic view pairs (exact correspondences from depth and pose) and
         homographic warps of real photographs, with photometric augmentation. The XFeat backbone
@@ -957,6 +990,7 @@ def matcher_trainer(model: str, summary: str):
             seed=seed,
             threads=threads,
             init=str(init or ""),
+            model=parse_model_settings(model_set or []),
             validation_pairs=validation_pairs,
             validation_every=validation_every,
             patience=patience,

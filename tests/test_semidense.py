@@ -26,10 +26,10 @@ from reloc.geometry.errors import pose_error
 from reloc.io.results import read_results
 from reloc.matching.casp.model import Casp, CaspConfig, SelectiveCrossAttention, candidate_ids, group_by_parent
 from reloc.matching.casp.train import casp_step
-from reloc.matching.homomatcher.model import HomoMatcher, apply_homography, weighted_homography
+from reloc.matching.homomatcher.model import HomoMatcher, HomoMatcherConfig, apply_homography, weighted_homography
 from reloc.matching.homomatcher.train import homomatcher_step
 from reloc.matching.pairwise import PairMatcherConfig, build_pair_matcher
-from reloc.matching.trained import MODELS, load_trained, train_and_save
+from reloc.matching.trained import MODELS, load_trained, model_config_with, train_and_save
 from reloc.matching.training import TrainConfig, load_checkpoint
 from reloc.matching.training_pairs import PairBatch, TrainingDataConfig, TrainingPairs
 from reloc.types import Pose
@@ -176,6 +176,39 @@ def test_homomatcher_dense_output_follows_the_true_flow(training_pair):
     )
 
 
+def test_corner_head_starts_at_the_coarse_match_and_its_corners_define_the_homography():
+    """The regression fit: a fresh head (zero last layer) keeps each coarse match (the patch moves
+    by points1 - points0, nothing else); offsets it regresses move the patch corners exactly there."""
+    torch.manual_seed(0)
+    model = HomoMatcher(HomoMatcherConfig(fit="regression", iterations=1)).eval()
+    image = torch.rand(1, 3, 96, 128)
+    fine = model.fine_features(image)
+    points0 = torch.tensor([[[40.0, 30.0], [70.5, 50.5]]])
+    points1 = points0 + torch.tensor([3.0, -2.0])
+    with torch.no_grad():
+        output = model(fine, fine, points0, points1, (128, 96), (128, 96))
+        assert torch.allclose(output.points1, points1, atol=1e-4)
+        offsets = torch.tensor([0.1, 0.0, 0.1, 0.0, 0.1, 0.0, 0.1, 0.0])  # all four corners right by 0.1
+        model.corner_heads[0].offsets.bias.copy_(offsets)
+        shifted = model(fine, fine, points0, points1, (128, 96), (128, 96))
+    scale = model.config.spacing_px * model.config.patch_size / 2
+    assert torch.allclose(shifted.points1, points1 + torch.tensor([0.1 * scale, 0.0]), atol=1e-3)
+
+
+def test_homomatcher_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match="fit must be one of dlt, regression, not 'ransac'"):
+        HomoMatcherConfig(fit="ransac")
+    with pytest.raises(RelocError, match="HomoMatcherConfig has no field fitt"):
+        model_config_with(HomoMatcherConfig, {"fitt": "regression"})
+    with pytest.raises(RelocError, match="HomoMatcherConfig: fit must be one of"):
+        model_config_with(HomoMatcherConfig, {"fit": "ransac"})
+    result = CliRunner().invoke(app, ["train", "homomatcher", "--model-set", "fit", "--out", str(tmp_path / "x.pt")])
+    assert result.exit_code == 2 and "expected KEY=VALUE" in result.output
+    shipped = TrainConfig(init=str(project_weights("homomatcher.pt")), model={"fit": "regression"})
+    with pytest.raises(RelocError, match="homomatcher.pt: a run from a checkpoint keeps its model config"):
+        train_and_save("homomatcher", shipped, tmp_path / "y.pt")
+
+
 def homography_errors_free(points: np.ndarray, homography: np.ndarray) -> np.ndarray:
     mapped = np.hstack([points, np.ones((len(points), 1))]) @ homography.T
     return mapped[:, :2] / mapped[:, 2:]
@@ -189,18 +222,19 @@ def tiny_batch() -> PairBatch:
     return data.batch(2, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("name", ["casp", "homomatcher"])
+@pytest.mark.parametrize("name", ["casp", "homomatcher", "homomatcher-regression"])
 def test_training_loss_falls_on_a_tiny_batch(tiny_batch, name):
     torch.manual_seed(0)
-    model, step = (Casp(), casp_step) if name == "casp" else (HomoMatcher(), homomatcher_step)
+    if name == "casp":
+        model, step = Casp(), casp_step
+    else:
+        model, step = HomoMatcher(HomoMatcherConfig(fit=name.partition("-")[2] or "dlt")), homomatcher_step
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     losses = []
     for _ in range(25):
         loss, _ = (
-            step(model, tiny_batch, torch.Generator().manual_seed(0))
-            if name == "homomatcher"
-            else step(model, tiny_batch)
+            step(model, tiny_batch, torch.Generator().manual_seed(0)) if name != "casp" else step(model, tiny_batch)
         )
         optimizer.zero_grad()
         loss.backward()

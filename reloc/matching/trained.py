@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import RelocError
 from ..weights import checkpoint_path, project_weights
 from .casp.model import Casp, CaspConfig
 from .casp.train import casp_step
@@ -30,6 +31,20 @@ def load_trained(name: str, path: Path | None = None):
     return load_checkpoint(model_class, config_class, path or project_weights(f"{name}.pt"))
 
 
+def model_config_with(config_class, overrides: dict):
+    """``config_class`` with ``overrides`` (field -> value); unknown fields and refused values
+    raise a RelocError naming them."""
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        fields = ", ".join(sorted(known))
+        raise RelocError(f"{config_class.__name__} has no field {', '.join(unknown)} (fields: {fields})")
+    try:
+        return config_class(**overrides)
+    except (TypeError, ValueError) as error:
+        raise RelocError(f"{config_class.__name__}: {error}") from None
+
+
 def train_and_save(
     name: str, config: TrainConfig, out: Path | None, on_step: Callable[[int, dict], None] | None = None
 ):
@@ -41,10 +56,12 @@ def train_and_save(
     path = checkpoint_path(name, out)
     torch.manual_seed(config.seed)
     if config.init:
+        if config.model:
+            raise RelocError(f"{config.init}: a run from a checkpoint keeps its model config; drop {config.model}")
         model = load_checkpoint(model_class, config_class, Path(config.init))
         model_config = model.config
     else:
-        model_config = config_class()
+        model_config = model_config_with(config_class, config.model)
         model = model_class(model_config)
 
     def metadata(record: dict) -> dict:
@@ -58,6 +75,7 @@ def train_and_save(
             "image_size": [config.data.width, config.data.height],
             "learning_rate": config.learning_rate,
             "init": config.init,
+            "model": config.model,
             "data": dataclasses.asdict(config.data),
             "seed": config.seed,
             "wall_s": record["wall_s"],

@@ -28,6 +28,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: torch's default)
     init: str = ""  # checkpoint whose heads the run starts from ("": fresh weights)
+    model: dict = field(default_factory=dict)  # fresh weights: model config overrides, e.g. {"fit": "regression"}
     validation_pairs: int = 32  # held-out synthetic pairs (other scene seeds, no photographs)
     validation_every: int = 200  # steps between validations (0: none)
     patience: int = 0  # validations without a better loss before stopping early (0: never stop)

@@ -7,6 +7,11 @@ into the homography of the patch pair, i.e. its four corner offsets. Later itera
 each sample with a small window around where the current homography sends it, and re-fit. The
 refined match is x0 mapped through the homography; ``dense`` maps every patch sample the same way.
 
+``fit`` chooses how an iteration turns the correlation into the homography: ``"dlt"`` is the
+weighted DLT above; ``"regression"`` is the paper's learned head, a small CNN over the patch's
+correlation volume (each sample's probabilities over its search positions as channels) that
+regresses the four corner offsets, whose 4-point homography is solved exactly.
+
 Coordinates are COLMAP pixels (pixel centres at +0.5) of the images the network sees. Fine
 features live at 1/2 resolution, so the patch samples are ``spacing_px`` = 2 pixels apart.
 """
@@ -32,6 +37,15 @@ class HomoMatcherConfig:
     iterations: int = 3  # the first (search window) and refinements
     spacing_px: float = 2.0  # pixels between samples
     chunk: int = 1024  # matches per chunk at inference (memory)
+    fit: str = "dlt"  # per iteration: "dlt" (weighted fit to the soft-argmax points) or "regression" (corner head)
+    head_width: int = 32  # regression: channels of the corner head's convolutions
+
+    def __post_init__(self):
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {', '.join(FITS)}, not {self.fit!r}")
+
+
+FITS = ("dlt", "regression")
 
 
 def grid_offsets(size: int, spacing: float) -> torch.Tensor:
@@ -100,6 +114,33 @@ class FineFeatures(nn.Module):
         return F.normalize(features.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
 
 
+class CornerRegressor(nn.Module):
+    """HomoMatcher's homography head: correlation probabilities (B, M, P², C) of the P x P patch
+    samples over C search positions -> offsets (B, M, 4, 2) of the patch's four corners, in the
+    normalised patch units of the fit. The last layer starts at zero (no offset)."""
+
+    def __init__(self, channels: int, patch_size: int, width: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.convs = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        reduced = (patch_size + 3) // 4
+        self.offsets = nn.Linear(width * reduced * reduced, 8)
+        nn.init.zeros_(self.offsets.weight)
+        nn.init.zeros_(self.offsets.bias)
+
+    def forward(self, probability: torch.Tensor) -> torch.Tensor:
+        batch, matches, _, channels = probability.shape
+        volume = probability.reshape(batch * matches, self.patch_size, self.patch_size, channels).permute(0, 3, 1, 2)
+        return self.offsets(self.convs(volume).flatten(1)).reshape(batch, matches, 4, 2)
+
+
 @dataclass
 class PatchHomographies:
     """Per match (B, M): ``homographies`` (B, M, 3, 3) map image-0 pixels to image-1 pixels, one
@@ -123,6 +164,13 @@ class HomoMatcher(nn.Module):
         self.backbone = XFeatPyramid()
         self.fine = FineFeatures(config.fine_dim)
         self.log_temperature = nn.Parameter(torch.tensor(-3.0))
+        if config.fit == "regression":  # one head for the search window, one for the refinements
+            patch = grid_offsets(config.patch_size, config.spacing_px)
+            positions = self.search_positions(patch, grid_offsets(config.search_size, config.spacing_px)).shape[1]
+            refine = (2 * config.refine_radius + 1) ** 2
+            self.corner_heads = nn.ModuleList(
+                [CornerRegressor(c, config.patch_size, config.head_width) for c in (positions, refine)]
+            )
 
     def fine_features(self, images: torch.Tensor, pyramid: Pyramid | None = None) -> torch.Tensor:
         return self.fine(images, pyramid if pyramid is not None else self.backbone(images))
@@ -144,7 +192,8 @@ class HomoMatcher(nn.Module):
         patch = grid_offsets(config.patch_size, config.spacing_px).to(points0)
         source = (points0[:, :, None, :] + patch).reshape(batch, -1, 2)
         descriptors0 = sample_features(fine0, source, size0).reshape(batch, matches, patch.shape[0], -1)
-        per_iteration, estimates, weights = [], [], None
+        corners = patch[[0, config.patch_size - 1, -config.patch_size, -1]] / scale  # (4, 2) normalised
+        per_iteration, estimates, weights, local_homography = [], [], None, None
         for iteration in range(config.iterations):
             if iteration == 0:  # one search window around points1, shared by the patch's samples
                 window = grid_offsets(config.search_size, config.spacing_px).to(points0)
@@ -168,9 +217,20 @@ class HomoMatcher(nn.Module):
                 base + (probability[..., None, :] @ offsets.expand(*probability.shape[:-1], -1, -1))[..., 0, :]
             )  # (B, M, P², 2)
             weights = probability.max(dim=-1).values + 0.05  # the floor keeps the fit well-posed
-            local_homography = weighted_homography(
-                (patch / scale).expand(batch, matches, -1, -1), (estimate - points1[:, :, None, :]) / scale, weights
-            )
+            if config.fit == "regression":
+                start = (
+                    corners.expand(batch, matches, -1, -1)
+                    if local_homography is None
+                    else apply_homography(local_homography.detach(), corners.expand(batch, matches, -1, -1))
+                )
+                moved = start + self.corner_heads[min(iteration, 1)](probability)
+                local_homography = weighted_homography(
+                    corners.expand(batch, matches, -1, -1), moved, torch.ones_like(moved[..., 0])
+                )
+            else:
+                local_homography = weighted_homography(
+                    (patch / scale).expand(batch, matches, -1, -1), (estimate - points1[:, :, None, :]) / scale, weights
+                )
             per_iteration.append(self.to_image(local_homography, points0, points1, scale))
             estimates.append(estimate)
         refined = apply_homography(per_iteration[-1], points0[:, :, None, :])[:, :, 0]
