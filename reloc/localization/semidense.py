@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..datasets.base import read_image
 from ..errors import RelocError
@@ -172,17 +173,20 @@ class SemiDenseLookup(Stage):
         points: np.ndarray,
     ) -> QueryResult:
         """Keyframe rounds (:mod:`.rounds`) whose correspondences are each keyframe's matched cells'
-        landmarks at their HomoMatcher points in the query, the first found copy of a landmark kept."""
+        landmarks at their HomoMatcher points in the query, the first found copy of a landmark kept.
+        Only coarse matches from cells that hold a landmark are refined."""
         found = FirstCorrespondences()
 
         def correspondences(keyframes: list[str]) -> tuple[np.ndarray, np.ndarray]:
             for name in keyframes:
                 prepared, landmark_of_cell = keyframe(name)
-                matches = matcher.match_prepared(prepared, query)
-                ids = landmark_of_cell[cell_indices(matches.points0.double().numpy(), prepared.pyramid.size)]
+                points0, points1 = matcher.coarse_matches(prepared, query)
+                ids = landmark_of_cell[cell_indices(points0.double().numpy(), prepared.pyramid.size)]
+                mapped = torch.from_numpy(ids >= 0)
+                matches = matcher.refine(prepared, query, points0[mapped], points1[mapped])
                 points2d = matches.points1.double().numpy() * query.scale
-                valid = (ids >= 0) & np.isfinite(points2d).all(axis=1)
-                found.add(points2d[valid], ids[valid])
+                valid = np.isfinite(points2d).all(axis=1)
+                found.add(points2d[valid], ids[ids >= 0][valid])
             return found.arrays()
 
         return in_rounds(frame, names, correspondences, points, self.config)

@@ -115,7 +115,14 @@ class CaspPairMatcher:
 
     @torch.inference_mode()
     def match_prepared(self, image0: PreparedImage, image1: PreparedImage) -> SemiDenseMatches:
-        points0, points1 = self.coarse_matches(image0, image1)
+        return self.refine(image0, image1, *self.coarse_matches(image0, image1))
+
+    @torch.inference_mode()
+    def refine(
+        self, image0: PreparedImage, image1: PreparedImage, points0: torch.Tensor, points1: torch.Tensor
+    ) -> SemiDenseMatches:
+        """HomoMatcher on coarse matches ``points0``/``points1`` (M, 2), e.g. a subset of
+        :meth:`coarse_matches` (each match is refined on its own); without the fine stage, as given."""
         if self.fine is None or not len(points0):
             return SemiDenseMatches(points0, points1, None)
         refined, homographies, _ = self.fine.refine(
