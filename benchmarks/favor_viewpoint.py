@@ -121,8 +121,8 @@ def summary_row(pipeline: str, scene: str, metrics: dict) -> str:
 
 
 def iteration_rows(pipeline: str, scene: str, run: Path, root: Path) -> list[str]:
-    """One row per FaVoR iteration from the run's per-query details, after a row for the prior
-    (the pose of the top retrieved keyframe)."""
+    """One row per FaVoR iteration of each query's answering round (its prior keyframe's pose
+    first), from the run's per-query details, and a row of the rounds run per query."""
     dataset = Cambridge(root)
     truth = dataset.ground_truth()
     keyframes = {frame.name: frame.pose for frame in dataset.frames("train")}
@@ -155,6 +155,12 @@ def iteration_rows(pipeline: str, scene: str, run: Path, root: Path) -> list[str
             f"{cell(np.median(errors[:, 1]) if len(errors) else None)} "
             f"| {f'{np.median(inliers):.0f}' if inliers else '-'} | {f'{np.median(ms):.0f}' if ms else '-'} |"
         )
+    rounds = [len(d.get("rounds") or [None]) for d in details.values()]
+    later = sum(1 for d in details.values() if d.get("retrieved") and d["prior"] != d["retrieved"][0])
+    rows.append(
+        f"| {pipeline} | {scene} | rounds | {later}/{len(details)} answered from a later prior | - | - | - "
+        f"| median {np.median(rounds):.0f}, max {max(rounds)} rounds per query |"
+    )
     return rows
 
 

@@ -1,9 +1,10 @@
 """FaVoR stages. ``favor.train`` (mapping): voxel descriptor fields of all persistent landmarks,
 trained together from the map's landmark patches, written to ``favor.pt``. ``favor.localize``:
-iterative render-match-PnP from the retrieval prior."""
+iterative render-match-PnP from the retrieved keyframes' poses, one prior per round."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from ..mapping.store import read_sparse_map
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
-from ..types import Frame, QueryRecord, QueryResult
-from .localize import FavorLocalizeConfig, localize_favor
+from ..types import Frame, QueryRecord, QueryResult, Round
+from .localize import FavorLocalizeConfig, Iteration, localize_favor
 from .model import LandmarkFields, keyframe_poses, training_rays
 from .train import TrainConfig, train_grids
 
@@ -47,12 +48,64 @@ class TrainFavor(Stage):
 @dataclass
 class FavorQueryConfig(FavorLocalizeConfig):
     resize_max: int = 1024  # long side of the query image the backbone sees
+    confident_inliers: int = 100  # a prior whose iterations end with this many inliers ends the rounds (0: first pose)
+
+
+@dataclass
+class PriorRound:
+    """FaVoR's iterations from one retrieved keyframe's pose (the prior)."""
+
+    keyframe: str
+    iterations: list[Iteration]
+
+    @property
+    def inliers(self) -> int:
+        """Inliers of the final pose (0 when the iterations ended without one)."""
+        last = self.iterations[-1]
+        return last.inliers if last.pose is not None else 0
+
+
+def best_prior_round(
+    keyframes: list[str], localize_from: Callable[[str], list[Iteration]], confident_inliers: int
+) -> tuple[PriorRound, list[PriorRound]]:
+    """Rounds of FaVoR iterations, one per keyframe of ``keyframes`` (retrieval order) as the
+    prior, until one ends with ``confident_inliers`` inliers (0: with any pose). Returns the round
+    whose final pose has the most inliers (without any pose: the first round) and every round run."""
+    rounds: list[PriorRound] = []
+    best = None
+    for keyframe in keyframes:
+        round_ = PriorRound(keyframe, localize_from(keyframe))
+        rounds.append(round_)
+        if best is None or round_.inliers > best.inliers:
+            best = round_
+        if round_.iterations[-1].pose is not None and round_.inliers >= confident_inliers:
+            break
+    return best, rounds
+
+
+def iterations_record(round_: PriorRound) -> dict:
+    """The answer's round for the query record: its prior keyframe and each iteration."""
+    return {
+        "prior": round_.keyframe,
+        "iterations": [
+            {
+                "pose": None if it.pose is None else [*it.pose.qvec.tolist(), *it.pose.t.tolist()],
+                "visible": it.visible,
+                "matches": it.matches,
+                "inliers": it.inliers,
+                "ms": {k: 1000 * v for k, v in it.seconds.items()},
+            }
+            for it in round_.iterations
+        ],
+    }
 
 
 @register_stage
 class LocalizeFavor(Stage):
-    """Prior: the pose of the top retrieved keyframe; then FaVoR's render-match-PnP iterations.
-    Per-iteration poses, matches, inliers and seconds go to the query record's extra entries."""
+    """Priors: the poses of the retrieved keyframes, in retrieval order, one per round; from each,
+    FaVoR's render-match-PnP iterations, until a round ends confident. The answer is the round
+    whose final pose has the most inliers; its per-iteration poses, matches, inliers and seconds
+    go to the query record's extra entries, every round to the record's rounds."""
 
     name = "favor.localize"
     Config = FavorQueryConfig
@@ -65,37 +118,40 @@ class LocalizeFavor(Stage):
         fields = LandmarkFields.load(map_dir / FAVOR_FILE)
         backbone = dense_backbone(fields.backbone)
         poses = keyframe_poses(map_dir)
-        results = []
-        for frame in track(frames, f"FaVoR localization of {len(frames)} queries"):
-            with query_timer("features", frame.name):
-                field_of_query = backbone(*prepare_image(frame.image_path, self.config.resize_max, backbone.multiple))
-            iterations = localize_favor(
-                field_of_query, frame.camera, poses[retrieved[frame.name][0]], fields, self.config
-            )
+        results = [
+            self.localize_query(frame, retrieved[frame.name], fields, backbone, poses)
+            for frame in track(frames, f"FaVoR localization of {len(frames)} queries")
+        ]
+        return {"results": results}
+
+    def localize_query(
+        self, frame: Frame, keyframes: list[str], fields: LandmarkFields, backbone, poses: dict
+    ) -> QueryResult:
+        """One query's rounds over the priors of its retrieved ``keyframes``."""
+        if not keyframes:
+            return QueryResult(frame.name, None, "no keyframe was retrieved", 0)
+        with query_timer("features", frame.name):
+            field_of_query = backbone(*prepare_image(frame.image_path, self.config.resize_max, backbone.multiple))
+
+        def localize_from(keyframe: str) -> list[Iteration]:
+            iterations = localize_favor(field_of_query, frame.camera, poses[keyframe], fields, self.config)
             for iteration in iterations:
                 for stage, seconds in iteration.seconds.items():
                     add_query_time(stage, [frame.name], seconds)
-            last = iterations[-1]
-            iterations_record = {
-                "iterations": [
-                    {
-                        "pose": None if it.pose is None else [*it.pose.qvec.tolist(), *it.pose.t.tolist()],
-                        "visible": it.visible,
-                        "matches": it.matches,
-                        "inliers": it.inliers,
-                        "ms": {k: 1000 * v for k, v in it.seconds.items()},
-                    }
-                    for it in iterations
-                ]
-            }
-            record = QueryRecord(
-                [retrieved[frame.name][0]],
-                num_matches=last.matches,
-                inlier_points2d=last.inlier_points2d,
-                inlier_landmarks=last.inlier_landmarks,
-                evidence=last.evidence,
-                extra=iterations_record,
-            )
-            reason = "" if last.pose is not None else f"FaVoR iteration {len(iterations)}: {last.reason}"
-            results.append(QueryResult(frame.name, last.pose, reason, last.inliers, record=record))
-        return {"results": results}
+            return iterations
+
+        best, rounds = best_prior_round(keyframes, localize_from, self.config.confident_inliers)
+        last = best.iterations[-1]
+        record = QueryRecord(
+            [round_.keyframe for round_ in rounds],
+            [Round([round_.keyframe], round_.iterations[-1].matches, round_.inliers) for round_ in rounds],
+            num_matches=last.matches,
+            inlier_points2d=last.inlier_points2d,
+            inlier_landmarks=last.inlier_landmarks,
+            evidence=last.evidence,
+            extra=iterations_record(best),
+        )
+        reason = "" if last.pose is not None else f"FaVoR iteration {len(best.iterations)}: {last.reason}"
+        if last.pose is None and len(rounds) > 1:
+            reason = f"no pose from any of {len(rounds)} priors; the first ({best.keyframe}): {reason}"
+        return QueryResult(frame.name, last.pose, reason, last.inliers, record=record)
