@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from reloc.cli import app
 from reloc.datasets import load_dataset
 from reloc.datasets.synthetic.generate import SynthConfig, generate
+from reloc.errors import PipelineError, RelocError
 from reloc.favor.localize import Iteration
 from reloc.favor.model import LandmarkFields, keyframe_poses, training_rays
 from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
@@ -32,11 +34,13 @@ from reloc.io.map_folder import (
     SFM_FOLDER,
     open_artifact,
 )
-from reloc.io.results import read_results
+from reloc.io.results import read_results, write_results
 from reloc.localization.pnp import PnPConfig
+from reloc.localization.priors import KeyframePriors, ResultsPriors, ResultsPriorsConfig
 from reloc.mapping.patches import read_landmark_patches
 from reloc.mapping.store import read_sparse_map
-from reloc.types import Pose
+from reloc.pipeline.registry import NoConfig
+from reloc.types import Camera, Frame, Pose, QueryResult
 
 SIDE = 0.1  # cube side in metres
 CHANNELS = 16
@@ -314,11 +318,11 @@ def iterations_ending(inliers: int | None) -> list[Iteration]:
 def test_prior_rounds_stop_when_confident_and_answer_with_the_most_inliers():
     ends = {"a": None, "b": 40, "c": 120, "d": 500}
     best, rounds = best_prior_round(list(ends), lambda keyframe: iterations_ending(ends[keyframe]), 100)
-    assert [r.keyframe for r in rounds] == ["a", "b", "c"] and best.keyframe == "c"  # d is never tried
+    assert [r.source for r in rounds] == ["a", "b", "c"] and best.source == "c"  # d is never tried
     best, rounds = best_prior_round(["b", "a", "b2"], lambda k: iterations_ending(ends.get(k, 60)), 100)
-    assert [r.keyframe for r in rounds] == ["b", "a", "b2"] and best.keyframe == "b2"  # none confident: most inliers
+    assert [r.source for r in rounds] == ["b", "a", "b2"] and best.source == "b2"  # none confident: most inliers
     best, rounds = best_prior_round(["a", "a2"], lambda keyframe: iterations_ending(None), 0)
-    assert best.keyframe == "a" and best.inliers == 0 and len(rounds) == 2
+    assert best.source == "a" and best.inliers == 0 and len(rounds) == 2
 
 
 @pytest.mark.slow
@@ -337,9 +341,14 @@ def test_a_wrong_first_prior_is_recovered_by_a_later_round(favor_run):
         wrong = min(poses, key=lambda k: poses[k].R[2] @ pose.R[2])
         near = min(poses, key=lambda k: np.linalg.norm(poses[k].center - pose.center))
         wrong_then_near[query.name] = [wrong, near]
-    wrong_only = stage.run(queries, {name: pair[:1] for name, pair in wrong_then_near.items()}, map_dir)["results"]
-    near_only = stage.run(queries, {name: pair[1:] for name, pair in wrong_then_near.items()}, map_dir)["results"]
-    in_rounds = stage.run(queries, wrong_then_near, map_dir)["results"]
+
+    def localize(retrieved: dict[str, list[str]]) -> list[QueryResult]:
+        priors = KeyframePriors(NoConfig()).run(retrieved, map_dir)["priors"]
+        return stage.run(queries, priors, map_dir)["results"]
+
+    wrong_only = localize({name: pair[:1] for name, pair in wrong_then_near.items()})
+    near_only = localize({name: pair[1:] for name, pair in wrong_then_near.items()})
+    in_rounds = localize(wrong_then_near)
 
     def localized(result) -> bool:
         return result.pose is not None and pose_error(result.pose, truth[result.name].pose)[0] < 0.05
@@ -355,3 +364,57 @@ def test_a_wrong_first_prior_is_recovered_by_a_later_round(favor_run):
     # every query the near prior localizes on its own is recovered after the wrong first round
     recovered = {result.name for result in in_rounds if localized(result)}
     assert recovered == {result.name for result in near_only if localized(result)} and len(recovered) >= 2, recovered
+
+
+def test_priors_from_a_results_file_name_what_is_missing(tmp_path):
+    camera = Camera("PINHOLE", 64, 48, (50.0, 50.0, 32.0, 24.0))
+    frames = [Frame(f"q{i}.png", tmp_path / f"q{i}.png", camera) for i in range(3)]
+    pose = Pose.from_qvec_tvec([1.0, 0, 0, 0], [0.1, 0.2, 0.3])
+    write_results(tmp_path / "other.txt", [QueryResult("q0.png", pose), QueryResult("q1.png", None, "too few inliers")])
+    priors = ResultsPriors(ResultsPriorsConfig(str(tmp_path / "other.txt"))).run(frames)["priors"]
+    assert [p.source for p in priors["q0.png"].priors] == ["results:other.txt"]
+    assert np.allclose(priors["q0.png"].priors[0].pose.t, [0.1, 0.2, 0.3])
+    assert not priors["q1.png"].priors and priors["q1.png"].missing.endswith(
+        "reports this query failed (too few inliers)"
+    )
+    assert (
+        not priors["q2.png"].priors
+        and priors["q2.png"].missing == f"{tmp_path / 'other.txt'} has no pose for this query"
+    )
+    with pytest.raises(PipelineError, match="priors.results needs the results file"):
+        ResultsPriors(ResultsPriorsConfig()).run(frames)
+    with pytest.raises(RelocError, match="missing.txt: results file does not exist"):
+        ResultsPriors(ResultsPriorsConfig(str(tmp_path / "missing.txt"))).run(frames)
+    write_results(tmp_path / "elsewhere.txt", [QueryResult("other-scene.png", pose)])
+    with pytest.raises(PipelineError, match="elsewhere.txt: none of its 1 queries is a query of this run"):
+        ResultsPriors(ResultsPriorsConfig(str(tmp_path / "elsewhere.txt"))).run(frames)
+
+
+@pytest.mark.slow
+def test_favor_refines_another_localizers_poses(favor_run, tmp_path):
+    """configs/favor-refine.yaml against the FaVoR map: priors are the ground truth moved 15 cm and
+    turned 3 degrees, from a results file that lacks one query; the localized queries land within
+    5 cm, the missing one is reported failed with the file named."""
+    dataset = load_dataset("7scenes", favor_run / "scene")
+    truth = dataset.ground_truth()
+    queries = dataset.frames("test")
+    rng = np.random.default_rng(0)
+    moved = []
+    for query in queries[1:]:
+        pose = truth[query.name].pose
+        axis = rng.normal(size=3)
+        turn = cv2.Rodrigues(np.radians(3.0) * axis / np.linalg.norm(axis))[0]
+        offset = rng.normal(size=3)
+        moved.append(
+            QueryResult(query.name, Pose(turn @ pose.R, turn @ pose.t + 0.15 * offset / np.linalg.norm(offset)))
+        )
+    write_results(tmp_path / "priors.txt", moved)
+    arguments = ["eval", "--config", "favor-refine", "--map", str(favor_run / "run" / "map"), "--dataset", "7scenes"]
+    arguments += ["--root", str(favor_run / "scene"), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, [*arguments, "--set", f"priors.path={tmp_path / 'priors.txt'}"])
+    assert result.exit_code == 0, result.output
+    refined = read_results(tmp_path / "run" / "results.txt")
+    assert refined[queries[0].name].pose is None
+    assert refined[queries[0].name].reason == f"no prior pose: {tmp_path / 'priors.txt'} has no pose for this query"
+    errors = [pose_error(r.pose, truth[name].pose)[0] for name, r in refined.items() if r.pose is not None]
+    assert len(errors) >= 2 and max(errors) < 0.05, errors

@@ -1,6 +1,7 @@
 """FaVoR stages. ``favor.train`` (mapping): voxel descriptor fields of all persistent landmarks,
 trained together from the map's landmark patches, written to ``favor.pt``. ``favor.localize``:
-iterative render-match-PnP from the retrieved keyframes' poses, one prior per round."""
+iterative render-match-PnP from prior poses (the retrieved keyframes' or another localizer's,
+:mod:`reloc.localization.priors`), one per round."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 
 from ..features.base import prepare_image
 from ..features.dense import dense_backbone
-from ..io.map_folder import FAVOR_FILE, SFM_FOLDER
+from ..io.map_folder import FAVOR_FILE
+from ..localization.priors import PriorSet
 from ..mapping.patches import read_landmark_patches
 from ..mapping.store import read_sparse_map
 from ..pipeline.progress import track
@@ -53,9 +55,9 @@ class FavorQueryConfig(FavorLocalizeConfig):
 
 @dataclass
 class PriorRound:
-    """FaVoR's iterations from one retrieved keyframe's pose (the prior)."""
+    """FaVoR's iterations from one prior pose, named by its source (a keyframe, ``results:NAME``)."""
 
-    keyframe: str
+    source: str
     iterations: list[Iteration]
 
     @property
@@ -66,15 +68,15 @@ class PriorRound:
 
 
 def best_prior_round(
-    keyframes: list[str], localize_from: Callable[[str], list[Iteration]], confident_inliers: int
+    sources: list[str], localize_from: Callable[[str], list[Iteration]], confident_inliers: int
 ) -> tuple[PriorRound, list[PriorRound]]:
-    """Rounds of FaVoR iterations, one per keyframe of ``keyframes`` (retrieval order) as the
-    prior, until one ends with ``confident_inliers`` inliers (0: with any pose). Returns the round
-    whose final pose has the most inliers (without any pose: the first round) and every round run."""
+    """Rounds of FaVoR iterations, one per prior of ``sources`` (in order), until one ends with
+    ``confident_inliers`` inliers (0: with any pose). Returns the round whose final pose has the
+    most inliers (without any pose: the first round) and every round run."""
     rounds: list[PriorRound] = []
     best = None
-    for keyframe in keyframes:
-        round_ = PriorRound(keyframe, localize_from(keyframe))
+    for source in sources:
+        round_ = PriorRound(source, localize_from(source))
         rounds.append(round_)
         if best is None or round_.inliers > best.inliers:
             best = round_
@@ -84,9 +86,9 @@ def best_prior_round(
 
 
 def iterations_record(round_: PriorRound) -> dict:
-    """The answer's round for the query record: its prior keyframe and each iteration."""
+    """The answer's round for the query record: its prior's source and each iteration."""
     return {
-        "prior": round_.keyframe,
+        "prior": round_.source,
         "iterations": [
             {
                 "pose": None if it.pose is None else [*it.pose.qvec.tolist(), *it.pose.t.tolist()],
@@ -102,49 +104,48 @@ def iterations_record(round_: PriorRound) -> dict:
 
 @register_stage
 class LocalizeFavor(Stage):
-    """Priors: the poses of the retrieved keyframes, in retrieval order, one per round; from each,
-    FaVoR's render-match-PnP iterations, until a round ends confident. The answer is the round
+    """Priors (``priors.keyframes``: the retrieved keyframes' poses; ``priors.results``: another
+    localizer's poses), in order, one per round; from each, FaVoR's render-match-PnP iterations,
+    until a round ends confident. The answer is the round
     whose final pose has the most inliers; its per-iteration poses, matches, inliers and seconds
     go to the query record's extra entries, every round to the record's rounds."""
 
     name = "favor.localize"
     Config = FavorQueryConfig
-    needs = (FAVOR_FILE, SFM_FOLDER)
-    inputs = {"frames": list[Frame], "retrieved": dict[str, list[str]], "map_dir": Path}
+    needs = (FAVOR_FILE,)
+    inputs = {"frames": list[Frame], "priors": dict[str, PriorSet], "map_dir": Path}
     outputs = {"results": list[QueryResult]}
     cacheable = False
 
-    def run(self, frames: list[Frame], retrieved: dict[str, list[str]], map_dir: Path) -> dict:
+    def run(self, frames: list[Frame], priors: dict[str, PriorSet], map_dir: Path) -> dict:
         fields = LandmarkFields.load(map_dir / FAVOR_FILE)
         backbone = dense_backbone(fields.backbone)
-        poses = keyframe_poses(map_dir)
         results = [
-            self.localize_query(frame, retrieved[frame.name], fields, backbone, poses)
+            self.localize_query(frame, priors[frame.name], fields, backbone)
             for frame in track(frames, f"FaVoR localization of {len(frames)} queries")
         ]
         return {"results": results}
 
-    def localize_query(
-        self, frame: Frame, keyframes: list[str], fields: LandmarkFields, backbone, poses: dict
-    ) -> QueryResult:
-        """One query's rounds over the priors of its retrieved ``keyframes``."""
-        if not keyframes:
-            return QueryResult(frame.name, None, "no keyframe was retrieved", 0)
+    def localize_query(self, frame: Frame, prior_set: PriorSet, fields: LandmarkFields, backbone) -> QueryResult:
+        """One query's rounds over its priors."""
+        if not prior_set.priors:
+            return QueryResult(frame.name, None, f"no prior pose: {prior_set.missing}", 0)
         with query_timer("features", frame.name):
             field_of_query = backbone(*prepare_image(frame.image_path, self.config.resize_max, backbone.multiple))
+        by_source = {prior.source: prior.pose for prior in prior_set.priors}
 
-        def localize_from(keyframe: str) -> list[Iteration]:
-            iterations = localize_favor(field_of_query, frame.camera, poses[keyframe], fields, self.config)
+        def localize_from(source: str) -> list[Iteration]:
+            iterations = localize_favor(field_of_query, frame.camera, by_source[source], fields, self.config)
             for iteration in iterations:
                 for stage, seconds in iteration.seconds.items():
                     add_query_time(stage, [frame.name], seconds)
             return iterations
 
-        best, rounds = best_prior_round(keyframes, localize_from, self.config.confident_inliers)
+        best, rounds = best_prior_round(list(by_source), localize_from, self.config.confident_inliers)
         last = best.iterations[-1]
         record = QueryRecord(
-            [round_.keyframe for round_ in rounds],
-            [Round([round_.keyframe], round_.iterations[-1].matches, round_.inliers) for round_ in rounds],
+            [round_.source for round_ in rounds],
+            [Round([round_.source], round_.iterations[-1].matches, round_.inliers) for round_ in rounds],
             num_matches=last.matches,
             inlier_points2d=last.inlier_points2d,
             inlier_landmarks=last.inlier_landmarks,
@@ -153,5 +154,5 @@ class LocalizeFavor(Stage):
         )
         reason = "" if last.pose is not None else f"FaVoR iteration {len(best.iterations)}: {last.reason}"
         if last.pose is None and len(rounds) > 1:
-            reason = f"no pose from any of {len(rounds)} priors; the first ({best.keyframe}): {reason}"
+            reason = f"no pose from any of {len(rounds)} priors; the first ({best.source}): {reason}"
         return QueryResult(frame.name, last.pose, reason, last.inliers, record=record)

@@ -23,6 +23,7 @@ STAGE_MODULES = (
     "reloc.localization.stages",
     "reloc.localization.semidense",
     "reloc.localization.area_matching",
+    "reloc.localization.priors",
     "reloc.favor.stages",
     "reloc.neumap.stages",
 )
