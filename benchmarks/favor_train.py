@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from reloc.favor.model import keyframe_poses, training_rays
+from reloc.favor.model import training_rays
 from reloc.favor.train import TrainConfig, TrainingRays, train_grids
 from reloc.mapping.patches import read_landmark_patches
-from reloc.mapping.store import read_sparse_map
+from reloc.mapping.store import keyframe_poses, read_sparse_map
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from reloc.datasets import load_dataset
 from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.errors import PipelineError, RelocError
 from reloc.favor.localize import Iteration
-from reloc.favor.model import LandmarkFields, keyframe_poses, training_rays
+from reloc.favor.model import LandmarkFields, training_rays
 from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
 from reloc.favor.stages import FavorQueryConfig, LocalizeFavor, best_prior_round
 from reloc.favor.train import TrainConfig, TrainingRays, initial_grids, train_grids
@@ -36,9 +36,9 @@ from reloc.io.map_folder import (
 )
 from reloc.io.results import read_results, write_results
 from reloc.localization.pnp import PnPConfig
-from reloc.localization.priors import KeyframePriors, ResultsPriors, ResultsPriorsConfig
+from reloc.localization.priors import KeyframePriors, Prior, ResultsPriors, ResultsPriorsConfig
 from reloc.mapping.patches import read_landmark_patches
-from reloc.mapping.store import read_sparse_map
+from reloc.mapping.store import keyframe_poses, read_sparse_map
 from reloc.pipeline.registry import NoConfig
 from reloc.types import Camera, Frame, Pose, QueryResult
 
@@ -315,13 +315,19 @@ def iterations_ending(inliers: int | None) -> list[Iteration]:
     return [Iteration(pose, 10, 50, inliers or 0, {}, "" if pose else "too few inliers")]
 
 
+def rounds_ending(ends: dict[str, int | None], confident_inliers: int):
+    """best_prior_round over priors named by ``ends``' keys whose iterations end with its values."""
+    priors = [Prior(name, Pose.from_qvec_tvec([1.0, 0, 0, 0], [index, 0, 0])) for index, name in enumerate(ends)]
+    inliers = list(ends.values())
+    return best_prior_round(priors, lambda pose: iterations_ending(inliers[int(pose.t[0])]), confident_inliers)
+
+
 def test_prior_rounds_stop_when_confident_and_answer_with_the_most_inliers():
-    ends = {"a": None, "b": 40, "c": 120, "d": 500}
-    best, rounds = best_prior_round(list(ends), lambda keyframe: iterations_ending(ends[keyframe]), 100)
+    best, rounds = rounds_ending({"a": None, "b": 40, "c": 120, "d": 500}, 100)
     assert [r.source for r in rounds] == ["a", "b", "c"] and best.source == "c"  # d is never tried
-    best, rounds = best_prior_round(["b", "a", "b2"], lambda k: iterations_ending(ends.get(k, 60)), 100)
+    best, rounds = rounds_ending({"b": 40, "a": None, "b2": 60}, 100)
     assert [r.source for r in rounds] == ["b", "a", "b2"] and best.source == "b2"  # none confident: most inliers
-    best, rounds = best_prior_round(["a", "a2"], lambda keyframe: iterations_ending(None), 0)
+    best, rounds = rounds_ending({"a": None, "a2": None}, 0)
     assert best.source == "a" and best.inliers == 0 and len(rounds) == 2
 
 

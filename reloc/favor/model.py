@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 import torch
 
 from ..errors import RelocError
 from ..features.dense import patch_offsets
-from ..io.map_folder import SFM_FOLDER
 from ..mapping.patches import LandmarkPatches
 from ..mapping.store import SparseMap
 from ..types import Pose
@@ -59,12 +57,6 @@ class LandmarkFields:
             data["grids"].float(),
             data["psnr_db"],
         )
-
-
-def keyframe_poses(map_dir: Path) -> dict[str, Pose]:
-    """cam_from_world of every keyframe, from the map's pycolmap reconstruction."""
-    reconstruction = pycolmap.Reconstruction(str(map_dir / SFM_FOLDER))
-    return {image.name: Pose.from_pycolmap(image.cam_from_world()) for image in reconstruction.images.values()}
 
 
 def training_rays(

@@ -14,15 +14,15 @@ import numpy as np
 from ..features.base import prepare_image
 from ..features.dense import dense_backbone
 from ..io.map_folder import FAVOR_FILE
-from ..localization.priors import PriorSet
+from ..localization.priors import Prior, PriorSet
 from ..mapping.patches import read_landmark_patches
-from ..mapping.store import read_sparse_map
+from ..mapping.store import keyframe_poses, read_sparse_map
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
-from ..types import Frame, QueryRecord, QueryResult, Round
+from ..types import Frame, Pose, QueryRecord, QueryResult, Round
 from .localize import FavorLocalizeConfig, Iteration, localize_favor
-from .model import LandmarkFields, keyframe_poses, training_rays
+from .model import LandmarkFields, training_rays
 from .train import TrainConfig, train_grids
 
 
@@ -68,15 +68,15 @@ class PriorRound:
 
 
 def best_prior_round(
-    sources: list[str], localize_from: Callable[[str], list[Iteration]], confident_inliers: int
+    priors: list[Prior], localize_from: Callable[[Pose], list[Iteration]], confident_inliers: int
 ) -> tuple[PriorRound, list[PriorRound]]:
-    """Rounds of FaVoR iterations, one per prior of ``sources`` (in order), until one ends with
-    ``confident_inliers`` inliers (0: with any pose). Returns the round whose final pose has the
-    most inliers (without any pose: the first round) and every round run."""
+    """Rounds of FaVoR iterations, ``localize_from(pose)`` from each of ``priors`` in order, until
+    one ends with ``confident_inliers`` inliers (0: with any pose). Returns the round whose final
+    pose has the most inliers (without any pose: the first round) and every round run."""
     rounds: list[PriorRound] = []
     best = None
-    for source in sources:
-        round_ = PriorRound(source, localize_from(source))
+    for prior in priors:
+        round_ = PriorRound(prior.source, localize_from(prior.pose))
         rounds.append(round_)
         if best is None or round_.inliers > best.inliers:
             best = round_
@@ -106,9 +106,9 @@ def iterations_record(round_: PriorRound) -> dict:
 class LocalizeFavor(Stage):
     """Priors (``priors.keyframes``: the retrieved keyframes' poses; ``priors.results``: another
     localizer's poses), in order, one per round; from each, FaVoR's render-match-PnP iterations,
-    until a round ends confident. The answer is the round
-    whose final pose has the most inliers; its per-iteration poses, matches, inliers and seconds
-    go to the query record's extra entries, every round to the record's rounds."""
+    until a round ends confident. The answer is the round whose final pose has the most inliers;
+    its per-iteration poses, matches, inliers and seconds go to the query record's extra entries,
+    every round to the record's rounds."""
 
     name = "favor.localize"
     Config = FavorQueryConfig
@@ -132,16 +132,15 @@ class LocalizeFavor(Stage):
             return QueryResult(frame.name, None, f"no prior pose: {prior_set.missing}", 0)
         with query_timer("features", frame.name):
             field_of_query = backbone(*prepare_image(frame.image_path, self.config.resize_max, backbone.multiple))
-        by_source = {prior.source: prior.pose for prior in prior_set.priors}
 
-        def localize_from(source: str) -> list[Iteration]:
-            iterations = localize_favor(field_of_query, frame.camera, by_source[source], fields, self.config)
+        def localize_from(prior: Pose) -> list[Iteration]:
+            iterations = localize_favor(field_of_query, frame.camera, prior, fields, self.config)
             for iteration in iterations:
                 for stage, seconds in iteration.seconds.items():
                     add_query_time(stage, [frame.name], seconds)
             return iterations
 
-        best, rounds = best_prior_round(list(by_source), localize_from, self.config.confident_inliers)
+        best, rounds = best_prior_round(prior_set.priors, localize_from, self.config.confident_inliers)
         last = best.iterations[-1]
         record = QueryRecord(
             [round_.source for round_ in rounds],

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PipelineError
-from ..favor.model import keyframe_poses
 from ..io.map_folder import SFM_FOLDER
 from ..io.results import read_results
+from ..mapping.store import keyframe_poses
 from ..pipeline.registry import Stage, register_stage
 from ..types import Frame, Pose
 

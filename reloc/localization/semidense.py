@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..datasets.base import read_image
 from ..errors import RelocError
@@ -182,11 +181,11 @@ class SemiDenseLookup(Stage):
                 prepared, landmark_of_cell = keyframe(name)
                 points0, points1 = matcher.coarse_matches(prepared, query)
                 ids = landmark_of_cell[cell_indices(points0.double().numpy(), prepared.pyramid.size)]
-                mapped = torch.from_numpy(ids >= 0)
+                mapped = ids >= 0
                 matches = matcher.refine(prepared, query, points0[mapped], points1[mapped])
                 points2d = matches.points1.double().numpy() * query.scale
                 valid = np.isfinite(points2d).all(axis=1)
-                found.add(points2d[valid], ids[ids >= 0][valid])
+                found.add(points2d[valid], ids[mapped][valid])
             return found.arrays()
 
         return in_rounds(frame, names, correspondences, points, self.config)

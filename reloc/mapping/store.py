@@ -23,7 +23,7 @@ from ..errors import RelocError
 from ..features.base import Features, FeatureStore
 from ..features.quantize import Codec, CodecConfig, fit_codec_on_chunks, load_codec
 from ..io.map_folder import LANDMARKS_FILE, SFM_FOLDER
-from ..types import Camera, Frame
+from ..types import Camera, Frame, Pose
 from .triangulation import Landmarks
 
 KEYFRAMES_GROUP = "keyframes"
@@ -208,6 +208,12 @@ def write_reconstruction(
 def read_reconstruction(path: Path) -> pycolmap.Reconstruction:
     """The map's pycolmap reconstruction (``sfm/``: keyframes, cameras, landmarks with colours)."""
     return pycolmap.Reconstruction(str(path))
+
+
+def keyframe_poses(map_dir: Path) -> dict[str, Pose]:
+    """cam_from_world of every keyframe, from the map's reconstruction (``sfm/``)."""
+    reconstruction = read_reconstruction(map_dir / SFM_FOLDER)
+    return {image.name: Pose.from_pycolmap(image.cam_from_world()) for image in reconstruction.images.values()}
 
 
 def read_sparse_map(path: Path) -> SparseMap:

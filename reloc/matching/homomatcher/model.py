@@ -192,7 +192,8 @@ class HomoMatcher(nn.Module):
         patch = grid_offsets(config.patch_size, config.spacing_px).to(points0)
         source = (points0[:, :, None, :] + patch).reshape(batch, -1, 2)
         descriptors0 = sample_features(fine0, source, size0).reshape(batch, matches, patch.shape[0], -1)
-        corners = patch[[0, config.patch_size - 1, -config.patch_size, -1]] / scale  # (4, 2) normalised
+        corner_samples = patch[[0, config.patch_size - 1, -config.patch_size, -1]]
+        corners = (corner_samples / scale).expand(batch, matches, 4, 2)  # the patch corners, normalised
         per_iteration, estimates, weights, local_homography = [], [], None, None
         for iteration in range(config.iterations):
             if iteration == 0:  # one search window around points1, shared by the patch's samples
@@ -218,15 +219,9 @@ class HomoMatcher(nn.Module):
             )  # (B, M, P², 2)
             weights = probability.max(dim=-1).values + 0.05  # the floor keeps the fit well-posed
             if config.fit == "regression":
-                start = (
-                    corners.expand(batch, matches, -1, -1)
-                    if local_homography is None
-                    else apply_homography(local_homography.detach(), corners.expand(batch, matches, -1, -1))
-                )
+                start = corners if local_homography is None else apply_homography(local_homography.detach(), corners)
                 moved = start + self.corner_heads[min(iteration, 1)](probability)
-                local_homography = weighted_homography(
-                    corners.expand(batch, matches, -1, -1), moved, torch.ones_like(moved[..., 0])
-                )
+                local_homography = weighted_homography(corners, moved, torch.ones_like(moved[..., 0]))
             else:
                 local_homography = weighted_homography(
                     (patch / scale).expand(batch, matches, -1, -1), (estimate - points1[:, :, None, :]) / scale, weights
