@@ -183,8 +183,8 @@ def map_size_row(scene: str, config: str, map_dir: Path) -> str:
     fields = LandmarkFields.load(map_dir / FAVOR_FILE)
     size = (map_dir / FAVOR_FILE).stat().st_size
     return (
-        f"| {config} | {scene} | {len(fields.landmark_ids)} | {fields.grids.shape[1] - 1} | "
-        f"{size / len(fields.landmark_ids):.0f} "
+        f"| {config} | {scene} | {fields.backend} | {len(fields.landmark_ids)} | {fields.descriptor_dim} | "
+        f"{fields.stored_bytes_per_landmark():.0f} | {size / len(fields.landmark_ids):.0f} "
         f"| {size / 1e6:.2f} | {folder_bytes(map_dir) / 1e6:.1f} |"
     )
 
@@ -212,8 +212,9 @@ def main() -> None:
     ]
     viewpoints = ["| scene | nearest mapping camera to the queries (median distance, axis angle) |", "|---|---|"]
     sizes = [
-        "| config | scene | landmarks | channels | favor.pt bytes/landmark | favor.pt (MB) | map (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| config | scene | backend | landmarks | channels | field bytes/landmark | favor.pt bytes/landmark "
+        "| favor.pt (MB) | map (MB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     data = args.out / "data"
     for scene in args.scenes:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -17,7 +18,7 @@ from reloc.datasets.synthetic.pairs import PairSampler
 from reloc.errors import RelocError
 from reloc.features.base import prepare_image
 from reloc.features.dense import dense_backbone
-from reloc.features.extractors import EXTRACTORS, ExtractorConfig
+from reloc.features.extractors import EXTRACTORS, ExtractorConfig, images_to_tensor
 from reloc.mapping.patches import observations_to_keep, persistent_landmarks, read_landmark_patches
 from reloc.mapping.store import read_sparse_map
 
@@ -27,6 +28,29 @@ def pair():
     return PairSampler(
         "room", seed=4, width=480, height=352, max_baseline_m=0.3, max_angle_deg=10, min_overlap=0.6
     ).sample(np.random.default_rng(1))
+
+
+def test_aliked_head_as_matrix_products_equals_kornias_head_up_to_the_borders(pair):
+    """The channels-last evaluation of ALIKED's descriptor head against kornia's own
+    ``extract_dense_map`` + ``SDDH``, at points spread over the image and within a pixel of
+    (and beyond) its borders, where patches are clamped and samples zero-padded."""
+    backbone = dense_backbone("aliked")
+    images = images_to_tensor([pair.image0])
+    height, width = pair.image0.shape[:2]
+    generator = torch.Generator().manual_seed(0)
+    points = torch.cat(
+        [
+            torch.rand(300, 2, generator=generator) * torch.tensor([width - 1.0, height - 1.0]),
+            torch.rand(40, 2, generator=generator) * 2 - 1,
+            torch.tensor([width - 1.0, height - 1.0]) + torch.rand(40, 2, generator=generator) * 2 - 1,
+        ]
+    )
+    with torch.inference_mode():
+        ours = backbone.sample(backbone.feature_map(images), points, (width, height))
+        dense, _ = backbone.model.extract_dense_map(images)
+        normalised = 2 * points / torch.tensor([width - 1.0, height - 1.0]) - 1
+        theirs = torch.nn.functional.normalize(backbone.model.desc_head(dense, [normalised])[0][0], dim=-1)
+    torch.testing.assert_close(ours, theirs, atol=5e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["xfeat", "aliked"])

@@ -1,4 +1,5 @@
-"""Volume rendering of landmark voxel grids, batched over landmarks.
+"""Volume rendering of landmark descriptor fields, batched over landmarks: per-landmark voxel
+grids (``render_rays``) or one scene field such as the hash grid (``render_field_rays``).
 
 Each landmark l owns an axis-aligned cube in world coordinates, centred on ``centres[l]`` with
 side ``sides[l]`` (metres), holding a G x G x G grid of 1 density + C descriptor channels
@@ -17,6 +18,7 @@ and L2-normalised. Rays that miss their cube are flagged invalid.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +68,31 @@ def trilinear_weights(normalised: torch.Tensor, grid_size: int) -> torch.Tensor:
     return weights.flatten(-3)
 
 
+def ray_samples(
+    origins: torch.Tensor, directions: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor, samples: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample points (L, R, S, 3), world, of rays (L, R, 3) inside cubes (L, 3) of side (L,);
+    the step between them (L, R, 1) in metres and a (L, R) mask of the rays that cross their cube."""
+    near, far, valid = ray_box_intervals(origins, directions, centres, sides)
+    far = torch.where(valid, far, near)
+    fractions = (torch.arange(samples, dtype=origins.dtype, device=origins.device) + 0.5) / samples
+    distances = near[..., None] + (far - near)[..., None] * fractions  # (L, R, S)
+    points = origins[:, :, None] + directions[:, :, None] * distances[..., None]
+    return points, ((far - near) / samples)[..., None], valid
+
+
+def composite(samples: torch.Tensor, step: torch.Tensor, valid: torch.Tensor, config: RenderConfig) -> Rendering:
+    """Alpha-composite field values ``samples`` (L, R, S, 1 + C) (raw density, descriptor) taken
+    ``step`` (L, R, 1) voxel lengths apart along each ray; ``valid`` (L, R)."""
+    density, features = samples[..., 0], samples[..., 1:]
+    alpha = 1 - torch.exp(-F.softplus(density + density_shift(config.alpha_init)) * step)
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha + 1e-10], dim=-1), dim=-1)
+    contribution = alpha * transmittance[..., :-1]  # (L, R, S)
+    descriptor = torch.einsum("lrs,lrsc->lrc", contribution, features)  # + final transmittance x zero background
+    descriptor = F.normalize(descriptor.clamp(-1.0, 1.0), dim=-1) * valid[..., None]
+    return Rendering(descriptor, transmittance[..., -1], valid)
+
+
 def render_rays(
     grids: torch.Tensor,
     centres: torch.Tensor,
@@ -74,26 +101,29 @@ def render_rays(
     directions: torch.Tensor,
     config: RenderConfig,
 ) -> Rendering:
-    """Render R rays per landmark: ``grids`` (L, C+1, G, G, G), ``centres`` (L, 3), ``sides`` (L,),
-    ``origins`` and unit ``directions`` (L, R, 3) in world coordinates."""
+    """Render R rays per landmark through voxel grids: ``grids`` (L, C+1, G, G, G), ``centres``
+    (L, 3), ``sides`` (L,), ``origins`` and unit ``directions`` (L, R, 3) in world coordinates."""
     count, rays = origins.shape[:2]
     grid_size = grids.shape[-1]
-    near, far, valid = ray_box_intervals(origins, directions, centres, sides)
-    far = torch.where(valid, far, near)
-    fractions = (torch.arange(config.samples, dtype=origins.dtype) + 0.5) / config.samples
-    distances = near[..., None] + (far - near)[..., None] * fractions  # (L, R, S)
-    points = origins[:, :, None] + directions[:, :, None] * distances[..., None]  # (L, R, S, 3)
+    points, step, valid = ray_samples(origins, directions, centres, sides, config.samples)
     normalised = (points - centres[:, None, None]) / (sides / 2)[:, None, None, None]  # cube -> [-1, 1]
     weights = trilinear_weights(normalised, grid_size).reshape(count, rays * config.samples, -1)  # (L, R*S, G^3)
-    samples = torch.bmm(weights, grids.flatten(2).transpose(1, 2)).reshape(
-        count, rays, config.samples, -1
-    )  # (L, R, S, C+1)
-    density, features = samples[..., 0], samples[..., 1:]
+    samples = torch.bmm(weights, grids.flatten(2).transpose(1, 2)).reshape(count, rays, config.samples, -1)
     voxel_length = (sides / (grid_size - 1))[:, None, None]
-    step = ((far - near) / config.samples)[..., None] / voxel_length  # (L, R, 1) in voxel lengths
-    alpha = 1 - torch.exp(-F.softplus(density + density_shift(config.alpha_init)) * step)
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha + 1e-10], dim=-1), dim=-1)
-    contribution = alpha * transmittance[..., :-1]  # (L, R, S)
-    descriptor = torch.einsum("lrs,lrsc->lrc", contribution, features)  # + final transmittance x zero background
-    descriptor = F.normalize(descriptor.clamp(-1.0, 1.0), dim=-1) * valid[..., None]
-    return Rendering(descriptor, transmittance[..., -1], valid)
+    return composite(samples, step / voxel_length, valid, config)
+
+
+def render_field_rays(
+    field: Callable[[torch.Tensor], torch.Tensor],
+    centres: torch.Tensor,
+    sides: torch.Tensor,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    config: RenderConfig,
+) -> Rendering:
+    """Render R rays per landmark through a scene field (e.g. the hash-grid field): ``field``
+    maps world points (..., 3) to (..., 1 + C) values; rays are sampled inside each landmark's
+    cube as for the voxel grids, and steps are measured in half cube sides (the voxel length of
+    the default 3 x 3 x 3 grid), so ``alpha_init`` means the same for both backends."""
+    points, step, valid = ray_samples(origins, directions, centres, sides, config.samples)
+    return composite(field(points), step / (sides / 2)[:, None, None], valid, config)

@@ -1,5 +1,6 @@
-"""FaVoR stages. ``favor.train`` (mapping): voxel descriptor fields of all persistent landmarks,
-trained together from the map's landmark patches, written to ``favor.pt``. ``favor.localize``:
+"""FaVoR stages. ``favor.train`` (mapping): descriptor fields of all persistent landmarks (a voxel
+grid each, or one hash-grid field for the scene), trained together from the map's landmark
+patches, written to ``favor.pt``. ``favor.localize``:
 iterative render-match-PnP from prior poses (the retrieved keyframes' or another localizer's,
 :mod:`reloc.localization.priors`), one per round."""
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import require_range
 from ..features.base import prepare_image
 from ..features.dense import dense_backbone
 from ..io.map_folder import FAVOR_FILE
@@ -21,9 +23,9 @@ from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
 from ..types import Frame, Pose, QueryRecord, QueryResult, Round
-from .localize import FavorLocalizeConfig, Iteration, localize_favor
+from .localize import FavorLocalizeConfig, Iteration, localize_favor, sample_query_grid
 from .model import LandmarkFields, training_rays
-from .train import TrainConfig, train_grids
+from .train import BACKENDS, TrainConfig, train_grids, train_hash_field
 
 
 @register_stage
@@ -38,10 +40,17 @@ class TrainFavor(Stage):
         sparse_map = read_sparse_map(map_dir)
         rays, centres, sides = training_rays(landmark_patches, sparse_map, keyframe_poses(map_dir))
         ids = np.unique(landmark_patches.landmark)
-        trained = train_grids(centres, sides, rays, ids + self.config.seed * 1_000_003, self.config)
-        kept = trained.kept(self.config.min_psnr_db).numpy()
+        seeds = ids + self.config.seed * 1_000_003
+        if self.config.backend == "voxel":
+            trained = train_grids(centres, sides, rays, seeds, self.config)
+            kept = trained.kept(self.config.min_psnr_db).numpy()
+            field = {"grids": trained.grids[kept]}
+        else:
+            trained = train_hash_field(centres, sides, rays, seeds, self.config)
+            kept = (trained.psnr_db >= self.config.min_psnr_db).numpy()
+            field = {"hash_field": trained.field}
         fields = LandmarkFields(
-            landmark_patches.backbone, ids[kept], centres[kept], sides[kept], trained.grids[kept], trained.psnr_db[kept]
+            landmark_patches.backbone, ids[kept], centres[kept], sides[kept], trained.psnr_db[kept], **field
         )
         fields.save(map_dir / FAVOR_FILE)
         return {"fields": map_dir / FAVOR_FILE}
@@ -51,6 +60,13 @@ class TrainFavor(Stage):
 class FavorQueryConfig(FavorLocalizeConfig):
     resize_max: int = 1024  # long side of the query image the backbone sees
     confident_inliers: int = 100  # a prior whose iterations end with this many inliers ends the rounds (0: first pose)
+    backend: str = "auto"  # the field backend the map's favor.pt must hold: voxel, hashgrid, or auto (either)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_range(self, "confident_inliers", low=0)
+        if self.backend not in ("auto", *BACKENDS):
+            raise ValueError(f"backend must be auto, {' or '.join(BACKENDS)}, got {self.backend!r}")
 
 
 @dataclass
@@ -118,7 +134,7 @@ class LocalizeFavor(Stage):
     cacheable = False
 
     def run(self, frames: list[Frame], priors: dict[str, PriorSet], map_dir: Path) -> dict:
-        fields = LandmarkFields.load(map_dir / FAVOR_FILE)
+        fields = LandmarkFields.load(map_dir / FAVOR_FILE, self.config.backend)
         backbone = dense_backbone(fields.backbone)
         results = [
             self.localize_query(frame, priors[frame.name], fields, backbone)
@@ -132,9 +148,11 @@ class LocalizeFavor(Stage):
             return QueryResult(frame.name, None, f"no prior pose: {prior_set.missing}", 0)
         with query_timer("features", frame.name):
             field_of_query = backbone(*prepare_image(frame.image_path, self.config.resize_max, backbone.multiple))
+        with query_timer("grid", frame.name):
+            query = sample_query_grid(field_of_query, frame.camera, self.config.grid_step_px)
 
         def localize_from(prior: Pose) -> list[Iteration]:
-            iterations = localize_favor(field_of_query, frame.camera, prior, fields, self.config)
+            iterations = localize_favor(query, frame.camera, prior, fields, self.config)
             for iteration in iterations:
                 for stage, seconds in iteration.seconds.items():
                     add_query_time(stage, [frame.name], seconds)

@@ -1,6 +1,7 @@
-"""Training of all landmark voxel grids together, in batched tensors.
+"""Training of FaVoR's descriptor fields: all landmark voxel grids together, in batched tensors,
+or one hash-grid field for the scene (:mod:`reloc.favor.hashgrid`) on the same rays.
 
-Every landmark's loss depends on its own grid only and the optimizer (Adam) is elementwise, so
+Voxel grids: every landmark's loss depends on its own grid only and the optimizer (Adam) is elementwise, so
 training L landmarks together gives the same grids as training them one at a time; each
 landmark draws its rays from its own seeded permutation, so the batches agree too.
 
@@ -9,21 +10,61 @@ through that pixel; the target is the patch's descriptor there. Loss per landmar
 MSE + cosine term + entropy of the final transmittance (an opaque or empty ray, not a hazy one)
 + total variation of the grid; a landmark is kept when the PSNR of its renderings passes a
 threshold.
+
+Hash grid (Instant-NGP's recipe): the same per-landmark losses, summed, without total variation
+(the multiresolution encoding is its own smoothness prior); Adam with betas (0.9, 0.99), eps
+1e-15; the scene box is the union of the landmark cubes.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import require_range
 from ..pipeline.progress import track
-from .render import RenderConfig, render_rays
+from .hashgrid import HashGridField, HashGridSpec, MlpSpec, resolve_device
+from .render import RenderConfig, Rendering, render_field_rays, render_rays
+
+BACKENDS = ("voxel", "hashgrid")
+
+
+@dataclass
+class HashGridTrainConfig:
+    """The hash-grid backend, in tiny-cuda-nn's schema (``encoding``: HashGrid, ``network``:
+    FullyFusedMLP); ``device``: auto (CUDA with tinycudann when both are present), cpu, cuda."""
+
+    encoding: dict[str, Any] = field(default_factory=lambda: HashGridSpec().schema())
+    network: dict[str, Any] = field(default_factory=lambda: MlpSpec().schema())
+    learning_rate: float = 0.01
+    device: str = "auto"
+
+    def __post_init__(self):
+        HashGridSpec.from_schema(self.encoding, "hashgrid.encoding")
+        MlpSpec.from_schema(self.network, "hashgrid.network")
+        require_range(self, "learning_rate", above=0.0)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"hashgrid.device must be auto, cpu or cuda, got {self.device!r}")
+
+    def field(self, lower: torch.Tensor, upper: torch.Tensor, descriptor_dim: int, seed: int) -> HashGridField:
+        return HashGridField(
+            HashGridSpec.from_schema(self.encoding),
+            MlpSpec.from_schema(self.network),
+            lower,
+            upper,
+            descriptor_dim,
+            seed,
+        )
 
 
 @dataclass
 class TrainConfig:
+    backend: str = "voxel"  # voxel: a G^3 grid per landmark; hashgrid: one hash-grid field per scene
     grid_size: int = 3
     steps: int = 200
     rays_per_step: int = 64  # per landmark
@@ -34,6 +75,11 @@ class TrainConfig:
     min_psnr_db: float = 14.0  # landmarks whose renderings score lower are dropped
     seed: int = 0
     render: RenderConfig = field(default_factory=RenderConfig)
+    hashgrid: HashGridTrainConfig = field(default_factory=HashGridTrainConfig)
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
 
 @dataclass
@@ -92,6 +138,21 @@ def total_variation(grids: torch.Tensor) -> torch.Tensor:
     return sum(((grids.diff(dim=axis)) ** 2).mean(dim=(1, 2, 3, 4)) for axis in (2, 3, 4))
 
 
+def ray_losses(
+    rendering: Rendering, targets: torch.Tensor, config: TrainConfig, used: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L,) loss without regulariser and (L,) mean squared error of renderings (L, R) against
+    ``targets`` (L, R, C), over the valid rays (and only where ``used`` (L, R), when given)."""
+    valid = rendering.valid.float() if used is None else (rendering.valid & used).float()
+    count = valid.sum(dim=1).clamp(min=1)
+    squared = ((rendering.descriptors - targets) ** 2).mean(dim=-1)
+    mse = (squared * valid).sum(dim=1) / count
+    cosine = ((1 - (rendering.descriptors * targets).sum(dim=-1)) * valid).sum(dim=1) / count
+    t = rendering.final_transmittance.clamp(1e-6, 1 - 1e-6)
+    entropy = ((-(t * t.log() + (1 - t) * (1 - t).log())) * valid).sum(dim=1) / count
+    return mse + config.cosine_weight * cosine + config.entropy_weight * entropy, mse
+
+
 def landmark_losses(
     grids: torch.Tensor,
     centres: torch.Tensor,
@@ -101,25 +162,23 @@ def landmark_losses(
     config: TrainConfig,
     used: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L,) loss and (L,) mean squared error over the rays ``index`` (L, R) of each landmark
-    (only where ``used`` (L, R) is true, when given)."""
+    """(L,) loss and (L,) mean squared error of the voxel ``grids`` over the rays ``index``
+    (L, R) of each landmark (only where ``used`` (L, R) is true, when given)."""
     rows = rays.starts[:, None] + index
     rendering = render_rays(grids, centres, sides, rays.origins[rows], rays.directions[rows], config.render)
-    valid = rendering.valid.float() if used is None else (rendering.valid & used).float()
-    count = valid.sum(dim=1).clamp(min=1)
-    targets = rays.targets[rows]
-    squared = ((rendering.descriptors - targets) ** 2).mean(dim=-1)
-    mse = (squared * valid).sum(dim=1) / count
-    cosine = ((1 - (rendering.descriptors * targets).sum(dim=-1)) * valid).sum(dim=1) / count
-    t = rendering.final_transmittance.clamp(1e-6, 1 - 1e-6)
-    entropy = ((-(t * t.log() + (1 - t) * (1 - t).log())) * valid).sum(dim=1) / count
-    loss = (
-        mse
-        + config.cosine_weight * cosine
-        + config.entropy_weight * entropy
-        + config.tv_weight * total_variation(grids)
-    )
-    return loss, mse
+    loss, mse = ray_losses(rendering, rays.targets[rows], config, used)
+    return loss + config.tv_weight * total_variation(grids), mse
+
+
+def all_rays_psnr(
+    losses: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], counts: torch.Tensor
+) -> torch.Tensor:
+    """(L,) PSNR of each landmark's renderings of all its training rays; ``losses(index, used)``
+    as ``landmark_losses`` with the model bound."""
+    with torch.no_grad():
+        columns = torch.arange(int(counts.max()))[None]
+        _, mse = losses(columns % counts[:, None], columns < counts[:, None])
+    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
 
 def train_grids(
@@ -137,10 +196,67 @@ def train_grids(
         loss.sum().backward()
         optimizer.step()
         losses.append(float(loss.detach().sum()))
-    with torch.no_grad():
-        columns = torch.arange(int(rays.counts.max()))[None]
-        _, mse = landmark_losses(
-            grids, centres, sides, rays, columns % rays.counts[:, None], config, columns < rays.counts[:, None]
-        )
-        psnr = 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
+    psnr = all_rays_psnr(
+        lambda index, used: landmark_losses(grids, centres, sides, rays, index, config, used), rays.counts
+    )
     return TrainedGrids(grids.detach(), psnr, losses)
+
+
+@dataclass
+class TrainedHashField:
+    field: HashGridField  # on the CPU
+    psnr_db: torch.Tensor  # (L,) of the final renderings of the training rays
+    losses: list[float]  # total loss per step (sum over landmarks)
+    seconds: float
+
+
+def scene_box(centres: torch.Tensor, sides: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper corners (3,) of the union of the landmark cubes, 1 % margin."""
+    lower = (centres - sides[:, None] / 2).amin(dim=0)
+    upper = (centres + sides[:, None] / 2).amax(dim=0)
+    margin = 0.01 * (upper - lower).max().clamp(min=1e-6)
+    return lower - margin, upper + margin
+
+
+def hash_field_losses(
+    model: HashGridField,
+    centres: torch.Tensor,
+    sides: torch.Tensor,
+    rays: TrainingRays,
+    index: torch.Tensor,
+    config: TrainConfig,
+    used: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L,) loss and (L,) mean squared error of the scene field over each landmark's rays ``index`` (L, R)."""
+    rows = rays.starts[:, None] + index
+    rendering = render_field_rays(model, centres, sides, rays.origins[rows], rays.directions[rows], config.render)
+    return ray_losses(rendering, rays.targets[rows], config, used)
+
+
+def train_hash_field(
+    centres: torch.Tensor, sides: torch.Tensor, rays: TrainingRays, landmark_seeds: np.ndarray, config: TrainConfig
+) -> TrainedHashField:
+    """Train one hash-grid field on the rays of L landmarks (``centres`` (L, 3), ``sides`` (L,)),
+    on the device ``config.hashgrid.device`` resolves to; the same ray batches as the grids."""
+    start = time.perf_counter()
+    device = resolve_device(config.hashgrid.device)
+    lower, upper = scene_box(centres, sides)
+    model = config.hashgrid.field(lower, upper, rays.targets.shape[1], config.seed).on_device(device)
+    on_device = TrainingRays(*(getattr(rays, name).to(device) for name in TrainingRays.__dataclass_fields__))
+    centres, sides = centres.to(device), sides.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.hashgrid.learning_rate, betas=(0.9, 0.99), eps=1e-15)
+    permutations = ray_permutations(rays.counts, landmark_seeds).to(device)
+    losses = []
+    for step in track(range(config.steps), f"training the hash-grid field of {len(centres)} landmarks"):
+        index = step_rays(permutations, on_device.counts, step, config.rays_per_step)
+        loss, _ = hash_field_losses(model, centres, sides, on_device, index, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        losses.append(float(loss.detach().sum()))
+
+    def losses_of(index: torch.Tensor, used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return hash_field_losses(model, centres, sides, on_device, index.to(device), config, used.to(device))
+
+    psnr = all_rays_psnr(losses_of, rays.counts)
+    return TrainedHashField(model.on_device("cpu"), psnr.cpu(), losses, time.perf_counter() - start)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.feature.aliked.aliked import InputPadder
 
 from ..errors import RelocError
 from .extractors import images_to_tensor, load_aliked, load_xfeat
@@ -99,24 +100,91 @@ class XFeatDense(DenseBackbone):
 
 class AlikedDense(DenseBackbone):
     """ALIKED-N16's 128-d descriptors: its sparse deformable descriptor head (SDDH) evaluated at
-    arbitrary points of its full-resolution feature map."""
+    arbitrary points of its full-resolution feature map.
+
+    The head is evaluated here as matrix products over channels-last features (the same
+    arithmetic as kornia's ``SDDH.forward``, which samples a channels-first map point by point
+    and spends most of its time there): per point, the 3 x 3 feature patch at its integer pixel
+    predicts 16 sampling offsets (conv 3x3, SELU, conv 1x1); the features bilinearly sampled at
+    point + offset (zero outside the map, ``align_corners=True``) go through a 1x1 conv and a
+    SELU and are aggregated by one (16 * 128) x 128 product."""
 
     name = "aliked"
     dim = 128
     multiple = 1
 
     def __init__(self):
-        self.model = load_aliked()
+        self.model = load_aliked().to(memory_format=torch.channels_last)
+        head = self.model.desc_head
+        if head.kernel_size != 3 or head.mask or head.conv2d:
+            raise RelocError("the ALIKED weights do not hold the N16 descriptor head this backbone evaluates")
+        first, _, second = head.offset_conv
+        self.offset_weights = first.weight.detach().permute(2, 3, 1, 0).reshape(-1, first.out_channels)  # (9C, 2P)
+        self.offset_bias = first.bias.detach()
+        self.offset_weights2 = second.weight.detach()[:, :, 0, 0].T
+        self.offset_bias2 = second.bias.detach()
+        self.sample_weights = head.sf_conv.weight.detach()[:, :, 0, 0].T  # (C, C)
+        self.aggregate = head.agg_weights.detach().reshape(-1, head.agg_weights.shape[-1])  # (P * C, D)
+        self.positions = head.n_pos
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
-        features, _ = self.model.extract_dense_map(images)
-        return features
+        """(1, h, w, C) channels-last, L2-normalised per pixel: ALIKED's dense map
+        (``extract_dense_map`` without the score head, which descriptors do not need), run in
+        channels-last memory format so that each pixel's features come out contiguous."""
+        model = self.model
+        height, width = images.shape[-2:]
+        padder = InputPadder(height, width, 32)
+        x1 = model.block1(padder.pad(images).contiguous(memory_format=torch.channels_last))
+        x2 = model.block2(model.pool2(x1))
+        x3 = model.block3(model.pool4(x2))
+        x4 = model.block4(model.pool4(x3))
+        features = torch.cat(
+            [
+                model.gate(model.conv1(x1)),
+                model.upsample2(model.gate(model.conv2(x2))),
+                model.upsample8(model.gate(model.conv3(x3))),
+                model.upsample32(model.gate(model.conv4(x4))),
+            ],
+            dim=1,
+        )
+        left, top = padder._pad[0], padder._pad[2]
+        crop = features.permute(0, 2, 3, 1)[:, top : top + height, left : left + width]
+        return F.normalize(crop, dim=-1).contiguous()
 
     def sample(self, features: torch.Tensor, points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        width, height = size
-        normalised = 2 * points / torch.tensor([width - 1, height - 1], dtype=points.dtype) - 1  # ALIKED's [-1, 1]
-        descriptors, _ = self.model.desc_head(features, [normalised])
-        return F.normalize(descriptors[0], dim=-1)
+        grid = features[0]  # (h, w, C)
+        height, width, channels = grid.shape
+        flat = grid.reshape(-1, channels)
+        corner = points.long() - 1  # the 3 x 3 patch around the integer pixel, kept inside the map
+        corner_x = corner[:, 0].clamp(0, width - 4)
+        corner_y = corner[:, 1].clamp(0, height - 4)
+        steps = torch.arange(3)
+        rows = (corner_y[:, None, None] + steps[None, :, None]) * width + corner_x[:, None, None] + steps[None, None, :]
+        patches = flat.index_select(0, rows.reshape(-1)).reshape(len(points), -1)  # (N, 9C) in (dy, dx, c)
+        hidden = F.selu(patches @ self.offset_weights + self.offset_bias)
+        offsets = (hidden @ self.offset_weights2 + self.offset_bias2).clamp(
+            -max(height, width) / 4, max(height, width) / 4
+        )
+        offsets = offsets.view(len(points), 2, self.positions).transpose(1, 2)  # (N, P, 2) x, y
+        sampled = bilinear_channels_last(flat, width, height, (points[:, None] + offsets).reshape(-1, 2))
+        transformed = F.selu(sampled @ self.sample_weights)  # (N * P, C)
+        descriptors = transformed.reshape(len(points), -1) @ self.aggregate
+        return F.normalize(descriptors, dim=-1)
+
+
+def bilinear_channels_last(flat: torch.Tensor, width: int, height: int, points: torch.Tensor) -> torch.Tensor:
+    """(M, C) bilinear samples of a (height * width, C) channels-last map at ``points`` (M, 2),
+    pixel centres at integers; neighbours outside the map count as zero (``grid_sample``'s
+    zero padding with ``align_corners=True``). One weighted ``embedding_bag`` of 4 rows per point."""
+    lower = points.floor()
+    fraction = points - lower
+    x = lower[:, 0, None].long() + torch.tensor([0, 1, 0, 1])  # (M, 4) neighbours
+    y = lower[:, 1, None].long() + torch.tensor([0, 0, 1, 1])
+    weight_x = torch.stack([1 - fraction[:, 0], fraction[:, 0]], dim=1)[:, [0, 1, 0, 1]]
+    weight_y = torch.stack([1 - fraction[:, 1], fraction[:, 1]], dim=1)[:, [0, 0, 1, 1]]
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    index = y.clamp(0, height - 1) * width + x.clamp(0, width - 1)
+    return F.embedding_bag(index, flat, per_sample_weights=weight_x * weight_y * inside, mode="sum")
 
 
 DENSE_BACKBONES = {cls.name: cls for cls in (XFeatDense, AlikedDense)}
