@@ -157,28 +157,57 @@ def landmark_losses(
     grids: torch.Tensor,
     centres: torch.Tensor,
     sides: torch.Tensor,
+    starts: torch.Tensor,
     rays: TrainingRays,
     index: torch.Tensor,
     config: TrainConfig,
     used: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L,) loss and (L,) mean squared error of the voxel ``grids`` over the rays ``index``
-    (L, R) of each landmark (only where ``used`` (L, R) is true, when given)."""
-    rows = rays.starts[:, None] + index
+    """(L,) loss and (L,) mean squared error of the voxel ``grids`` of L landmarks (their rays
+    start at rows ``starts`` (L,) of ``rays``) over their rays ``index`` (L, R) (only where
+    ``used`` (L, R) is true, when given)."""
+    rows = starts[:, None] + index
     rendering = render_rays(grids, centres, sides, rays.origins[rows], rays.directions[rows], config.render)
     loss, mse = ray_losses(rendering, rays.targets[rows], config, used)
     return loss + config.tv_weight * total_variation(grids), mse
 
 
-def all_rays_psnr(
-    losses: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], counts: torch.Tensor
-) -> torch.Tensor:
-    """(L,) PSNR of each landmark's renderings of all its training rays; ``losses(index, used)``
-    as ``landmark_losses`` with the model bound."""
+LossFunction = Callable[[torch.Tensor, torch.Tensor | None, slice], tuple[torch.Tensor, torch.Tensor]]
+
+
+def all_rays_psnr(losses: LossFunction, counts: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """(L,) PSNR of each landmark's renderings of all its training rays, ``chunk`` landmarks at a
+    time; ``losses(index, used, landmarks)`` as ``landmark_losses`` with the model bound, for the
+    ``landmarks`` slice."""
+    psnr = torch.zeros(len(counts))
     with torch.no_grad():
-        columns = torch.arange(int(counts.max()))[None]
-        _, mse = losses(columns % counts[:, None], columns < counts[:, None])
-    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
+        for first in range(0, len(counts), chunk):
+            landmarks = slice(first, first + chunk)
+            part = counts[landmarks, None]
+            columns = torch.arange(int(part.max()))[None]
+            _, mse = losses(columns % part, columns < part, landmarks)
+            psnr[landmarks] = (10 * torch.log10(1.0 / mse.clamp(min=1e-10))).cpu()
+    return psnr
+
+
+def fit(
+    losses: LossFunction,
+    optimizer: torch.optim.Optimizer,
+    permutations: torch.Tensor,
+    counts: torch.Tensor,
+    config: TrainConfig,
+    label: str,
+) -> tuple[list[float], torch.Tensor]:
+    """``config.steps`` optimizer steps on the landmarks' ray batches (``step_rays``); the total
+    loss per step and the final PSNR of every landmark (``all_rays_psnr``)."""
+    history = []
+    for step in track(range(config.steps), label):
+        loss, _ = losses(step_rays(permutations, counts, step, config.rays_per_step), None, slice(None))
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        history.append(float(loss.detach().sum()))
+    return history, all_rays_psnr(losses, counts.cpu())
 
 
 def train_grids(
@@ -186,20 +215,16 @@ def train_grids(
 ) -> TrainedGrids:
     """Train the grids of L landmarks (``centres`` (L, 3), cube ``sides`` (L,)) on their rays."""
     grids = initial_grids(rays, config.grid_size).requires_grad_(True)
+
+    def losses(index: torch.Tensor, used: torch.Tensor | None, part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        return landmark_losses(grids[part], centres[part], sides[part], rays.starts[part], rays, index, config, used)
+
     optimizer = torch.optim.Adam([grids], lr=config.learning_rate)
     permutations = ray_permutations(rays.counts, landmark_seeds)
-    losses = []
-    for step in track(range(config.steps), f"training {len(centres)} landmark fields"):
-        index = step_rays(permutations, rays.counts, step, config.rays_per_step)
-        loss, _ = landmark_losses(grids, centres, sides, rays, index, config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        optimizer.step()
-        losses.append(float(loss.detach().sum()))
-    psnr = all_rays_psnr(
-        lambda index, used: landmark_losses(grids, centres, sides, rays, index, config, used), rays.counts
+    history, psnr = fit(
+        losses, optimizer, permutations, rays.counts, config, f"training {len(centres)} landmark fields"
     )
-    return TrainedGrids(grids.detach(), psnr, losses)
+    return TrainedGrids(grids.detach(), psnr, history)
 
 
 @dataclass
@@ -222,13 +247,15 @@ def hash_field_losses(
     model: HashGridField,
     centres: torch.Tensor,
     sides: torch.Tensor,
+    starts: torch.Tensor,
     rays: TrainingRays,
     index: torch.Tensor,
     config: TrainConfig,
     used: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L,) loss and (L,) mean squared error of the scene field over each landmark's rays ``index`` (L, R)."""
-    rows = rays.starts[:, None] + index
+    """(L,) loss and (L,) mean squared error of the scene field over the rays ``index`` (L, R)
+    of L landmarks, whose rays start at rows ``starts`` (L,) of ``rays``."""
+    rows = starts[:, None] + index
     rendering = render_field_rays(model, centres, sides, rays.origins[rows], rays.directions[rows], config.render)
     return ray_losses(rendering, rays.targets[rows], config, used)
 
@@ -244,19 +271,14 @@ def train_hash_field(
     model = config.hashgrid.field(lower, upper, rays.targets.shape[1], config.seed).on_device(device)
     on_device = TrainingRays(*(getattr(rays, name).to(device) for name in TrainingRays.__dataclass_fields__))
     centres, sides = centres.to(device), sides.to(device)
+
+    def losses(index: torch.Tensor, used: torch.Tensor | None, part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        used = None if used is None else used.to(device)
+        starts = on_device.starts[part]
+        return hash_field_losses(model, centres[part], sides[part], starts, on_device, index.to(device), config, used)
+
     optimizer = torch.optim.Adam(model.parameters(), lr=config.hashgrid.learning_rate, betas=(0.9, 0.99), eps=1e-15)
     permutations = ray_permutations(rays.counts, landmark_seeds).to(device)
-    losses = []
-    for step in track(range(config.steps), f"training the hash-grid field of {len(centres)} landmarks"):
-        index = step_rays(permutations, on_device.counts, step, config.rays_per_step)
-        loss, _ = hash_field_losses(model, centres, sides, on_device, index, config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        optimizer.step()
-        losses.append(float(loss.detach().sum()))
-
-    def losses_of(index: torch.Tensor, used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return hash_field_losses(model, centres, sides, on_device, index.to(device), config, used.to(device))
-
-    psnr = all_rays_psnr(losses_of, rays.counts)
-    return TrainedHashField(model.on_device("cpu"), psnr.cpu(), losses, time.perf_counter() - start)
+    label = f"training the hash-grid field of {len(centres)} landmarks"
+    history, psnr = fit(losses, optimizer, permutations, on_device.counts, config, label)
+    return TrainedHashField(model.on_device("cpu"), psnr, history, time.perf_counter() - start)
