@@ -18,7 +18,7 @@ against that same map (``reloc eval --map``). Both then run on the harder copy o
 again. Further FaVoR configs (e.g. the ALIKED backbone) build maps of their own.
 
 Prints, per pipeline and scene: failures, median errors, recalls and ms per query per stage;
-per FaVoR iteration: median errors, localized queries, median inliers and ms (render + matching +
+per FaVoR iteration: median errors, localized queries, median inliers and ms (render + matching + refinement +
 PnP); the viewpoint change of the queries (distance and viewing-axis angle to the nearest mapping
 camera); and the FaVoR map size in bytes per landmark.
 """
@@ -207,7 +207,7 @@ def main() -> None:
     ]
     iterations = [
         "| pipeline | scene | iteration | localized | median t (cm) | median R (deg) | median inliers | ms (render "
-        "+ matching + pnp) |",
+        "+ matching + refinement + pnp) |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     viewpoints = ["| scene | nearest mapping camera to the queries (median distance, axis angle) |", "|---|---|"]

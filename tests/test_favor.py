@@ -17,7 +17,7 @@ from reloc.cli import app
 from reloc.datasets import load_dataset
 from reloc.datasets.synthetic.generate import SynthConfig, generate
 from reloc.errors import PipelineError, RelocError
-from reloc.favor.localize import Iteration
+from reloc.favor.localize import MATCHERS, FavorMatchConfig, FavorRefineConfig, Iteration
 from reloc.favor.model import LandmarkFields, training_rays
 from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
 from reloc.favor.stages import FavorQueryConfig, LocalizeFavor, best_prior_round
@@ -36,7 +36,16 @@ from reloc.io.map_folder import (
 )
 from reloc.io.results import read_results, write_results
 from reloc.localization.pnp import PnPConfig
-from reloc.localization.priors import KeyframePriors, Prior, ResultsPriors, ResultsPriorsConfig
+from reloc.localization.priors import (
+    KeyframePriors,
+    KeyframePriorsConfig,
+    LocalizedPriors,
+    MergedPriors,
+    Prior,
+    PriorSet,
+    ResultsPriors,
+    ResultsPriorsConfig,
+)
 from reloc.mapping.patches import read_landmark_patches
 from reloc.mapping.store import keyframe_poses, read_sparse_map
 from reloc.pipeline.registry import NoConfig
@@ -232,7 +241,8 @@ def test_favor_localizes_queries_in_iterations(favor_run):
     errors = []
     for name, result in results.items():
         iterations, rounds = result.record.extra["iterations"], result.record.rounds
-        assert 1 <= len(iterations) <= 3 and all(set(it["ms"]) == {"render", "matching", "pnp"} for it in iterations)
+        steps = {"render", "matching", "refinement", "pnp"}
+        assert 1 <= len(iterations) <= 3 and all(set(it["ms"]) == steps for it in iterations)
         assert 1 <= len(rounds) <= 5 and [r.keyframes[0] for r in rounds] == result.record.retrieved
         if result.pose is None:
             assert iterations[-1]["pose"] is None and len(rounds) == 5  # every prior tried
@@ -349,7 +359,7 @@ def test_a_wrong_first_prior_is_recovered_by_a_later_round(favor_run):
         wrong_then_near[query.name] = [wrong, near]
 
     def localize(retrieved: dict[str, list[str]]) -> list[QueryResult]:
-        priors = KeyframePriors(NoConfig()).run(retrieved, map_dir)["priors"]
+        priors = KeyframePriors(KeyframePriorsConfig()).run(retrieved, map_dir)["priors"]
         return stage.run(queries, priors, map_dir)["results"]
 
     wrong_only = localize({name: pair[:1] for name, pair in wrong_then_near.items()})
@@ -424,3 +434,54 @@ def test_favor_refines_another_localizers_poses(favor_run, tmp_path):
     assert refined[queries[0].name].reason == f"no prior pose: {tmp_path / 'priors.txt'} has no pose for this query"
     errors = [pose_error(r.pose, truth[name].pose)[0] for name, r in refined.items() if r.pose is not None]
     assert len(errors) >= 2 and max(errors) < 0.05, errors
+
+
+def test_localized_and_merged_priors_keep_their_order_and_say_what_is_missing():
+    pose = Pose.from_qvec_tvec([1.0, 0, 0, 0], [0.1, 0.2, 0.3])
+    results = [QueryResult("q0.png", pose), QueryResult("q1.png", None, "too few inliers")]
+    localized = LocalizedPriors(NoConfig()).run(results)
+    keyframe = Pose.from_qvec_tvec([1.0, 0, 0, 0], [1.0, 0, 0])
+    keyframes = {"q0.png": PriorSet([Prior("kf1", keyframe)]), "q1.png": PriorSet([Prior("kf2", keyframe)])}
+    merged = MergedPriors(NoConfig()).run(localized["priors"], keyframes)["priors"]
+    assert [p.source for p in merged["q0.png"].priors] == ["localized", "kf1"]
+    assert [p.source for p in merged["q1.png"].priors] == ["kf2"]
+    assert merged["q1.png"].missing == "the prior localizer failed (too few inliers)"
+
+
+@pytest.mark.parametrize("matcher", [FavorMatchConfig("mnn", min_similarity=0.7), FavorMatchConfig("dual_softmax")])
+def test_favor_matchers_pair_rendered_descriptors_with_their_noisy_query_copies(matcher):
+    rng = np.random.default_rng(0)
+    rendered = rng.normal(size=(200, 64)).astype(np.float32)
+    rendered /= np.linalg.norm(rendered, axis=1, keepdims=True)
+    order = rng.permutation(1000)[:200]  # where each rendered landmark sits among 1000 grid descriptors
+    query = rng.normal(size=(1000, 64)).astype(np.float32)
+    query[order] = rendered + 0.05 * rng.normal(size=(200, 64))
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    matches = MATCHERS[matcher.name](rendered[:150], query, matcher)  # 50 grid copies have no rendered partner
+    assert len(matches) >= 140 and np.array_equal(matches[:, 1], order[matches[:, 0]])
+
+
+def test_favor_step_configs_name_the_bad_key():
+    with pytest.raises(ValueError, match="matcher.name must be one of mnn, dual_softmax, got 'lightglue'"):
+        FavorMatchConfig("lightglue")
+    with pytest.raises(ValueError, match="refinement.name must be window or none"):
+        FavorRefineConfig("subpixel")
+    with pytest.raises(ValueError, match="coarse_step_px"):
+        FavorRefineConfig(coarse_step_px=0.25, final_step_px=0.5)
+
+
+@pytest.mark.slow
+def test_favor_seeded_by_the_feature_matching_localizer(favor_run, tmp_path):
+    """configs/favor-seeded.yaml on the FaVoR map: the pipeline's own feature-matching pose is
+    each query's first prior; a query it localized keeps that prior's round when it is confident,
+    and every returned pose is within 5 cm."""
+    arguments = ["eval", "--config", "favor-seeded", "--map", str(favor_run / "run" / "map"), "--dataset", "7scenes"]
+    result = CliRunner().invoke(app, [*arguments, "--root", str(favor_run / "scene"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    truth = load_dataset("7scenes", favor_run / "scene").ground_truth()
+    seeded = read_results(tmp_path / "run" / "results.txt")
+    localized = [r for r in seeded.values() if r.pose is not None]
+    assert len(localized) >= 2
+    for r in localized:
+        assert r.record.rounds[0].keyframes == ["localized"] or r.record.extra["prior"] != "localized"
+        assert pose_error(r.pose, truth[r.name].pose)[0] < 0.05

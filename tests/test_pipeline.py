@@ -503,7 +503,8 @@ def test_a_map_without_an_artifact_the_localizer_reads_is_refused_before_anythin
     assert result.exit_code == 2 and not (tmp_path / "r.txt").exists()
     assert (
         f"{tmp_path / 'map' / 'favor.pt'}: missing, and localization node 'loc' reads it; it is built by a mapping "
-        "node with stage favor.train (as in configs/favor-aliked.yaml, configs/favor-hashgrid.yaml, configs/favor-refine.yaml, configs/favor.yaml)"
+        "node with stage favor.train (as in configs/favor-aliked.yaml, configs/favor-hashgrid.yaml, "
+        "configs/favor-refine.yaml, configs/favor-seeded.yaml, configs/favor.yaml)"
     ) in result.output
     (tmp_path / "map" / "favor.pt").write_bytes(b"fields")  # present, but written in an older format
     record = yaml.safe_load((tmp_path / "map" / "map.yaml").read_text())

@@ -1,4 +1,6 @@
-"""FaVoR localization: from a prior pose, N iterations of render -> match -> PnP.
+"""FaVoR localization: from a prior pose, N iterations of render -> match -> refine -> PnP, each
+step its own function chosen by config (``matcher.name``: mnn, dual_softmax; ``refinement.name``:
+window, none; ``pnp``: the shared PnP-RANSAC).
 
 Each iteration projects the landmark centres with the current pose, renders one descriptor per
 visible landmark from the current camera centre (one batched call; the ray through the landmark
@@ -30,24 +32,63 @@ from .render import RenderConfig
 
 
 @dataclass
+class FavorMatchConfig:
+    """How rendered landmark descriptors are matched to the query's grid descriptors.
+
+    ``mnn``: mutual nearest neighbours whose cosine reaches ``min_similarity``. ``dual_softmax``:
+    the product of the row and column softmaxes of the cosines divided by ``temperature``
+    (LoFTR's dual softmax), mutual maxima reaching ``min_probability``."""
+
+    name: str = "mnn"
+    min_similarity: float = 0.7
+    temperature: float = 0.1
+    min_probability: float = 0.2
+
+    def __post_init__(self):
+        if self.name not in MATCHERS:
+            raise ValueError(f"matcher.name must be one of {', '.join(MATCHERS)}, got {self.name!r}")
+        require_range(self, "min_similarity", low=-1.0, high=1.0)
+        require_range(self, "temperature", above=0.0)
+        require_range(self, "min_probability", low=0.0, high=1.0)
+
+
+@dataclass
+class FavorRefineConfig:
+    """Where the matched query points end up before PnP.
+
+    ``window``: each match moves to the point within half a grid step whose query descriptor is
+    most similar to its rendered one, searched coarse to fine (``coarse_step_px``, halving down
+    to ``final_step_px``, in pixels of the image the backbone sees), after keeping the
+    ``max_matches`` most similar matches (0: all). ``none``: the grid points as matched.
+    ``every_iteration``: refine in every iteration, not only the last."""
+
+    name: str = "window"
+    every_iteration: bool = False
+    coarse_step_px: float = 2.0
+    final_step_px: float = 0.5
+    max_matches: int = 0
+
+    def __post_init__(self):
+        if self.name not in ("window", "none"):
+            raise ValueError(f"refinement.name must be window or none, got {self.name!r}")
+        require_range(self, "final_step_px", above=0.0)
+        require_range(self, "coarse_step_px", low=self.final_step_px)
+        require_range(self, "max_matches", low=0)
+
+
+@dataclass
 class FavorLocalizeConfig:
     iterations: int = 3
     grid_step_px: float = 8.0  # query descriptors sampled every this many pixels of the image the backbone sees
-    min_similarity: float = 0.7  # cosine a rendered / query descriptor match must reach
-    refine_every_iteration: bool = False  # move matches to their best point in every iteration (else the last only)
-    refine_coarse_step_px: float = 2.0  # backbone pixels between the first window's samples
-    refine_final_step_px: float = 0.5  # the window's step halves around the best point down to this
-    max_refined: int = 0  # the last iteration keeps this many most similar matches (0: all)
     border_px: float = 8.0  # landmarks projecting closer than this to the image border are skipped
-    pnp: PnPConfig = field(default_factory=PnPConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    matcher: FavorMatchConfig = field(default_factory=FavorMatchConfig)
+    refinement: FavorRefineConfig = field(default_factory=FavorRefineConfig)
+    pnp: PnPConfig = field(default_factory=PnPConfig)
 
     def __post_init__(self):
         require_range(self, "iterations", low=1)
         require_range(self, "grid_step_px", above=0.0)
-        require_range(self, "refine_final_step_px", above=0.0)
-        require_range(self, "refine_coarse_step_px", low=self.refine_final_step_px)
-        require_range(self, "max_refined", low=0)
 
 
 @dataclass
@@ -56,7 +97,7 @@ class Iteration:
     visible: int  # landmarks rendered
     matches: int
     inliers: int
-    seconds: dict[str, float]  # render, matching, pnp
+    seconds: dict[str, float]  # render, matching, refinement, pnp
     reason: str = ""  # why this iteration found no pose
     inlier_points2d: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) query pixels (COLMAP)
     inlier_landmarks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (K,) ids into landmarks.h5
@@ -152,6 +193,48 @@ def render_from(fields: LandmarkFields, landmarks: np.ndarray, centre: np.ndarra
     return rendering.descriptors[:, 0].numpy()
 
 
+def match_mnn(rendered: np.ndarray, query: np.ndarray, config: FavorMatchConfig) -> np.ndarray:
+    """(K, 2) pairs (rendered index, query grid index): mutual nearest neighbours."""
+    return mutual_nn(rendered, query, MutualNNConfig(min_similarity=config.min_similarity))
+
+
+def match_dual_softmax(rendered: np.ndarray, query: np.ndarray, config: FavorMatchConfig) -> np.ndarray:
+    """(K, 2) pairs (rendered index, query grid index): mutual maxima of the dual softmax."""
+    if len(rendered) == 0 or len(query) == 0:
+        return np.zeros((0, 2), np.int64)
+    logits = torch.from_numpy(rendered) @ torch.from_numpy(query).T / config.temperature
+    probability = (logits.softmax(dim=0) * logits.softmax(dim=1)).numpy()
+    best = probability.argmax(axis=1)
+    rows = np.arange(len(rendered))
+    keep = (probability.argmax(axis=0)[best] == rows) & (probability[rows, best] >= config.min_probability)
+    return np.stack([rows[keep], best[keep]], axis=1).astype(np.int64)
+
+
+MATCHERS = {"mnn": match_mnn, "dual_softmax": match_dual_softmax}
+
+
+def refined_points(
+    query: QueryGrid, rendered: np.ndarray, matches: np.ndarray, config: FavorLocalizeConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The matches kept (K, 2) and their query points (K, 2), original pixels, by
+    ``config.refinement``."""
+    refinement = config.refinement
+    if refinement.name == "none":
+        return matches, query.points[matches[:, 1]]
+    if 0 < refinement.max_matches < len(matches):
+        similarity = np.einsum("mc,mc->m", rendered[matches[:, 0]], query.descriptors[matches[:, 1]])
+        matches = matches[np.sort(np.argsort(-similarity, kind="stable")[: refinement.max_matches])]
+    points = refine_positions(
+        query.field,
+        rendered[matches[:, 0]],
+        query.points[matches[:, 1]],
+        config.grid_step_px / 2 * query.pixel,
+        refinement.coarse_step_px * query.pixel,
+        refinement.final_step_px * query.pixel,
+    )
+    return matches, points
+
+
 def localize_favor(
     query: QueryGrid, camera: Camera, prior: Pose, fields: LandmarkFields, config: FavorLocalizeConfig
 ) -> list[Iteration]:
@@ -164,22 +247,15 @@ def localize_favor(
         rendered = render_from(fields, landmarks, pose.center, config.render)
         seconds["render"] = time.perf_counter() - start
         start = time.perf_counter()
-        matches = mutual_nn(rendered, query.descriptors, MutualNNConfig(min_similarity=config.min_similarity))
-        last = index == config.iterations - 1
-        if last and 0 < config.max_refined < len(matches):
-            similarity = np.einsum("mc,mc->m", rendered[matches[:, 0]], query.descriptors[matches[:, 1]])
-            matches = matches[np.sort(np.argsort(-similarity, kind="stable")[: config.max_refined])]
-        points2d = query.points[matches[:, 1]]
-        if last or config.refine_every_iteration:
-            points2d = refine_positions(
-                query.field,
-                rendered[matches[:, 0]],
-                points2d,
-                config.grid_step_px / 2 * query.pixel,
-                config.refine_coarse_step_px * query.pixel,
-                config.refine_final_step_px * query.pixel,
-            )
+        matches = MATCHERS[config.matcher.name](rendered, query.descriptors, config.matcher)
         seconds["matching"] = time.perf_counter() - start
+        start = time.perf_counter()
+        last = index == config.iterations - 1
+        if last or config.refinement.every_iteration:
+            matches, points2d = refined_points(query, rendered, matches, config)
+        else:
+            points2d = query.points[matches[:, 1]]
+        seconds["refinement"] = time.perf_counter() - start
         start = time.perf_counter()
         pnp = dataclasses.replace(config.pnp, refine=last)
         estimate = estimate_pose(

@@ -1,11 +1,14 @@
-"""Prior poses for localizers that refine a pose (FaVoR): from the retrieved keyframes or from a
-results file of another localizer.
+"""Prior poses for localizers that refine a pose (FaVoR): from the retrieved keyframes, from a
+results file of another localizer, or from another localizer's node in the same pipeline.
 
 ``priors.keyframes``: each query's retrieved keyframes' poses, in retrieval order, labelled by
 keyframe name. ``priors.results``: each query's pose in a results file (reloc's format: the
 output of ``reloc localize``/``reloc eval`` with any config), labelled ``results:NAME``; a query
 the file lacks or reports failed gets no prior, and its localizer reports it failed with that
-reason.
+reason. ``priors.localized``: each query's pose from another localization node of the same graph
+(e.g. the feature-matching ``pose.pnp``), labelled ``localized``. ``priors.merge``: two prior
+sets in order (``first``'s priors, then ``then``'s), e.g. a localizer's pose and then the
+retrieved keyframes for the queries it could not localize or got wrong.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PipelineError
+from ..errors import PipelineError, require_range
 from ..io.map_folder import SFM_FOLDER
 from ..io.results import read_results
 from ..mapping.store import keyframe_poses
 from ..pipeline.registry import Stage, register_stage
-from ..types import Frame, Pose
+from ..types import Frame, Pose, QueryResult
 
 
 @dataclass
@@ -37,9 +40,18 @@ class PriorSet:
     missing: str = ""
 
 
+@dataclass
+class KeyframePriorsConfig:
+    top: int = 0  # the first this many retrieved keyframes (0: all)
+
+    def __post_init__(self):
+        require_range(self, "top", low=0)
+
+
 @register_stage
 class KeyframePriors(Stage):
     name = "priors.keyframes"
+    Config = KeyframePriorsConfig
     needs = (SFM_FOLDER,)
     inputs = {"retrieved": dict[str, list[str]], "map_dir": Path}
     outputs = {"priors": dict[str, PriorSet]}
@@ -50,7 +62,8 @@ class KeyframePriors(Stage):
         priors = {}
         for name, keyframes in retrieved.items():
             missing = "" if keyframes else "no keyframe was retrieved"
-            priors[name] = PriorSet([Prior(keyframe, poses[keyframe]) for keyframe in keyframes], missing)
+            kept = keyframes[: self.config.top] if self.config.top else keyframes
+            priors[name] = PriorSet([Prior(keyframe, poses[keyframe]) for keyframe in kept], missing)
         return {"priors": priors}
 
 
@@ -85,4 +98,37 @@ class ResultsPriors(Stage):
                 priors[frame.name] = PriorSet([], f"{path} reports this query failed ({result.reason})")
             else:
                 priors[frame.name] = PriorSet([Prior(f"results:{path.name}", result.pose)])
+        return {"priors": priors}
+
+
+@register_stage
+class LocalizedPriors(Stage):
+    name = "priors.localized"
+    inputs = {"results": list[QueryResult]}
+    outputs = {"priors": dict[str, PriorSet]}
+    cacheable = False
+
+    def run(self, results: list[QueryResult]) -> dict:
+        priors = {
+            result.name: PriorSet([Prior("localized", result.pose)])
+            if result.pose is not None
+            else PriorSet([], f"the prior localizer failed ({result.reason})")
+            for result in results
+        }
+        return {"priors": priors}
+
+
+@register_stage
+class MergedPriors(Stage):
+    name = "priors.merge"
+    inputs = {"first": dict[str, PriorSet], "then": dict[str, PriorSet]}
+    outputs = {"priors": dict[str, PriorSet]}
+    cacheable = False
+
+    def run(self, first: dict[str, PriorSet], then: dict[str, PriorSet]) -> dict:
+        priors = {}
+        for name in first.keys() | then.keys():
+            sets = [prior_set for prior_set in (first.get(name), then.get(name)) if prior_set is not None]
+            missing = "; ".join(prior_set.missing for prior_set in sets if prior_set.missing)
+            priors[name] = PriorSet([prior for prior_set in sets for prior in prior_set.priors], missing)
         return {"priors": priors}
