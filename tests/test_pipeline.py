@@ -511,7 +511,7 @@ def test_a_map_without_an_artifact_the_localizer_reads_is_refused_before_anythin
     record["artifacts"]["favor.pt"] = {"node": "fields", "stage": "favor.train", "version": "1", "format": 0}
     (tmp_path / "map" / "map.yaml").write_text(yaml.safe_dump(record))
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "r.txt")])
-    assert result.exit_code == 2 and "favor.pt: format 0, but this reloc reads format 1" in result.output
+    assert result.exit_code == 2 and "favor.pt: format 0, but this reloc reads format 2" in result.output
 
 
 def test_track_reports_each_loop_to_the_front_end_only_inside_reporting():
@@ -729,7 +729,7 @@ def test_localize_refuses_a_needed_artifact_of_another_size_before_running(tmp_p
     monkeypatch.setattr(FailAll, "needs", (FAVOR_FILE,))
     (tmp_path / "map" / "favor.pt").write_bytes(b"half")
     record = yaml.safe_load((tmp_path / "map" / "map.yaml").read_text())
-    record["artifacts"]["favor.pt"] = {"format": 1, "files": {"favor.pt": {"bytes": 8, "sha256": "0"}}}
+    record["artifacts"]["favor.pt"] = {"format": 2, "files": {"favor.pt": {"bytes": 8, "sha256": "0"}}}
     (tmp_path / "map" / "map.yaml").write_text(yaml.safe_dump(record))
     args = ["localize", str(tmp_path / "map"), str(scene / "seq1"), "--focal", "50", "--out", str(tmp_path / "r.txt")]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})

@@ -97,8 +97,8 @@ ARTIFACTS = {
         Artifact(
             FAVOR_FILE,
             ("favor.train",),
-            1,
-            "FaVoR voxel descriptor fields, one per kept landmark",
+            2,
+            "FaVoR descriptor fields of the kept landmarks: a voxel grid each, or one hash-grid field for the scene",
             "reloc.favor.model:LandmarkFields.load",
             kept_for="the viewer",
         ),
