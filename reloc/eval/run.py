@@ -14,7 +14,7 @@ from ..io.lock import writing
 from ..io.results import GROUND_TRUTH_FILE, write_poses, write_results
 from ..pipeline.engine import GraphRun
 from ..pipeline.executors import ExecutorConfig
-from ..pipeline.runner import build_map, folder_bytes, load_map_pipeline, localize, map_is_current
+from ..pipeline.runner import build_map, folder_bytes, localize, map_is_current, recorded_pipeline
 from ..pipeline.spec import Pipeline
 from ..types import QueryResult
 from ..viz.scene import has_sparse_model, load_scene
@@ -75,7 +75,7 @@ def map_to_use(
     """The given map (checked to be one), or ``out/map`` built unless current; and the mapping
     run's timings when one ran."""
     if map_dir is not None:
-        load_map_pipeline(map_dir)  # a folder that is not a map fails here, by name
+        recorded_pipeline(map_dir)  # a folder that is not a map fails here, by name; its own localization is not used
         return map_dir, None
     frames, map_dir = scene.frames("train"), out / "map"
     if map_is_current(map_dir, pipeline, frames):

@@ -1,16 +1,18 @@
-"""FaVoR localization: from a prior pose, N iterations of render -> match -> refine -> PnP, each
-step its own function chosen by config (``matcher.name``: mnn, dual_softmax; ``refinement.name``:
-window, none; ``pnp``: the shared PnP-RANSAC).
+"""FaVoR localization: from a prior pose, N iterations of render -> match -> PnP, then for the
+answering round one refine -> PnP step; each step its own function chosen by config
+(``matcher.name``: mnn, dual_softmax; ``refinement.name``: window, none; ``pnp``: the shared
+PnP-RANSAC).
 
 Each iteration projects the landmark centres with the current pose, renders one descriptor per
 visible landmark from the current camera centre (one batched call; the ray through the landmark
 centre), matches them to the query's dense descriptors sampled on a pixel grid (mutual nearest
-neighbours above a cosine threshold) and estimates a new pose by PnP-RANSAC. The last iteration
-first moves each match to the most similar point within half a grid step (coarse to fine) and
-refines the pose; earlier ones only steer the rendering viewpoint, so the grid positions (at
-most half a step off) do for them. Too few inliers stop the iterations and fail the query; it
-never keeps the prior. Grid steps and refinement steps are in pixels of the image the backbone
-sees (``resize_max``), so they follow the descriptor map, not the camera's resolution.
+neighbours above a cosine threshold) and estimates a new pose by PnP-RANSAC on the grid points
+(at most half a grid step off: they steer the rendering viewpoint and rank the rounds). Once the
+rounds have chosen their answer, its last matches move to the most similar point within half a
+grid step (coarse to fine) and PnP-RANSAC with local refinement gives the pose: the costly
+refinement runs once per query, not once per prior. Too few inliers fail the query; it never
+keeps the prior. Grid steps and refinement steps are in pixels of the image the backbone sees
+(``resize_max``), so they follow the descriptor map, not the camera's resolution.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class FavorRefineConfig:
     most similar to its rendered one, searched coarse to fine (``coarse_step_px``, halving down
     to ``final_step_px``, in pixels of the image the backbone sees), after keeping the
     ``max_matches`` most similar matches (0: all). ``none``: the grid points as matched.
-    ``every_iteration``: refine in every iteration, not only the last."""
+    The refinement runs once per query, on the last iteration's matches of the round that
+    answers (``final_iteration``); ``every_iteration``: also in every iteration of every round."""
 
     name: str = "window"
     every_iteration: bool = False
@@ -102,6 +105,17 @@ class Iteration:
     inlier_points2d: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) query pixels (COLMAP)
     inlier_landmarks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (K,) ids into landmarks.h5
     evidence: PoseEvidence | None = None  # of this iteration's pose (or of the pose refused)
+    matched: MatchedGrid | None = None  # the matches, kept by the last iteration of a round for the final refinement
+
+
+@dataclass
+class MatchedGrid:
+    """An iteration's matches: rendered descriptors (K, C), query grid indices (K,), landmark
+    indices (K,) into the map's fields."""
+
+    rendered: np.ndarray
+    query_index: np.ndarray
+    landmarks: np.ndarray
 
 
 def query_grid(camera: Camera, step_px: float) -> np.ndarray:
@@ -216,8 +230,8 @@ MATCHERS = {"mnn": match_mnn, "dual_softmax": match_dual_softmax}
 def refined_points(
     query: QueryGrid, rendered: np.ndarray, matches: np.ndarray, config: FavorLocalizeConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The matches kept (K, 2) and their query points (K, 2), original pixels, by
-    ``config.refinement``."""
+    """The matches kept (K, 2) (rendered index, grid index) and their query points (K, 2),
+    original pixels, by ``config.refinement``."""
     refinement = config.refinement
     if refinement.name == "none":
         return matches, query.points[matches[:, 1]]
@@ -235,12 +249,42 @@ def refined_points(
     return matches, points
 
 
+def pose_iteration(
+    points2d: np.ndarray,
+    landmarks: np.ndarray,
+    fields: LandmarkFields,
+    camera: Camera,
+    pnp: PnPConfig,
+    visible: int,
+    seconds: dict[str, float],
+) -> Iteration:
+    """PnP-RANSAC on ``points2d`` (K, 2) matched to the fields ``landmarks`` (K,), as an iteration."""
+    start = time.perf_counter()
+    estimate = estimate_pose(points2d, fields.centres.numpy()[landmarks].astype(np.float64), camera, pnp)
+    seconds["pnp"] = time.perf_counter() - start
+    reason = "no landmark field is visible from the current pose" if visible == 0 else estimate.reason
+    return Iteration(
+        estimate.pose,
+        visible,
+        len(points2d),
+        int(estimate.inliers.sum()),
+        seconds,
+        reason,
+        points2d[estimate.inliers],
+        fields.landmark_ids[landmarks][estimate.inliers],
+        estimate.evidence,
+    )
+
+
 def localize_favor(
     query: QueryGrid, camera: Camera, prior: Pose, fields: LandmarkFields, config: FavorLocalizeConfig
 ) -> list[Iteration]:
-    """Iterations from ``prior``; the last one holding a pose is the answer (none: failed)."""
+    """A round: ``config.iterations`` of render -> match -> PnP from ``prior`` (refined only with
+    ``refinement.every_iteration``; the PnP without local refinement). The last one holding a
+    pose is the round's pose (none: failed); its matches are kept for ``final_iteration``."""
     pose, iterations = prior, []
-    for index in range(config.iterations):
+    pnp = dataclasses.replace(config.pnp, refine=False)
+    for _ in range(config.iterations):
         seconds = {}
         start = time.perf_counter()
         landmarks = visible_landmarks(fields, pose, camera, config.border_px)
@@ -250,34 +294,28 @@ def localize_favor(
         matches = MATCHERS[config.matcher.name](rendered, query.descriptors, config.matcher)
         seconds["matching"] = time.perf_counter() - start
         start = time.perf_counter()
-        last = index == config.iterations - 1
-        if last or config.refinement.every_iteration:
+        if config.refinement.every_iteration:
             matches, points2d = refined_points(query, rendered, matches, config)
         else:
             points2d = query.points[matches[:, 1]]
         seconds["refinement"] = time.perf_counter() - start
-        start = time.perf_counter()
-        pnp = dataclasses.replace(config.pnp, refine=last)
-        estimate = estimate_pose(
-            points2d, fields.centres.numpy()[landmarks[matches[:, 0]]].astype(np.float64), camera, pnp
-        )
-        seconds["pnp"] = time.perf_counter() - start
-        reason = "no landmark field is visible from the current pose" if len(landmarks) == 0 else estimate.reason
-        matched_ids = fields.landmark_ids[landmarks[matches[:, 0]]]
-        iterations.append(
-            Iteration(
-                estimate.pose,
-                len(landmarks),
-                len(matches),
-                int(estimate.inliers.sum()),
-                seconds,
-                reason,
-                points2d[estimate.inliers],
-                matched_ids[estimate.inliers],
-                estimate.evidence,
-            )
-        )
-        if estimate.pose is None:
+        iteration = pose_iteration(points2d, landmarks[matches[:, 0]], fields, camera, pnp, len(landmarks), seconds)
+        iterations.append(iteration)
+        if iteration.pose is None:
             break
-        pose = estimate.pose
+        pose = iteration.pose
+    iterations[-1].matched = MatchedGrid(rendered[matches[:, 0]], matches[:, 1], landmarks[matches[:, 0]])
     return iterations
+
+
+def final_iteration(
+    query: QueryGrid, camera: Camera, last: Iteration, fields: LandmarkFields, config: FavorLocalizeConfig
+) -> Iteration:
+    """The answering round's final step: its last iteration's matches refined (``refinement``)
+    and the pose estimated again, with PnP's local refinement."""
+    matched = last.matched
+    start = time.perf_counter()
+    pairs = np.stack([np.arange(len(matched.query_index)), matched.query_index], axis=1)
+    kept, points2d = refined_points(query, matched.rendered, pairs, config)
+    seconds = {"refinement": time.perf_counter() - start}
+    return pose_iteration(points2d, matched.landmarks[kept[:, 0]], fields, camera, config.pnp, last.visible, seconds)

@@ -23,7 +23,7 @@ from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
 from ..types import Frame, Pose, QueryRecord, QueryResult, Round
-from .localize import FavorLocalizeConfig, Iteration, localize_favor, sample_query_grid
+from .localize import FavorLocalizeConfig, Iteration, final_iteration, localize_favor, sample_query_grid
 from .model import LandmarkFields, training_rays
 from .train import BACKENDS, TrainConfig, train_grids, train_hash_field
 
@@ -159,6 +159,11 @@ class LocalizeFavor(Stage):
             return iterations
 
         best, rounds = best_prior_round(prior_set.priors, localize_from, self.config.confident_inliers)
+        if best.iterations[-1].pose is not None:
+            final = final_iteration(query, frame.camera, best.iterations[-1], fields, self.config)
+            for stage, seconds in final.seconds.items():
+                add_query_time(stage, [frame.name], seconds)
+            best.iterations.append(final)
         last = best.iterations[-1]
         record = QueryRecord(
             [round_.source for round_ in rounds],
@@ -169,7 +174,8 @@ class LocalizeFavor(Stage):
             evidence=last.evidence,
             extra=iterations_record(best),
         )
-        reason = "" if last.pose is not None else f"FaVoR iteration {len(best.iterations)}: {last.reason}"
+        step = "final refinement" if last.matched is None else f"iteration {len(best.iterations)}"
+        reason = "" if last.pose is not None else f"FaVoR {step}: {last.reason}"
         if last.pose is None and len(rounds) > 1:
             reason = f"no pose from any of {len(rounds)} priors; the first ({best.source}): {reason}"
         return QueryResult(frame.name, last.pose, reason, last.inliers, record=record)

@@ -140,14 +140,20 @@ def artifact_producers(pipeline: Pipeline, run: GraphRun, map_dir: Path, removed
     return dict(sorted(producers.items()))
 
 
-def load_map_pipeline(map_dir: Path) -> Pipeline:
-    """The pipeline recorded in a map folder (in the first submap of a split map)."""
+def recorded_pipeline(map_dir: Path) -> tuple[Path, dict]:
+    """The map record's path and its (unvalidated) pipeline entry (of the first submap of a split
+    map); a folder that is not a map fails by name."""
     if is_split_map(map_dir):
         map_dir = submap_folders(map_dir)[0]
     content = read_map_record(map_dir)
     if "pipeline" not in content:
         raise PipelineError(f"{map_dir / MAP_FILE}: has no 'pipeline' entry; rebuild the map with 'reloc map'")
-    return load_pipeline(map_dir / MAP_FILE, content["pipeline"], built=True)
+    return map_dir / MAP_FILE, content["pipeline"]
+
+
+def load_map_pipeline(map_dir: Path) -> Pipeline:
+    """The pipeline recorded in a map folder (in the first submap of a split map)."""
+    return load_pipeline(*recorded_pipeline(map_dir), built=True)
 
 
 def localize(
