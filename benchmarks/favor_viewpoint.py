@@ -20,7 +20,7 @@ again. Further FaVoR configs (e.g. the ALIKED backbone) build maps of their own.
 Prints, per pipeline and scene: failures, median errors, recalls and ms per query per stage;
 per FaVoR iteration: median errors, localized queries, median inliers and ms (render + matching + refinement +
 PnP); the viewpoint change of the queries (distance and viewing-axis angle to the nearest mapping
-camera); and the FaVoR map size in bytes per landmark.
+camera); and per FaVoR map its field backend, training seconds and size in bytes per landmark.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from strecha import SCENES, write_harder_copy
 from reloc.datasets.cambridge import Cambridge
 from reloc.favor.model import LandmarkFields
 from reloc.geometry.errors import pose_error
-from reloc.io.map_folder import FAVOR_FILE
+from reloc.io.map_folder import FAVOR_FILE, read_map_record
 from reloc.pipeline.runner import folder_bytes
 from reloc.types import Pose
 
@@ -182,8 +182,10 @@ def viewpoint_change(root: Path) -> str:
 def map_size_row(scene: str, config: str, map_dir: Path) -> str:
     fields = LandmarkFields.load(map_dir / FAVOR_FILE)
     size = (map_dir / FAVOR_FILE).stat().st_size
+    training_s = read_map_record(map_dir)["mapping_seconds"]["fields"]
     return (
-        f"| {config} | {scene} | {fields.backend} | {len(fields.landmark_ids)} | {fields.descriptor_dim} | "
+        f"| {config} | {scene} | {fields.backend} | {training_s:.0f} | {len(fields.landmark_ids)} | "
+        f"{fields.descriptor_dim} | "
         f"{fields.stored_bytes_per_landmark():.0f} | {size / len(fields.landmark_ids):.0f} "
         f"| {size / 1e6:.2f} | {folder_bytes(map_dir) / 1e6:.1f} |"
     )
@@ -199,6 +201,13 @@ def main() -> None:
         "--configs", nargs="+", default=["favor"], help="FaVoR configs; the first one's map also serves the baseline"
     )
     parser.add_argument("--scenes", nargs="+", default=[*SCENES, "synthetic-offtrack"])
+    parser.add_argument(
+        "--maps",
+        type=Path,
+        help="localize only, against the maps an earlier run of this script built under this folder "
+        "(MAPS/original/CONFIG/SCENE/map; a config without its own there, e.g. favor-seeded, uses the first "
+        "config's), on its data copies",
+    )
     args = parser.parse_args()
     summary = [
         "| pipeline | scene | failed | median t (cm) | median R (deg) | recall 2cm/2deg | recall 5cm/5deg | "
@@ -212,11 +221,11 @@ def main() -> None:
     ]
     viewpoints = ["| scene | nearest mapping camera to the queries (median distance, axis angle) |", "|---|---|"]
     sizes = [
-        "| config | scene | backend | landmarks | channels | field bytes/landmark | favor.pt bytes/landmark "
-        "| favor.pt (MB) | map (MB) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| config | scene | backend | training (s) | landmarks | channels | field bytes/landmark "
+        "| favor.pt bytes/landmark | favor.pt (MB) | map (MB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    data = args.out / "data"
+    data = (args.maps or args.out) / "data"
     for scene in args.scenes:
         if scene == "synthetic-offtrack":
             original = synthetic_scene(data / scene)
@@ -226,11 +235,15 @@ def main() -> None:
         viewpoints.append(f"| {scene} | {viewpoint_change(original)} |")  # the harder copy has the same poses
         for variant, root in (("original", original), ("harder", harder)):
             label = f"{scene} ({variant})"
-            map_of_first = args.out / "original" / args.configs[0] / scene / "map"
+            maps = args.maps or args.out
+            map_of_first = maps / "original" / args.configs[0] / scene / "map"
             for config in args.configs:
-                own_map = args.out / "original" / config / scene / "map"
+                own_map = maps / "original" / config / scene / "map"
+                if args.maps and not own_map.is_dir():
+                    own_map = map_of_first
                 run = args.out / variant / config / scene
-                metrics = evaluate(config, root, run, None if variant == "original" else own_map)
+                built = args.maps is None and variant == "original"
+                metrics = evaluate(config, root, run, None if built else own_map)
                 summary.append(summary_row(config, label, metrics))
                 iterations.extend(iteration_rows(config, label, run, root))
                 if variant == "original":

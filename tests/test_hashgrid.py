@@ -119,6 +119,7 @@ def test_hash_encoding_input_gradient_matches_finite_differences():
         ({"otype": "HashGrid", "per_level_scale": 0.5}, "per_level_scale must be >= 1"),
         ({"otype": "HashGrid", "n_levels": "eight"}, "n_levels must be int"),
         ({"otype": "DenseGrid"}, "otype must be 'HashGrid'"),
+        ({"otype": "HashGrid", "hash": "Reversed"}, "hash: only 'CoherentPrime' is implemented"),
     ],
 )
 def test_hash_grid_schema_errors_name_the_key(schema, message):
@@ -159,6 +160,7 @@ def held_out_field_error(field: HashGridField, basis: torch.Tensor, config: Trai
     return float(1 - (rendering.descriptors[0] * targets).sum(dim=-1).mean())
 
 
+@pytest.mark.slow
 def test_hash_field_trained_on_one_landmark_renders_closer_to_the_targets():
     """Held-out viewing directions, as the voxel test: 1 - cosine at initialisation (a random
     head; measured 0.67) against after 150 steps (measured 0.013, training PSNR 35.9 dB)."""

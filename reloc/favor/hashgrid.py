@@ -71,9 +71,11 @@ class HashGridSpec:
 
     @classmethod
     def from_schema(cls, content: Any, where: str = "encoding") -> HashGridSpec:
-        values = _read_schema(where, content, "HashGrid", {**cls().__dict__, "interpolation": "Linear"})
-        if values.pop("interpolation") != "Linear":
-            raise ValueError(f"{where}.interpolation: only 'Linear' (trilinear) is implemented")
+        optional = {"interpolation": "Linear", "hash": "CoherentPrime"}  # tiny-cuda-nn's keys with their defaults
+        values = _read_schema(where, content, "HashGrid", {**cls().__dict__, **optional})
+        for key, only in optional.items():
+            if values.pop(key) != only:
+                raise ValueError(f"{where}.{key}: only {only!r} is implemented")
         spec = cls(**values)
         checks = {
             "n_levels": 1 <= spec.n_levels <= 32,
