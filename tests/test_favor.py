@@ -476,8 +476,15 @@ def test_favor_step_configs_name_the_bad_key():
 def test_favor_seeded_by_the_feature_matching_localizer(favor_run, tmp_path):
     """configs/favor-seeded.yaml on the FaVoR map: the pipeline's own feature-matching pose is
     each query's first prior; a query it localized keeps that prior's round when it is confident,
-    and every returned pose is within 5 cm."""
-    arguments = ["eval", "--config", "favor-seeded", "--map", str(favor_run / "run" / "map"), "--dataset", "7scenes"]
+    and every returned pose is within 5 cm. The map's own recorded localization graph carries a
+    key this version no longer knows (as a map built before a config change would): --map with
+    another config must not care."""
+    map_dir = tmp_path / "map"
+    shutil.copytree(favor_run / "run" / "map", map_dir)
+    record = yaml.safe_load((map_dir / "map.yaml").read_text())
+    record["pipeline"]["localization"]["nodes"]["favor"]["with"]["retired_key"] = 1
+    (map_dir / "map.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    arguments = ["eval", "--config", "favor-seeded", "--map", str(map_dir), "--dataset", "7scenes"]
     result = CliRunner().invoke(app, [*arguments, "--root", str(favor_run / "scene"), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     truth = load_dataset("7scenes", favor_run / "scene").ground_truth()
