@@ -239,14 +239,15 @@ def main() -> None:
             map_of_first = maps / "original" / args.configs[0] / scene / "map"
             for config in args.configs:
                 own_map = maps / "original" / config / scene / "map"
-                if args.maps and not own_map.is_dir():
+                borrowed = args.maps is not None and not own_map.is_dir()
+                if borrowed:
                     own_map = map_of_first
                 run = args.out / variant / config / scene
                 built = args.maps is None and variant == "original"
                 metrics = evaluate(config, root, run, None if built else own_map)
                 summary.append(summary_row(config, label, metrics))
                 iterations.extend(iteration_rows(config, label, run, root))
-                if variant == "original":
+                if variant == "original" and not borrowed:
                     sizes.append(map_size_row(scene, config, own_map))
                 print(summary[-1], flush=True)
             metrics = evaluate("default", root, args.out / variant / "baseline" / scene, map_of_first)
