@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 DEMO_SCENE := data/synthetic-7scenes-seed0
 
