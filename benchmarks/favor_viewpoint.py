@@ -17,10 +17,11 @@ against that same map (``reloc eval --map``). Both then run on the harder copy o
 (darker, colour cast, noise, JPEG 40, half resolution; benchmarks/strecha.py) against the same map
 again. Further FaVoR configs (e.g. the ALIKED backbone) build maps of their own.
 
-Prints, per pipeline and scene: failures, median errors, recalls and ms per query per stage;
-per FaVoR iteration: median errors, localized queries, median inliers and ms (render + matching + refinement +
-PnP); the viewpoint change of the queries (distance and viewing-axis angle to the nearest mapping
-camera); and per FaVoR map its field backend, training seconds and size in bytes per landmark.
+Prints, per pipeline and scene: failures, median errors, recalls and ms per query per stage; per
+FaVoR iteration (then the final refinement of the answering round): median errors, localized
+queries, median inliers and ms (render + matching + refinement + PnP); the viewpoint change of
+the queries (distance and viewing-axis angle to the nearest mapping camera); and per FaVoR map
+its field backend, training seconds and size in bytes per landmark.
 """
 
 from __future__ import annotations
@@ -127,8 +128,12 @@ def iteration_rows(pipeline: str, scene: str, run: Path, root: Path) -> list[str
     truth = dataset.ground_truth()
     keyframes = {frame.name: frame.pose for frame in dataset.frames("train")}
     details = json.loads((run / "results.details.json").read_text())
-    steps_by_iteration = [
-        {name: {"pose": keyframes[d["prior"]], "inliers": None, "ms": {}} for name, d in details.items()}
+    steps_by_iteration = [  # the prior row: keyframe priors only (another localizer's pose is not in the record)
+        {
+            name: {"pose": keyframes[d["prior"]], "inliers": None, "ms": {}}
+            for name, d in details.items()
+            if d["prior"] in keyframes
+        }
     ]
     for index in range(max(len(d["iterations"]) for d in details.values())):
         steps_by_iteration.append(
@@ -149,8 +154,9 @@ def iteration_rows(pipeline: str, scene: str, run: Path, root: Path) -> list[str
         errors = np.array([pose_error(step["pose"], truth[name].pose) for name, step in steps.items()]).reshape(-1, 2)
         inliers = [step["inliers"] for step in steps.values() if step["inliers"] is not None]
         ms = [sum(step["ms"].values()) for step in steps.values() if step["ms"]]
+        final = steps and all("render" not in step["ms"] for step in steps.values())
         rows.append(
-            f"| {pipeline} | {scene} | {index or 'prior'} | {len(steps)}/{len(details)} "
+            f"| {pipeline} | {scene} | {'final' if final else index or 'prior'} | {len(steps)}/{len(details)} "
             f"| {cell(100 * np.median(errors[:, 0]) if len(errors) else None)} | "
             f"{cell(np.median(errors[:, 1]) if len(errors) else None)} "
             f"| {f'{np.median(inliers):.0f}' if inliers else '-'} | {f'{np.median(ms):.0f}' if ms else '-'} |"
