@@ -154,7 +154,7 @@ def iteration_rows(pipeline: str, scene: str, run: Path, root: Path) -> list[str
         errors = np.array([pose_error(step["pose"], truth[name].pose) for name, step in steps.items()]).reshape(-1, 2)
         inliers = [step["inliers"] for step in steps.values() if step["inliers"] is not None]
         ms = [sum(step["ms"].values()) for step in steps.values() if step["ms"]]
-        final = steps and all("render" not in step["ms"] for step in steps.values())
+        final = index > 0 and steps and all("render" not in step["ms"] for step in steps.values())
         rows.append(
             f"| {pipeline} | {scene} | {'final' if final else index or 'prior'} | {len(steps)}/{len(details)} "
             f"| {cell(100 * np.median(errors[:, 0]) if len(errors) else None)} | "
