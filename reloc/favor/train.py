@@ -153,6 +153,21 @@ def ray_losses(
     return mse + config.cosine_weight * cosine + config.entropy_weight * entropy, mse
 
 
+def rendered_losses(
+    render: Callable[[torch.Tensor, torch.Tensor], Rendering],
+    starts: torch.Tensor,
+    rays: TrainingRays,
+    index: torch.Tensor,
+    config: TrainConfig,
+    used: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L,) loss without regulariser and (L,) mean squared error over the rays ``index`` (L, R)
+    of L landmarks, whose rays start at rows ``starts`` (L,) of ``rays``, rendered by
+    ``render(origins, directions)`` (both (L, R, 3))."""
+    rows = starts[:, None] + index
+    return ray_losses(render(rays.origins[rows], rays.directions[rows]), rays.targets[rows], config, used)
+
+
 def landmark_losses(
     grids: torch.Tensor,
     centres: torch.Tensor,
@@ -163,12 +178,13 @@ def landmark_losses(
     config: TrainConfig,
     used: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L,) loss and (L,) mean squared error of the voxel ``grids`` of L landmarks (their rays
-    start at rows ``starts`` (L,) of ``rays``) over their rays ``index`` (L, R) (only where
-    ``used`` (L, R) is true, when given)."""
-    rows = starts[:, None] + index
-    rendering = render_rays(grids, centres, sides, rays.origins[rows], rays.directions[rows], config.render)
-    loss, mse = ray_losses(rendering, rays.targets[rows], config, used)
+    """(L,) loss and (L,) mean squared error of the voxel ``grids`` of L landmarks over their
+    rays (``rendered_losses``), with the grids' total variation."""
+
+    def render(origins: torch.Tensor, directions: torch.Tensor) -> Rendering:
+        return render_rays(grids, centres, sides, origins, directions, config.render)
+
+    loss, mse = rendered_losses(render, starts, rays, index, config, used)
     return loss + config.tv_weight * total_variation(grids), mse
 
 
@@ -253,11 +269,13 @@ def hash_field_losses(
     config: TrainConfig,
     used: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L,) loss and (L,) mean squared error of the scene field over the rays ``index`` (L, R)
-    of L landmarks, whose rays start at rows ``starts`` (L,) of ``rays``."""
-    rows = starts[:, None] + index
-    rendering = render_field_rays(model, centres, sides, rays.origins[rows], rays.directions[rows], config.render)
-    return ray_losses(rendering, rays.targets[rows], config, used)
+    """(L,) loss and (L,) mean squared error of the scene field over the rays of L landmarks
+    (``rendered_losses``)."""
+
+    def render(origins: torch.Tensor, directions: torch.Tensor) -> Rendering:
+        return render_field_rays(model, centres, sides, origins, directions, config.render)
+
+    return rendered_losses(render, starts, rays, index, config, used)
 
 
 def train_hash_field(
