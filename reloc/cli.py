@@ -766,6 +766,13 @@ def match_eval(
     ] = AreaMatching.none,
     area_pairs: Annotated[int, typer.Option(help="Area pairs whose crops are matched (mesa, dmesa).")] = 3,
     crop_size: Annotated[int, typer.Option(help="Long side, in pixels, an area crop is matched at.")] = 256,
+    min_zoom: Annotated[
+        float | None,
+        typer.Option(
+            help="Skip area pairs whose crops are matched at under this x the global resolution "
+            "(default: the matcher's, 1 for xfeat-star, 0 for the others)."
+        ),
+    ] = None,
     em_iterations: Annotated[int, typer.Option(help="dmesa: EM refinement of each splatted area box (0: none).")] = 0,
     fine_iterations: Annotated[
         int, typer.Option(help="casp: HomoMatcher iterations (1: the search window only; trained with 3).")
@@ -805,7 +812,9 @@ def match_eval(
     )
     if areas != AreaMatching.none:
         splat = SplatConfig(em_iterations=em_iterations)
-        area_config = AreaMatcherConfig(areas.value, max_area_pairs=area_pairs, crop_size=crop_size, splat=splat)
+        area_config = AreaMatcherConfig(
+            areas.value, max_area_pairs=area_pairs, crop_size=crop_size, min_zoom=min_zoom, splat=splat
+        )
         pair_matcher = AreaMatcher(matcher.value, matcher_config, area_config)
     else:
         pair_matcher = build_pair_matcher(matcher.value, matcher_config)
@@ -837,6 +846,7 @@ def match_eval(
             "areas": areas.value,
             "area_pairs": area_pairs,
             "crop_size": crop_size,
+            "min_zoom": pair_matcher.min_zoom if areas != AreaMatching.none else None,
             "em_iterations": em_iterations,
             "fine_iterations": fine_iterations,
             "per_pair_areas": area_details,

@@ -3,6 +3,8 @@ area matching, the area matcher on a synthetic pair with exact ground truth, and
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -115,6 +117,17 @@ def test_square_crops_stay_inside_the_image_and_sampson_distance_is_zero_on_the_
     assert distances[0] == pytest.approx(0) and distances[1] == pytest.approx(3 / np.sqrt(2))
 
 
+def test_zoom_compares_the_crops_resolution_with_the_global_pass():
+    """1280 x 960 images matched globally at 640 (scale 1/2): a 100-px box crops a 110-px window,
+    matched at 256 px, 2.33x its pixels, 4.65x the global pass's; the larger window decides."""
+    matcher = AreaMatcher("sift", PairMatcherConfig(resize_max=640), AreaMatcherConfig(crop_size=256, pad=0.1))
+    sizes = ((1280, 960), (1280, 960))
+    small, large = np.array([500.0, 400, 600, 500]), np.array([100.0, 100, 700, 700])
+    assert matcher.zoom((small, small), sizes) == pytest.approx(256 / 110 * 2)
+    assert matcher.zoom((small, large), sizes) == pytest.approx(256 / 660 * 2)
+    assert AreaMatcher("sift", PairMatcherConfig(resize_max=0)).zoom((small, small), sizes) == pytest.approx(256 / 110)
+
+
 @pytest.fixture(scope="module")
 def pair():
     sampler = PairSampler("room", seed=9, width=640, height=480, max_baseline_m=1.0, max_angle_deg=30, min_overlap=0.4)
@@ -151,6 +164,18 @@ def test_area_pairs_cover_their_true_counterparts_and_the_matches_are_as_accurat
         for p0, p1 in ((plain0, plain1), (points0, points1))
     ]
     assert errors[1] <= max(errors[0] * 1.5, 0.5), errors
+
+
+@pytest.mark.parametrize("method", ["dmesa", "mesa"])
+def test_area_pairs_below_the_minimum_zoom_are_skipped_and_the_details_say_so(pair, method):
+    config = AreaMatcherConfig(method=method, min_zoom=50.0)
+    matcher = AreaMatcher("sift", PairMatcherConfig(resize_max=640), config)
+    points0, _ = matcher.match(pair.image0, pair.image1)
+    plain0, _ = matcher.matcher.match(pair.image0, pair.image1)
+    assert matcher.details.area_pairs == [] and len(points0) == len(plain0)
+    assert re.fullmatch(
+        r"none of \d+ area pairs is matched at 50.0x the global resolution or more", matcher.details.fallback
+    )
 
 
 def test_without_global_matches_the_plain_matches_come_back_and_the_details_say_why():

@@ -13,7 +13,9 @@
    by the global energy; the ``max_area_pairs`` of highest energy are kept);
 4. **point matching**: each area pair cropped (a square around each box, grown by ``pad``), the
    crops matched by the same matcher at a long side of ``crop_size`` (a small area is matched at
-   a higher resolution than in the whole image) and mapped back;
+   a higher resolution than in the whole image) and mapped back; a pair whose larger crop would
+   be matched at under ``min_zoom`` times the global pass's resolution is skipped before the
+   ``max_area_pairs`` are taken (:data:`MIN_ZOOM`: for XFeat*, a large area gains no detail);
 5. **fusion**: a fundamental matrix from the global matches (MAGSAC++, OpenCV); an area pair
    whose matches have a median Sampson distance above ``max_sampson_px`` to it is dropped
    (a wrong area match); the rest are merged with the global matches, duplicates (same cells of
@@ -49,11 +51,21 @@ class AreaMatcherConfig:
     graphical: GraphicalConfig = field(default_factory=GraphicalConfig)
     max_area_pairs: int = 3
     crop_size: int = 256  # long side a crop pair is matched at
+    min_zoom: float | None = None  # skip area pairs matched at under this x the global resolution (None: MIN_ZOOM)
     pad: float = 0.1  # crops grow by this share of their side
     max_sampson_px: float = 2.0  # median Sampson distance (pixels at a 640-px long side) of a kept area pair
     min_global_matches: int = 16  # fewer: the geometry cannot be checked, plain matches are returned
     dedup_px: float = 2.0  # pixels at a 640-px long side
     cached_images: int = 32  # segmentations remembered
+
+
+MIN_ZOOM = {"xfeat-star": 1.0}
+"""``min_zoom`` by wrapped matcher when the config leaves it unset (others: 0, every area pair).
+Chosen on the 30 low-overlap synthetic pairs of seed 5 (``benchmarks/mesa.py eval --min-zoom``),
+DMESA's AUC@5 at 0 and 1: XFeat* 30.5 and 41.3 (alone 40.1), CasP 49.1 and 45.4 (alone 43.7),
+RootSIFT 82.3 and 79.1 (alone 82.6). XFeat*'s matches in a crop shrunk below the global pass's
+resolution are coarser than the global ones they join; CasP still gains from the narrower
+context of a large area even when it is matched in less detail."""
 
 
 @dataclass
@@ -109,6 +121,7 @@ class AreaMatcher:
         self.crop_matcher = build_pair_matcher(name, crop_config)
         self.details = AreaMatchDetails()
         self.segmentations = BoundedCache(self.config.cached_images)
+        self.min_zoom = MIN_ZOOM.get(name, 0.0) if self.config.min_zoom is None else self.config.min_zoom
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Area boxes (A, 4) of ``image``, from the cache when its segmentation input was seen."""
@@ -144,11 +157,16 @@ class AreaMatcher:
             details.fallback = "no fundamental matrix fits the global matches"
             return points0, points1
         started = time.perf_counter()
-        pairs = self.area_pairs(boxes0, boxes1, points0, points1, sizes)[: config.max_area_pairs]
+        proposed = self.area_pairs(boxes0, boxes1, points0, points1, sizes)
+        pairs = [pair for pair in proposed if self.zoom(pair, sizes) >= self.min_zoom][: config.max_area_pairs]
         details.area_pairs = [(b0.tolist(), b1.tolist()) for b0, b1 in pairs]
         details.seconds["area matching"] = time.perf_counter() - started
         if not pairs:
             details.fallback = f"no area pair ({len(boxes0)} and {len(boxes1)} areas)"
+            if proposed:
+                details.fallback = (
+                    f"none of {len(proposed)} area pairs is matched at {self.min_zoom}x the global resolution or more"
+                )
             return points0, points1
         started = time.perf_counter()
         crops = [self.match_crops(image0, image1, b0, b1) for b0, b1 in pairs]
@@ -191,14 +209,28 @@ class AreaMatcher:
         support = [int((inside_box(points0, b0) & inside_box(points1, b1)).sum()) for b0, b1 in pairs]
         return [pairs[i] for i in np.argsort(support, kind="stable")[::-1]]
 
+    def crop_windows(
+        self, box0: np.ndarray, box1: np.ndarray, sizes: tuple[tuple[int, int], tuple[int, int]]
+    ) -> list[np.ndarray]:
+        """The square windows (x0, y0, x1, y1) cropped around ``box0`` and ``box1``."""
+        return [square_crop(box, size, self.config.pad) for box, size in zip((box0, box1), sizes)]
+
+    def zoom(self, pair: tuple[np.ndarray, np.ndarray], sizes: tuple[tuple[int, int], tuple[int, int]]) -> float:
+        """Resolution of the crops' match relative to the global pass's: ``crop_size`` over the
+        larger window side, against the wrapped matcher's ``resize_max`` over the larger image
+        side (>1: the crops are matched in more detail than the whole pair)."""
+        window_side = max(max(w[2] - w[0], w[3] - w[1]) for w in self.crop_windows(*pair, sizes))
+        resize_max = self.matcher.config.resize_max
+        global_scale = resize_max / max(*sizes[0], *sizes[1]) if resize_max else 1.0
+        return self.config.crop_size / window_side / global_scale
+
     def match_crops(
         self, image0: np.ndarray, image1: np.ndarray, box0: np.ndarray, box1: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Matches (N, 2) in original pixels of the crops around ``box0`` and ``box1``."""
-        windows = [
-            square_crop(box, (image.shape[1], image.shape[0]), self.config.pad)
-            for box, image in ((box0, image0), (box1, image1))
-        ]
+        windows = self.crop_windows(
+            box0, box1, ((image0.shape[1], image0.shape[0]), (image1.shape[1], image1.shape[0]))
+        )
         crops = [image[y0:y1, x0:x1] for image, (x0, y0, x1, y1) in zip((image0, image1), windows)]
         if min(min(crop.shape[:2]) for crop in crops) < 32:
             return np.zeros((0, 2)), np.zeros((0, 2))
