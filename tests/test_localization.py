@@ -9,6 +9,7 @@ from reloc.features.base import Features
 from reloc.features.quantize import Float16Codec
 from reloc.geometry.errors import pose_error
 from reloc.geometry.projection import backproject_depth
+from reloc.localization.guided import ViewedKeyframes
 from reloc.localization.pnp import PnPConfig, estimate_pose
 from reloc.localization.rounds import localize_in_rounds
 from reloc.localization.stages import correspondences_2d3d
@@ -200,3 +201,60 @@ def test_pnp_refuses_a_pose_from_a_wrong_focal_length(rng):
         and "check the query's intrinsics" in refused.reason
     )
     assert estimate_pose(pixels, points, CAMERA, PnPConfig()).pose is not None
+
+
+def test_a_guided_round_follows_only_unconfident_rounds_and_can_give_the_answer():
+    """Retrieval's keyframes give a pose with 30 inliers (not confident at 100): the guided round
+    gets that pose and the keyframes already matched, and its keyframe's 200 matches give the
+    answer. A confident first round never calls it."""
+    rng = np.random.default_rng(4)
+    truth = look_at(np.array([0.3, -3.0, 0.5]), [0, 0, 0.5])
+    points = rng.uniform(-1, 1, (300, 3))
+    keypoints = CAMERA.project(truth.transform(points))
+    matches = {
+        "a": (np.arange(30), np.arange(30)),
+        "b": (np.arange(30, 60), np.arange(30, 60)),
+        "g": (np.arange(60, 260), np.arange(60, 260)),
+    }
+    asked = []
+
+    def guided(pose, matched):
+        asked.append((pose, set(matched)))
+        return ["g", "a"]  # more than a round: cut to keyframes_per_round
+
+    calls = []
+    pnp = PnPConfig(max_error_px=2.0, min_inliers=20, min_confidence=0)
+    outcome = localize_in_rounds(
+        "q", ["a", "b"], cumulative(matches, keypoints, calls), points, CAMERA, pnp, 1, 100, guided
+    )
+    assert calls == [["a"], ["b"], ["g"]] and len(asked) == 1
+    pose, matched = asked[0]
+    assert matched == {"a", "b"} and pose_error(pose, truth)[0] < 1e-3
+    assert [r.inliers for r in outcome.rounds] == [30, 60, 260] and outcome.estimate.inliers.sum() == 260
+    asked.clear()
+    outcome = localize_in_rounds(
+        "q", ["g", "a"], cumulative(matches, keypoints, []), points, CAMERA, pnp, 1, 100, guided
+    )
+    assert asked == [] and len(outcome.rounds) == 1
+
+
+def test_viewed_keyframes_rank_by_the_landmarks_a_pose_sees(tmp_path):
+    """Keyframe "most" observes 40 landmarks in the query's view, "some" 10 (and 30 behind the
+    camera), "none" only landmarks behind it: ranked most, some; "none" and excluded ones are left out."""
+    rng = np.random.default_rng(5)
+    query = look_at(np.array([0.0, -3.0, 0.5]), [0, 0, 0.5])
+    seen = visible_points(query, rng, 50)
+    behind = query.inverse().transform(np.column_stack([rng.uniform(-1, 1, (40, 2)), rng.uniform(-5, -1, 40)]))
+    points = np.vstack([seen, behind])  # ids 0-49 in view, 50-89 behind the camera
+    observed = {"none": np.arange(50, 90), "some": np.r_[40:50, 50:80], "most": np.arange(40)}
+    entries = [
+        (
+            name,
+            KeyframeEntry(CAMERA, np.zeros((len(ids), 2), np.float32), ids, np.eye(128, dtype=np.float32)[: len(ids)]),
+        )
+        for name, ids in observed.items()
+    ]
+    write_landmarks(tmp_path / "landmarks.h5", "sift", points, np.zeros(len(points)), Float16Codec(), entries)
+    viewed = ViewedKeyframes(read_sparse_map(tmp_path / "landmarks.h5"))
+    assert viewed.rank(query, set(), CAMERA) == ["most", "some"]
+    assert viewed.rank(query, {"most"}, CAMERA) == ["some"]

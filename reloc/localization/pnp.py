@@ -40,6 +40,7 @@ class PnPResult:
     inliers: np.ndarray  # (N,) bool
     reason: str = ""
     evidence: PoseEvidence | None = None  # of the pose found, also when it was refused
+    found: Pose | None = None  # the pose RANSAC found, also when it was refused
 
 
 def estimate_pose(points2d: np.ndarray, points3d: np.ndarray, camera: Camera, config: PnPConfig) -> PnPResult:
@@ -65,7 +66,7 @@ def estimate_pose(points2d: np.ndarray, points3d: np.ndarray, camera: Camera, co
     pose = Pose.from_pycolmap(result["cam_from_world"])
     evidence = pose_evidence(points2d, points3d, inliers, pose, camera, config.max_error_px)
     reason = refusal(evidence, camera, config)
-    return PnPResult(None if reason else pose, inliers, reason, evidence)
+    return PnPResult(None if reason else pose, inliers, reason, evidence, found=pose)
 
 
 def focal_mismatch(evidence: PoseEvidence, max_deviation: float, min_gain: float) -> bool:

@@ -2,9 +2,12 @@
 
 Retrieved keyframes are matched a round at a time; after each round PnP runs on every 2D-3D
 correspondence found so far. The rounds go on until a pose has ``confident_inliers`` inliers;
-the answer is the round with the most inliers. A query whose best round has no pose is reported
-failed with PnP's reason, never given a prior. What varies between localizers is how a round's
-keyframes give correspondences: the ``correspondences`` callback.
+the answer is the round with the most inliers. When no round was confident but one found a pose
+(accepted with few inliers, or refused), a **guided round** may follow: the keyframes that see
+the most landmarks in the view of that pose (``guided_keyframes``), when retrieval missed them.
+A query whose best round has no pose is reported failed with PnP's reason, never given a prior.
+What varies between localizers is how a round's keyframes give correspondences: the
+``correspondences`` callback.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..pipeline.timing import query_timer
-from ..types import Camera, QueryRecord, QueryResult, Round
+from ..types import Camera, Pose, QueryRecord, QueryResult, Round
 from .pnp import PnPConfig, PnPResult, estimate_pose
 
 Correspondences = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+GuidedKeyframes = Callable[[Pose, set[str]], list[str]]
+"""Keyframes (not in the given set) that see the most landmarks in the view of a pose."""
 
 
 @dataclass
@@ -74,20 +79,25 @@ def localize_in_rounds(
     pnp: PnPConfig,
     keyframes_per_round: int = 0,
     confident_inliers: int = 0,
+    guided_keyframes: GuidedKeyframes | None = None,
 ) -> RoundsResult:
     """Estimate the pose of query ``name`` against landmarks ``points`` (L, 3, world).
 
     ``correspondences(keyframes)`` matches the query to a round's keyframes and returns every
     correspondence so far (this round's and the earlier ones'): query pixels (N, 2, COLMAP) and
     landmark ids (N,). ``keyframes_per_round`` 0 puts all retrieved keyframes in one round;
-    ``confident_inliers`` 0 stops at the first pose. Matching and PnP time go to the query's
-    "matching" and "pnp" timings."""
+    ``confident_inliers`` 0 stops at the first pose. ``guided_keyframes`` (optional) gives the
+    keyframes of the guided round from the unconfident pose with the most inliers. Matching and
+    PnP time go to the query's "matching" and "pnp" timings."""
     per_round = keyframes_per_round or max(1, len(retrieved))
     empty = (np.zeros((0, 2)), np.zeros(0, np.int64))
     best = RoundsResult(PnPResult(None, np.zeros(0, bool), "no keyframe was retrieved"), *empty, [])
-    rounds = []
-    for start in range(0, len(retrieved), per_round):
-        keyframes = retrieved[start : start + per_round]
+    rounds: list[Round] = []
+    tentative: PnPResult | None = None  # the found pose (accepted or refused) with the most inliers
+
+    def run_round(keyframes: list[str]) -> bool:
+        """Match and PnP one round; True when its pose is confident."""
+        nonlocal best, tentative
         with query_timer("matching", name):
             points2d, landmark_ids = correspondences(keyframes)
         with query_timer("pnp", name):
@@ -97,7 +107,19 @@ def localize_in_rounds(
             estimate.pose is not None and estimate.inliers.sum() > best.estimate.inliers.sum()
         ):
             best = RoundsResult(estimate, points2d, landmark_ids, rounds)
-        if estimate.pose is not None and estimate.inliers.sum() >= confident_inliers:
+        if estimate.found is not None and (tentative is None or estimate.inliers.sum() > tentative.inliers.sum()):
+            tentative = estimate
+        return estimate.pose is not None and estimate.inliers.sum() >= confident_inliers
+
+    confident = False
+    for start in range(0, len(retrieved), per_round):
+        if confident := run_round(retrieved[start : start + per_round]):
             break
+    if not confident and guided_keyframes is not None and tentative is not None:
+        matched = {keyframe for finished in rounds for keyframe in finished.keyframes}
+        with query_timer("matching", name):
+            keyframes = guided_keyframes(tentative.found, matched)[:per_round]
+        if keyframes:
+            run_round(keyframes)
     best.rounds = rounds
     return best

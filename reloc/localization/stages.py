@@ -5,6 +5,7 @@ receives its retrieval prior."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ..matching import MatcherConfig, build_matcher
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..types import Frame, QueryResult
+from .guided import ViewedKeyframes
 from .pnp import PnPConfig
 from .rounds import Correspondences, localize_in_rounds
 
@@ -30,6 +32,9 @@ class LocalizeConfig:
     enough_correspondences: int = 0  # a round stops matching keyframes once it found this many (0: no stop)
     keyframes_per_round: int = 0  # retrieved keyframes per round; 0: all of them in one round
     confident_inliers: int = 0  # a pose with fewer inliers than this goes on to the next round (0: any pose stops)
+    guided_round: bool = (
+        False  # no confident round: one more with the keyframes that see the most in the best pose's view
+    )
 
     def __post_init__(self) -> None:
         for key in ("enough_correspondences", "keyframes_per_round", "confident_inliers"):
@@ -74,6 +79,7 @@ class LocalizePnP(Stage):
     def run(self, frames: list[Frame], features: FeatureStore, retrieved: dict[str, list[str]], map_dir: Path) -> dict:
         sparse_map = read_once(read_sparse_map, map_dir / LANDMARKS_FILE)
         matcher = build_matcher(self.config.matcher, sparse_map.extractor)
+        viewed = ViewedKeyframes(sparse_map) if self.config.guided_round else None
         results = []
         for frame in track(frames, f"matching and PnP for {len(frames)} queries"):
             query = features.read(frame.name)
@@ -89,6 +95,7 @@ class LocalizePnP(Stage):
                 self.config.pnp,
                 self.config.keyframes_per_round,
                 self.config.confident_inliers,
+                functools.partial(viewed.rank, camera=frame.camera) if viewed else None,
             )
             results.append(outcome.query_result(frame.name, retrieved[frame.name]))
         return {"results": results}

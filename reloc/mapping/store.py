@@ -70,6 +70,11 @@ class SparseMap:
             group = self._group(file, name)
             return group["keypoints"][()], group["point_ids"][()].astype(np.int64)
 
+    def landmark_ids_by_keyframe(self) -> dict[str, np.ndarray]:
+        """Landmark ids (N,) of every keyframe's observations, read in one pass."""
+        with h5py.File(self.path, "r") as file:
+            return {name: self._group(file, name)["point_ids"][()].astype(np.int64) for name in self.cameras}
+
     def observation_counts(self) -> dict[str, int]:
         """Number of observations of each keyframe, read from the dataset shapes."""
         with h5py.File(self.path, "r") as file:
