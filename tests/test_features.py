@@ -99,7 +99,7 @@ def test_feature_store_keeps_descriptors_in_half_precision(tmp_path):
 
 def test_a_large_jpeg_decoded_reduced_gives_the_full_decodes_keypoints(tmp_path, training_pair):
     """A JPEG four times the working size is decoded at 1/4 by libjpeg instead of in full and
-    area-resized: the grey images agree to a few grey levels, and SIFT's keypoints, mapped back
+    area-resized: the images agree to a few levels, and SIFT's keypoints, mapped back
     to original pixels by the returned scale, land where the full decode puts them."""
     large = cv2.resize(training_pair.image0, (1920, 1440), interpolation=cv2.INTER_CUBIC)
     path = tmp_path / "large.jpg"
@@ -110,9 +110,9 @@ def test_a_large_jpeg_decoded_reduced_gives_the_full_decodes_keypoints(tmp_path,
     with pytest.raises(ValueError, match="large.png: reduced decoding needs a JPEG"):
         read_image(tmp_path / "large.png", reduction=2)
 
-    reduced, reduced_scale = prepare_image(path, 480, gray=True)
-    full, full_scale = resize_image(read_image(path, gray=True), 480)
-    assert reduced.shape == full.shape == (360, 480)
+    reduced, reduced_scale = prepare_image(path, 480)
+    full, full_scale = resize_image(read_image(path), 480)
+    assert reduced.shape == full.shape == (360, 480, 3)
     np.testing.assert_array_equal(reduced_scale, [4, 4])
     np.testing.assert_allclose(full_scale, [4, 4])
     assert np.abs(reduced.astype(np.int16) - full).mean() < 2.0
@@ -121,17 +121,3 @@ def test_a_large_jpeg_decoded_reduced_gives_the_full_decodes_keypoints(tmp_path,
     from_reduced, from_full = sift.extract(reduced, reduced_scale), sift.extract(full, full_scale)
     distance, _ = cKDTree(from_full.keypoints).query(from_reduced.keypoints)
     assert np.mean(distance < 2.0) > 0.8, f"only {np.mean(distance < 2.0):.0%} within 2 original pixels"
-
-
-def test_sift_reads_the_grey_image_as_it_would_convert_the_colour_one(tmp_path, training_pair):
-    """SIFT is fed the decoder's grey image; it differs from the RGB image converted to grey by
-    at most one level of rounding, and SIFT finds the same keypoints in both."""
-    path = tmp_path / "view.png"
-    Image.fromarray(training_pair.image0).save(path)
-    gray, scale = prepare_image(path, 0, gray=True)
-    colour, _ = prepare_image(path, 0)
-    assert np.abs(gray.astype(np.int16) - cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY)).max() <= 1
-    sift = EXTRACTORS["sift"](ExtractorConfig(max_keypoints=500))
-    from_gray, from_colour = sift.extract(gray, scale), sift.extract(colour, scale)
-    distance, _ = cKDTree(from_colour.keypoints).query(from_gray.keypoints)
-    assert np.mean(distance < 0.5) > 0.9, f"only {np.mean(distance < 0.5):.0%} within half a pixel"

@@ -97,35 +97,27 @@ def check_complete(path: str | Path) -> bool:
     return head.startswith(b"\xff\xd8")
 
 
-JPEG_REDUCTIONS = {
-    2: (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
-    4: (cv2.IMREAD_REDUCED_COLOR_4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
-    8: (cv2.IMREAD_REDUCED_COLOR_8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
-}
+JPEG_REDUCTIONS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 """OpenCV's flags that decode a JPEG at 1/2, 1/4, 1/8 of its size in libjpeg's scaled inverse
 DCT: output pixel i averages input pixels [r i, r i + r), several times faster than a full decode."""
 
 
-def read_image(path: str | Path, gray: bool = False, reduction: int = 1) -> np.ndarray:
-    """RGB uint8 array (H, W, 3), or grey (H, W) when ``gray`` (JPEG's own luma, not decoded to
-    RGB first). ``reduction`` 2, 4 or 8 decodes a JPEG at that fraction of its size (sides
-    rounded up; pixel i of the result covers original pixels [r i, r i + r)); other formats
-    refuse it. Corrupt, truncated or missing files raise a DatasetError naming the file.
+def read_image(path: str | Path, reduction: int = 1) -> np.ndarray:
+    """RGB uint8 array (H, W, 3). ``reduction`` 2, 4 or 8 decodes a JPEG at that fraction of
+    its size (sides rounded up; pixel i of the result covers original pixels [r i, r i + r));
+    other formats refuse it. Corrupt, truncated or missing files raise a DatasetError naming the file.
 
     Decoded by OpenCV (about twice as fast as PIL for JPEG); files OpenCV cannot decode go
     through PIL, which reads a few more formats and explains why a file is unreadable."""
     is_jpeg = check_complete(path)
     if reduction != 1 and not (is_jpeg and reduction in JPEG_REDUCTIONS):
         raise ValueError(f"{path}: reduced decoding needs a JPEG and a reduction of 2, 4 or 8, got {reduction}")
-    if reduction != 1:
-        flags = JPEG_REDUCTIONS[reduction][int(gray)]
-    else:
-        flags = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
+    flags = JPEG_REDUCTIONS[reduction] if reduction != 1 else cv2.IMREAD_COLOR
     image = cv2.imread(str(path), flags | cv2.IMREAD_IGNORE_ORIENTATION)  # as PIL: pixels as stored
     if image is not None:
-        return image if gray else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     with open_image(Path(path)) as image:
-        return np.asarray(image.convert("L" if gray else "RGB").reduce(reduction))
+        return np.asarray(image.convert("RGB").reduce(reduction))
 
 
 def read_depth_mm(path: str | Path) -> np.ndarray:

@@ -66,7 +66,7 @@ def prepare_image(path: Path, resize_max: int, multiple: int = 1, gray: bool = F
     ``resize_max``): a 12-MP photo decodes several times faster, and the DCT-domain reduction
     averages pixels as :func:`resize_image`'s area interpolation does."""
     reduction = jpeg_reduction(path, resize_max)
-    image, scale = resize_image(read_image(path, gray, reduction), resize_max, multiple)
+    image, scale = resize_image(read_image(path, reduction), resize_max, multiple)
     return image, scale * reduction
 
 

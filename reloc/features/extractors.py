@@ -61,7 +61,6 @@ class XFeatExtractor:
 
     name = "xfeat"
     multiple = 32
-    gray = False
 
     def __init__(self, config: ExtractorConfig):
         self.config = config
@@ -85,7 +84,6 @@ class AlikedExtractor:
 
     name = "aliked"
     multiple = 1
-    gray = False
 
     def __init__(self, config: ExtractorConfig):
         self.config = config
@@ -124,7 +122,6 @@ class SiftExtractor:
 
     name = "sift"
     multiple = 1
-    gray = True  # reads grey images (JPEG luma, no RGB decode)
 
     def __init__(self, config: ExtractorConfig):
         self.config = config
@@ -138,9 +135,8 @@ class SiftExtractor:
         return [self.extract(image, scale) for image, scale in zip(images, scales)]
 
     def extract(self, image: np.ndarray, scale: np.ndarray) -> Features:
-        """Features of a grey (H, W) or RGB (H, W, 3) uint8 image; ``scale`` (2,) maps its
-        pixels to the original's."""
-        gray = stretch_contrast(image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+        """Features of an RGB (H, W, 3) uint8 image; ``scale`` (2,) maps its pixels to the original's."""
+        gray = stretch_contrast(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
         keypoints, descriptors = self.sift.detectAndCompute(gray, None)
         if not keypoints:
             return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), np.zeros(0, np.float32))

@@ -94,7 +94,7 @@ def extract_chunk(extractor_name: str, config: FeatureStageConfig, frames: list[
     images, scales = [], []
     for frame in frames:
         with query_timer("features", frame.name):
-            image, scale = prepare_image(frame.image_path, config.resize_max, extractor.multiple, extractor.gray)
+            image, scale = prepare_image(frame.image_path, config.resize_max, extractor.multiple)
         images.append(image)
         scales.append(scale)
     extracted: list[Features] = []
