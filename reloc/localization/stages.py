@@ -32,9 +32,7 @@ class LocalizeConfig:
     enough_correspondences: int = 0  # a round stops matching keyframes once it found this many (0: no stop)
     keyframes_per_round: int = 0  # retrieved keyframes per round; 0: all of them in one round
     confident_inliers: int = 0  # a pose with fewer inliers than this goes on to the next round (0: any pose stops)
-    guided_round: bool = (
-        False  # no confident round: one more with the keyframes that see the most in the best pose's view
-    )
+    guided_round: bool = False  # no confident round: one more, keyframes seeing most in the best pose's view
 
     def __post_init__(self) -> None:
         for key in ("enough_correspondences", "keyframes_per_round", "confident_inliers"):
