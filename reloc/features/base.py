@@ -13,7 +13,7 @@ import cv2
 import h5py
 import numpy as np
 
-from ..datasets.base import JPEG_REDUCTIONS, check_complete, image_size, read_image
+from ..datasets.base import JPEG_REDUCTIONS, open_image, read_image
 from ..errors import RelocError
 
 
@@ -59,9 +59,9 @@ def resize_image(
     return image, np.array([width / new_width, height / new_height], dtype=np.float64)
 
 
-def prepare_image(path: Path, resize_max: int, multiple: int = 1, gray: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The image at ``path`` (RGB, or grey when ``gray``), shrunk by :func:`resize_image` (never
-    enlarged), and the per-axis scale (2,) from its pixels to the original's. A JPEG at least
+def prepare_image(path: Path, resize_max: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The RGB image at ``path``, shrunk by :func:`resize_image` (never enlarged), and the
+    per-axis scale (2,) from its pixels to the original's. A JPEG at least
     twice ``resize_max`` is decoded at 1/2, 1/4 or 1/8 of its size first (never below
     ``resize_max``): a 12-MP photo decodes several times faster, and the DCT-domain reduction
     averages pixels as :func:`resize_image`'s area interpolation does."""
@@ -73,9 +73,12 @@ def prepare_image(path: Path, resize_max: int, multiple: int = 1, gray: bool = F
 def jpeg_reduction(path: Path, resize_max: int) -> int:
     """The largest of 1, 2, 4, 8 that keeps the long side of the JPEG at ``path`` at least
     ``resize_max`` (1 for other formats or when ``resize_max`` is 0)."""
-    if resize_max <= 0 or not check_complete(path):
+    if resize_max <= 0:
         return 1
-    long_side = max(image_size(path))
+    with open_image(path) as image:  # the header only
+        if image.format != "JPEG":
+            return 1
+        long_side = max(image.size)
     return max((r for r in (1, *JPEG_REDUCTIONS) if long_side >= r * resize_max), default=1)
 
 

@@ -32,7 +32,8 @@ class ViewedKeyframes:
         """Keyframes not in ``exclude`` that see at least one landmark in the view of ``pose``
         (cam_from_world) through ``camera``, most first (ties in map order)."""
         _, visible = project_points(self.sparse_map.points, pose, camera)
-        names = [name for name in self.landmark_ids() if name not in exclude]
-        counts = np.array([int(visible[self.landmark_ids()[name]].sum()) for name in names])
+        landmark_ids = self.landmark_ids()
+        names = [name for name in landmark_ids if name not in exclude]
+        counts = np.array([int(visible[landmark_ids[name]].sum()) for name in names])
         order = np.argsort(-counts, kind="stable")
         return [names[i] for i in order if counts[i] > 0]
