@@ -22,6 +22,8 @@ from reloc.datasets.base import read_image
 from reloc.features.base import prepare_image
 from reloc.features.extractors import ExtractorConfig, XFeatExtractor, stretch_contrast
 from reloc.matching.mnn import MutualNNConfig, mutual_nn
+from reloc.pipeline.memory import keep_freed_memory
+from reloc.retrieval.vlad import vlad
 
 
 def median_ms(function, repeats: int = 10) -> float:
@@ -45,6 +47,14 @@ def torch_mutual_nn(descriptors0: np.ndarray, descriptors1: np.ndarray) -> torch
     return (similarity.argmax(dim=0)[top.indices[:, 0]] == torch.arange(len(descriptors0))) & (top.values[:, 0] > 0)
 
 
+def vlad_add_at(descriptors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """VLAD's residual sums per word as ``reloc.retrieval.vlad`` had them, by np.add.at."""
+    assignment = np.argmax(descriptors @ centroids.T, axis=1)
+    residuals = np.zeros_like(centroids)
+    np.add.at(residuals, assignment, descriptors - centroids[assignment])
+    return residuals
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", type=Path, required=True)
@@ -52,6 +62,7 @@ def main() -> None:
         "--batch-images", type=Path, required=True, help="folder of same-size images for the batching figure"
     )
     args = parser.parse_args()
+    keep_freed_memory()  # as mapping and localization do (BENCHMARKS.md: the malloc change)
     rows = [
         ("decode, PIL", median_ms(lambda: np.asarray(Image.open(args.image).convert("RGB")))),
         ("decode, OpenCV (reloc)", median_ms(lambda: read_image(args.image))),
@@ -78,6 +89,39 @@ def main() -> None:
             median_ms(lambda: mutual_nn(descriptors0, descriptors1, MutualNNConfig(ratio=0.8))),
         ),
     ]
+    square = rng.normal(size=(3000, 128)).astype(np.float32)
+    rows += [
+        (
+            "similarity product 3000 x 3000 x 128, torch",
+            median_ms(lambda: torch.from_numpy(descriptors0) @ torch.from_numpy(square).T),
+        ),
+        ("similarity product 3000 x 3000 x 128, numpy (reloc)", median_ms(lambda: descriptors0 @ square.T)),
+    ]
+    centroids = rng.normal(size=(256, 128)).astype(np.float32)
+    rows += [
+        ("VLAD 3000 descriptors, 256 words, np.add.at", median_ms(lambda: vlad_add_at(descriptors0, centroids))),
+        ("VLAD 3000 descriptors, 256 words, sorted reduceat (reloc)", median_ms(lambda: vlad(descriptors0, centroids))),
+    ]
+    stretched = stretch_contrast(gray)
+    sift = cv2.SIFT_create(nfeatures=3000, contrastThreshold=0.02)
+    kept = sift.detect(stretched, None)
+    rows += [
+        ("SIFT 1024 px: detect and compute (reloc)", median_ms(lambda: sift.detectAndCompute(stretched, None))),
+        ("SIFT 1024 px: detect only", median_ms(lambda: sift.detect(stretched, None))),
+        (
+            "SIFT 1024 px: compute 3000 given keypoints (pyramid built again)",
+            median_ms(lambda: sift.compute(stretched, kept)),
+        ),
+    ]
+    for threads in (1, 2):
+        cv2.setNumThreads(threads)
+        rows.append(
+            (
+                f"SIFT 1024 px, detect and compute, {threads} OpenCV thread(s)",
+                median_ms(lambda: sift.detectAndCompute(stretched, None)),
+            )
+        )
+    cv2.setNumThreads(-1)
     paths = sorted(p for p in args.batch_images.iterdir() if p.suffix in (".png", ".jpg"))[:8]
     prepared = [prepare_image(path, 1024, XFeatExtractor.multiple) for path in paths]
     extractor = XFeatExtractor(ExtractorConfig(max_keypoints=4096, resize_max=1024))
