@@ -612,8 +612,10 @@ def stage_status(stage: str, stages: dict) -> str:
     return "[red]unknown stage[/]"
 
 
-def describe_ports(ports: dict) -> str:
-    return "\n".join(f"{name}: {type_name(port_type)}" for name, port_type in ports.items())
+def describe_ports(ports: dict, optional: frozenset[str] = frozenset()) -> str:
+    return "\n".join(
+        f"{name}: {type_name(port)}{' (optional)' if name in optional else ''}" for name, port in ports.items()
+    )
 
 
 @app.command(cls=Command)
@@ -1073,7 +1075,7 @@ def stages():
     registered = registered_stages()
     for name, stage in registered.items():
         fields = "\n".join(f.name for f in dataclasses.fields(stage.Config))
-        table.add_row(name, describe_ports(stage.inputs), describe_ports(stage.outputs), fields)
+        table.add_row(name, describe_ports(stage.inputs, stage.optional_inputs), describe_ports(stage.outputs), fields)
     console.print(table)
     for name, where in PLANNED_STAGES.items():
         if name not in registered:

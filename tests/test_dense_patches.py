@@ -83,10 +83,13 @@ def test_patches_sample_a_grid_around_each_centre(pair):
             np.testing.assert_allclose(patches[:, row, col], expected, atol=1e-5)
 
 
-def test_persistent_landmarks_longest_tracks_first():
+def test_persistent_landmarks_cover_every_image_longest_tracks_first():
     point_ids = [np.array([0, 1, 2, -1]), np.array([1, 2, 3]), np.array([2, 1, -1]), np.array([2, 4])]
     assert persistent_landmarks(point_ids, 3, 0).tolist() == [2, 1]
-    assert persistent_landmarks(point_ids, 1, 3).tolist() == [2, 1, 0]
+    # Landmark 4 (one image) is the second best of image 3, which would keep only landmark 2
+    # among the three longest tracks 2, 1, 0: it goes before 0, the third of image 0.
+    assert persistent_landmarks(point_ids, 1, 3).tolist() == [2, 1, 4]
+    assert persistent_landmarks(point_ids, 1, 0).tolist() == [2, 1, 4, 0, 3]
     assert persistent_landmarks([np.array([-1])], 2, 0).tolist() == []
 
 

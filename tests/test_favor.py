@@ -22,6 +22,8 @@ from reloc.favor.model import LandmarkFields, training_rays
 from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
 from reloc.favor.stages import FavorQueryConfig, LocalizeFavor, best_prior_round
 from reloc.favor.train import TrainConfig, TrainingRays, initial_grids, train_grids
+from reloc.features.base import prepare_image
+from reloc.features.extractors import ExtractorConfig, SiftExtractor
 from reloc.geometry.errors import pose_error
 from reloc.io.map_folder import (
     ARTIFACTS,
@@ -238,7 +240,7 @@ def favor_map(favor_run):
 def test_favor_localizes_queries_in_iterations(favor_run):
     ground_truth = load_dataset("7scenes", favor_run / "scene").ground_truth()
     results = read_results(favor_run / "run" / "results.txt")
-    errors = []
+    sift, errors = SiftExtractor(ExtractorConfig(max_keypoints=3000)), []
     for name, result in results.items():
         iterations, rounds = result.record.extra["iterations"], result.record.rounds
         steps = {"render", "matching", "refinement", "pnp"}
@@ -255,6 +257,10 @@ def test_favor_localizes_queries_in_iterations(favor_run):
             assert result.record.extra["prior"] in result.record.retrieved
             assert result.num_inliers == max(r.inliers for r in rounds)
             assert len(result.record.inlier_points2d) == len(result.record.inlier_landmarks) == result.num_inliers
+            # query_points: keypoints: every match sits on one of the query's own RootSIFT keypoints
+            keypoints = sift.extract(*prepare_image(ground_truth[name].image_path, 1024)).keypoints
+            offsets = np.linalg.norm(result.record.inlier_points2d[:, None] - keypoints[None], axis=2).min(axis=1)
+            assert offsets.max() < 0.01  # results.txt keeps 2 decimals
             errors.append(pose_error(result.pose, ground_truth[name].pose)[0])
     # Every query has over half its view mapped, yet from retrieval's top-1 keyframe 3 of the 6 saw
     # no landmark field of this small map (1200 landmarks) and a fourth too few inliers. With the
@@ -470,6 +476,14 @@ def test_favor_step_configs_name_the_bad_key():
         FavorRefineConfig("subpixel")
     with pytest.raises(ValueError, match="coarse_step_px"):
         FavorRefineConfig(coarse_step_px=0.25, final_step_px=0.5)
+    with pytest.raises(ValueError, match="query_points must be grid or keypoints, got 'corners'"):
+        FavorQueryConfig(query_points="corners")
+
+
+def test_keypoint_query_points_need_the_feature_node_wired(tmp_path):
+    stage = LocalizeFavor(FavorQueryConfig(query_points="keypoints"))
+    with pytest.raises(RelocError, match="query_points is keypoints but the node's input 'features' is not wired"):
+        stage.run([], {}, tmp_path, None)
 
 
 @pytest.mark.slow

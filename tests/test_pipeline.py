@@ -119,13 +119,28 @@ class FailAll(Stage):
         }
 
 
+class AddOptional(Stage):
+    """``value`` plus ``extra`` when a graph wires it (an optional input), else plus nothing."""
+
+    name = "test.add_optional"
+    inputs = {"value": int, "extra": int}
+    optional_inputs = frozenset({"extra"})
+    outputs = {"value": int}
+
+    def run(self, value, extra):
+        return {"value": value + (0 if extra is None else extra)}
+
+
+TEST_STAGES = (CountFrames, Scale, WriteCount, WriteLabel, FailAll, AddOptional)
+
+
 @pytest.fixture(autouse=True)
 def test_stages():
-    for stage in (CountFrames, Scale, WriteCount, WriteLabel, FailAll):
+    for stage in TEST_STAGES:
         register_stage(stage)
     CALLS.clear()
     yield
-    for stage in (CountFrames, Scale, WriteCount, WriteLabel, FailAll):
+    for stage in TEST_STAGES:
         unregister_stage(stage.name)
 
 
@@ -275,6 +290,16 @@ def test_a_stage_from_a_module_outside_reloc_plugs_in_by_its_import_path(tmp_pat
     )
     content["mapping"]["nodes"]["triple"]["stage"] = "no_such_module:Triple"
     assert "stage 'no_such_module:Triple': cannot import module 'no_such_module'" in load_error(tmp_path, content)
+
+
+def test_an_optional_input_may_be_left_unwired_but_is_checked_when_wired(tmp_path):
+    content = pipeline_dict(add={"stage": "test.add_optional", "inputs": {"value": "double.value"}})
+    sources = {"dataset.frames": frames(2), "map.dir": tmp_path}
+    assert run_graph(load_pipeline(write_yaml(tmp_path, content)).mapping, sources).output("add.value") == 4
+    content["mapping"]["nodes"]["add"]["inputs"]["extra"] = "count.count"
+    assert run_graph(load_pipeline(write_yaml(tmp_path, content)).mapping, sources).output("add.value") == 6
+    content["mapping"]["nodes"]["add"]["inputs"]["extra"] = "dataset.frames"
+    assert "node 'add': input 'extra' expects int but 'dataset.frames' is list[Frame]" in load_error(tmp_path, content)
 
 
 def test_wrong_type_at_output_and_cycle(tmp_path):

@@ -79,9 +79,18 @@ class FavorRefineConfig:
         require_range(self, "max_matches", low=0)
 
 
+QUERY_POINTS = ("grid", "keypoints")
+
+
 @dataclass
 class FavorLocalizeConfig:
+    """``query_points``: where the query's dense descriptors are sampled for matching: ``grid``,
+    every ``grid_step_px``; ``keypoints``, at the keypoints of the localization graph's feature
+    node (the detector the map's landmarks were triangulated from, so a match lands where the
+    landmark's own keypoint is; ``refinement`` none keeps it there)."""
+
     iterations: int = 3
+    query_points: str = "grid"
     grid_step_px: float = 8.0  # query descriptors sampled every this many pixels of the image the backbone sees
     border_px: float = 8.0  # landmarks projecting closer than this to the image border are skipped
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -92,6 +101,8 @@ class FavorLocalizeConfig:
     def __post_init__(self):
         require_range(self, "iterations", low=1)
         require_range(self, "grid_step_px", above=0.0)
+        if self.query_points not in QUERY_POINTS:
+            raise ValueError(f"query_points must be grid or keypoints, got {self.query_points!r}")
 
 
 @dataclass
@@ -127,10 +138,11 @@ def query_grid(camera: Camera, step_px: float) -> np.ndarray:
 
 @dataclass
 class QueryGrid:
-    """A query's dense descriptors and their samples on a regular grid, computed once per query."""
+    """A query's dense descriptors and their samples at its query points (a regular grid, or
+    detected keypoints), computed once per query."""
 
     field: DescriptorField
-    points: np.ndarray  # (N, 2) grid points, original pixels (COLMAP)
+    points: np.ndarray  # (N, 2) grid points or keypoints, original pixels (COLMAP)
     descriptors: np.ndarray  # (N, C) unit
     pixel: float  # original pixels per pixel of the image the backbone saw
 
@@ -140,6 +152,12 @@ def sample_query_grid(field_of_query: DescriptorField, camera: Camera, step_px: 
     pixel = float(np.mean(field_of_query.scale))
     points = query_grid(camera, step_px * pixel)
     return QueryGrid(field_of_query, points, field_of_query.sample(points), pixel)
+
+
+def sample_query_keypoints(field_of_query: DescriptorField, keypoints: np.ndarray) -> QueryGrid:
+    """The query's descriptors at ``keypoints`` (N, 2), original pixels (COLMAP)."""
+    points = np.asarray(keypoints, np.float64).reshape(-1, 2)
+    return QueryGrid(field_of_query, points, field_of_query.sample(points), float(np.mean(field_of_query.scale)))
 
 
 def best_in_window(

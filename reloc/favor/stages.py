@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import require_range
-from ..features.base import prepare_image
+from ..errors import RelocError, require_range
+from ..features.base import FeatureStore, prepare_image
 from ..features.dense import dense_backbone
 from ..io.map_folder import FAVOR_FILE
 from ..localization.priors import Prior, PriorSet
@@ -22,8 +22,15 @@ from ..mapping.store import keyframe_poses, read_sparse_map
 from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import add_query_time, query_timer
-from ..types import Frame, Pose, QueryRecord, QueryResult, Round
-from .localize import FavorLocalizeConfig, Iteration, final_iteration, localize_favor, sample_query_grid
+from ..types import Camera, Frame, Pose, QueryRecord, QueryResult, Round
+from .localize import (
+    FavorLocalizeConfig,
+    Iteration,
+    final_iteration,
+    localize_favor,
+    sample_query_grid,
+    sample_query_keypoints,
+)
 from .model import LandmarkFields, training_rays
 from .train import BACKENDS, TrainConfig, train_grids, train_hash_field
 
@@ -58,7 +65,14 @@ class TrainFavor(Stage):
 
 @dataclass
 class FavorQueryConfig(FavorLocalizeConfig):
-    resize_max: int = 1024  # long side of the query image the backbone sees
+    """``match_map_scale``: the backbone sees the query at the scale of the map's keyframes as the
+    fields' patches were sampled (long side ``resize_max``): the query's focal length in backbone
+    pixels is made the keyframes' median, so a half-resolution query is enlarged 2x and its
+    descriptors describe the same image neighbourhoods as the fields'; never above ``resize_max``.
+    Off: the query is only shrunk to ``resize_max``."""
+
+    resize_max: int = 1024  # long side of the query image the backbone sees, at most
+    match_map_scale: bool = True
     confident_inliers: int = 100  # a prior whose iterations end with this many inliers ends the rounds (0: first pose)
     backend: str = "auto"  # the field backend the map's favor.pt must hold: voxel, hashgrid, or auto (either)
 
@@ -67,6 +81,21 @@ class FavorQueryConfig(FavorLocalizeConfig):
         require_range(self, "confident_inliers", low=0)
         if self.backend not in ("auto", *BACKENDS):
             raise ValueError(f"backend must be auto, {' or '.join(BACKENDS)}, got {self.backend!r}")
+
+
+def keyframe_focal(map_dir: Path, resize_max: int) -> float:
+    """Median focal length (pixels) of the map's keyframes in images of long side at most
+    ``resize_max``, the scale the fields' patches were sampled at."""
+    cameras = read_sparse_map(map_dir).cameras.values()
+    return float(np.median([np.mean(c.focal_length) * min(1.0, resize_max / max(c.width, c.height)) for c in cameras]))
+
+
+def backbone_side(camera: Camera, resize_max: int, map_focal: float | None) -> int:
+    """Long side of the query image the backbone sees: the side giving the query the focal length
+    ``map_focal`` (None: the query's own side), at most ``resize_max``."""
+    long_side = max(camera.width, camera.height)
+    wanted = long_side if map_focal is None else round(long_side * map_focal / np.mean(camera.focal_length))
+    return max(1, min(wanted, resize_max))
 
 
 @dataclass
@@ -129,27 +158,48 @@ class LocalizeFavor(Stage):
     name = "favor.localize"
     Config = FavorQueryConfig
     needs = (FAVOR_FILE,)
-    inputs = {"frames": list[Frame], "priors": dict[str, PriorSet], "map_dir": Path}
+    inputs = {"frames": list[Frame], "priors": dict[str, PriorSet], "map_dir": Path, "features": FeatureStore}
+    optional_inputs = frozenset({"features"})  # the query keypoints, for query_points: keypoints
     outputs = {"results": list[QueryResult]}
     cacheable = False
 
-    def run(self, frames: list[Frame], priors: dict[str, PriorSet], map_dir: Path) -> dict:
+    def run(
+        self, frames: list[Frame], priors: dict[str, PriorSet], map_dir: Path, features: FeatureStore | None = None
+    ) -> dict:
+        if self.config.query_points == "keypoints" and features is None:
+            raise RelocError(
+                "favor.localize: query_points is keypoints but the node's input 'features' is not wired "
+                "(add features: NODE.features, the query's feature node, to its inputs)"
+            )
         fields = LandmarkFields.load(map_dir / FAVOR_FILE, self.config.backend)
         backbone = dense_backbone(fields.backbone)
+        map_focal = keyframe_focal(map_dir, self.config.resize_max) if self.config.match_map_scale else None
         results = [
-            self.localize_query(frame, priors[frame.name], fields, backbone)
+            self.localize_query(frame, priors[frame.name], fields, backbone, features, map_focal)
             for frame in track(frames, f"FaVoR localization of {len(frames)} queries")
         ]
         return {"results": results}
 
-    def localize_query(self, frame: Frame, prior_set: PriorSet, fields: LandmarkFields, backbone) -> QueryResult:
+    def localize_query(
+        self,
+        frame: Frame,
+        prior_set: PriorSet,
+        fields: LandmarkFields,
+        backbone,
+        features: FeatureStore | None,
+        map_focal: float | None,
+    ) -> QueryResult:
         """One query's rounds over its priors."""
         if not prior_set.priors:
             return QueryResult(frame.name, None, f"no prior pose: {prior_set.missing}", 0)
+        side = backbone_side(frame.camera, self.config.resize_max, map_focal)
         with query_timer("features", frame.name):
-            field_of_query = backbone(*prepare_image(frame.image_path, self.config.resize_max, backbone.multiple))
+            field_of_query = backbone(*prepare_image(frame.image_path, side, backbone.multiple, enlarge=True))
         with query_timer("grid", frame.name):
-            query = sample_query_grid(field_of_query, frame.camera, self.config.grid_step_px)
+            if self.config.query_points == "keypoints":
+                query = sample_query_keypoints(field_of_query, features.read(frame.name).keypoints)
+            else:
+                query = sample_query_grid(field_of_query, frame.camera, self.config.grid_step_px)
 
         def localize_from(prior: Pose) -> list[Iteration]:
             iterations = localize_favor(query, frame.camera, prior, fields, self.config)

@@ -59,14 +59,16 @@ def resize_image(
     return image, np.array([width / new_width, height / new_height], dtype=np.float64)
 
 
-def prepare_image(path: Path, resize_max: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The RGB image at ``path``, shrunk by :func:`resize_image` (never enlarged), and the
-    per-axis scale (2,) from its pixels to the original's. A JPEG at least
+def prepare_image(
+    path: Path, resize_max: int, multiple: int = 1, enlarge: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The RGB image at ``path``, resized by :func:`resize_image` (shrunk only, unless
+    ``enlarge``), and the per-axis scale (2,) from its pixels to the original's. A JPEG at least
     twice ``resize_max`` is decoded at 1/2, 1/4 or 1/8 of its size first (never below
     ``resize_max``): a 12-MP photo decodes several times faster, and the DCT-domain reduction
     averages pixels as :func:`resize_image`'s area interpolation does."""
     reduction = jpeg_reduction(path, resize_max)
-    image, scale = resize_image(read_image(path, reduction), resize_max, multiple)
+    image, scale = resize_image(read_image(path, reduction), resize_max, multiple, enlarge)
     return image, scale * reduction
 
 

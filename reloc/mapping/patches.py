@@ -40,7 +40,7 @@ class PatchesConfig:
     patch_size: int = 7
     spacing_px: float = 1.0  # between patch samples, in pixels of the backbone's resized image
     min_track_length: int = 3  # persistent landmarks: observed in at least this many keyframes
-    max_landmarks: int = 3000  # keep the longest tracks only (0: every persistent landmark)
+    max_landmarks: int = 3000  # keep each image's longest tracks first (0: every persistent landmark)
     max_observations: int = 8  # per landmark, spread evenly over its keyframes in order (0: all)
 
 
@@ -58,16 +58,26 @@ class LandmarkPatches:
 
 
 def persistent_landmarks(point_ids: list[np.ndarray], min_track_length: int, max_landmarks: int) -> np.ndarray:
-    """Ids of landmarks observed in at least ``min_track_length`` images, longest tracks first
-    (ties by id), at most ``max_landmarks`` of them (0: no limit). ``point_ids[i]`` holds the
+    """Ids of landmarks observed in at least ``min_track_length`` images, at most
+    ``max_landmarks`` of them (0: no limit), chosen so that every image keeps its best: each image
+    ranks the landmarks it sees by track length (longest first, ties by id), and landmarks are
+    taken by their best rank in any image, then by track length, then by id. The longest tracks
+    overall all lie where the mapping images overlap most; an image at the edge of the map would
+    keep none of them, and a query near it no visible landmark. ``point_ids[i]`` holds the
     landmark id of each keypoint of image i (-1 for none)."""
     observed = np.concatenate([ids[ids >= 0] for ids in point_ids]) if point_ids else np.zeros(0, np.int64)
     if len(observed) == 0:
         return np.zeros(0, np.int64)
     lengths = np.bincount(observed)
-    candidates = np.flatnonzero(lengths >= min_track_length)
-    order = np.lexsort((candidates, -lengths[candidates]))
-    selected = candidates[order]
+    candidate = lengths >= min_track_length
+    best_rank = np.full(len(lengths), len(lengths), np.int64)
+    for ids in point_ids:
+        seen = np.unique(ids[ids >= 0])
+        seen = seen[candidate[seen]]
+        seen = seen[np.lexsort((seen, -lengths[seen]))]
+        best_rank[seen] = np.minimum(best_rank[seen], np.arange(len(seen)))
+    selected = np.flatnonzero(candidate)
+    selected = selected[np.lexsort((selected, -lengths[selected], best_rank[selected]))]
     return selected[:max_landmarks] if max_landmarks > 0 else selected
 
 

@@ -79,7 +79,7 @@ def triangulate_keyframes(
 class LandmarkPatchesStage(Stage):
     name = "mapping.patches"
     Config = PatchesConfig
-    version = "2"  # 2: observations read from landmarks.h5 format 2
+    version = "3"  # 2: observations read from landmarks.h5 format 2; 3: landmarks chosen to cover every keyframe
     inputs = {"keyframes": list[Frame], "map_dir": Path}
     outputs = {"patches": Path}
 

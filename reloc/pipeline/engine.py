@@ -76,7 +76,8 @@ def run_graph(
             run.cached.add(name)
         else:
             before = folder_state(artifacts) if artifacts is not None else {}
-            outputs = node.build().run(**{port: run.values[ref] for port, ref in node.inputs.items()})
+            unwired = dict.fromkeys(node.stage.optional_inputs - node.inputs.keys())
+            outputs = node.build().run(**unwired, **{port: run.values[ref] for port, ref in node.inputs.items()})
             _check_outputs(name, node.stage, outputs)
             after = folder_state(artifacts) if artifacts is not None else {}
             written = sorted(path for path, state in after.items() if before.get(path) != state)

@@ -44,6 +44,7 @@ class Stage:
     name: ClassVar[str]
     Config: ClassVar[type] = NoConfig
     inputs: ClassVar[dict[str, Any]] = {}
+    optional_inputs: ClassVar[frozenset[str]] = frozenset()  # inputs a graph may leave unwired: run() gets None
     outputs: ClassVar[dict[str, Any]] = {}
     version: ClassVar[str] = "1"  # raise it when the outputs change: cached outputs and maps built before are rebuilt
     needs: ClassVar[tuple[str, ...]] = ()  # map artifacts (reloc.io.map_folder) a localization stage reads

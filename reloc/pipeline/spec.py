@@ -166,6 +166,8 @@ def _check_inputs(where: str, stage: type[Stage], wiring: dict) -> None:
             raise PipelineError(f"{where}: stage '{stage.name}' has no input '{port}' (inputs: {valid})")
     for port, port_type in stage.inputs.items():
         if port not in wiring:
+            if port in stage.optional_inputs:
+                continue
             raise PipelineError(
                 f"{where}: missing input '{port}' (stage '{stage.name}' needs {port}: {type_name(port_type)})"
             )
