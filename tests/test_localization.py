@@ -65,6 +65,20 @@ def cumulative(matches: dict[str, tuple[np.ndarray, np.ndarray]], keypoints: np.
     return correspondences
 
 
+def keyframe_spans(seed: int, eye_x: float, spans: dict[str, int]):
+    """A query at (``eye_x``, -3, 0.5) looking at (0, 0, 0.5), 300 landmarks in the unit cube seen
+    by it, and per keyframe of ``spans`` matches (keypoint index, landmark id) to the next
+    ``spans[name]`` landmarks, keyframe after keyframe. Returns the generator (for the test's own
+    draws), the true pose, the landmarks, the query keypoints and the matches."""
+    rng = np.random.default_rng(seed)
+    truth = look_at(np.array([eye_x, -3.0, 0.5]), [0, 0, 0.5])
+    points = rng.uniform(-1, 1, (300, 3))
+    keypoints = CAMERA.project(truth.transform(points))
+    ends = np.cumsum(list(spans.values()))
+    matches = {name: (np.arange(end - n, end),) * 2 for (name, n), end in zip(spans.items(), ends)}
+    return rng, truth, points, keypoints, matches
+
+
 def test_localization_rounds_go_on_only_while_pnp_fails():
     rng = np.random.default_rng(0)
     truth = look_at(np.array([0.0, -3.0, 0.5]), [0, 0, 0.5])
@@ -96,15 +110,7 @@ def test_localization_rounds_go_on_only_while_pnp_fails():
 
 
 def test_localization_rounds_go_on_until_a_confident_pose():
-    rng = np.random.default_rng(2)
-    truth = look_at(np.array([0.5, -3.0, 0.5]), [0, 0, 0.5])
-    points = rng.uniform(-1, 1, (300, 3))
-    keypoints = CAMERA.project(truth.transform(points))
-    matches = {
-        "a": (np.arange(40), np.arange(40)),
-        "b": (np.arange(40, 140), np.arange(40, 140)),
-        "c": (np.arange(140, 300), np.arange(140, 300)),
-    }
+    _, _, points, keypoints, matches = keyframe_spans(2, 0.5, {"a": 40, "b": 100, "c": 160})
     outcome = localize_in_rounds(
         "q",
         ["a", "b", "c"],
@@ -120,12 +126,8 @@ def test_localization_rounds_go_on_until_a_confident_pose():
 
 
 def test_localization_rounds_keep_the_round_with_the_most_inliers():
-    rng = np.random.default_rng(3)
-    truth = look_at(np.array([0.2, -3.0, 0.5]), [0, 0, 0.5])
-    points = rng.uniform(-1, 1, (300, 3))
-    keypoints = CAMERA.project(truth.transform(points))
+    rng, _, points, keypoints, matches = keyframe_spans(3, 0.2, {"a": 60, "b": 240})
     keypoints[60:] += rng.uniform(-200, 200, (240, 2))  # round 2 adds only outliers
-    matches = {"a": (np.arange(60), np.arange(60)), "b": (np.arange(60, 300), np.arange(60, 300))}
     outcome = localize_in_rounds(
         "q",
         ["a", "b"],
@@ -207,15 +209,7 @@ def test_a_guided_round_follows_only_unconfident_rounds_and_can_give_the_answer(
     """Retrieval's keyframes give a pose with 30 inliers (not confident at 100): the guided round
     gets that pose and the keyframes already matched, and its keyframe's 200 matches give the
     answer. A confident first round never calls it."""
-    rng = np.random.default_rng(4)
-    truth = look_at(np.array([0.3, -3.0, 0.5]), [0, 0, 0.5])
-    points = rng.uniform(-1, 1, (300, 3))
-    keypoints = CAMERA.project(truth.transform(points))
-    matches = {
-        "a": (np.arange(30), np.arange(30)),
-        "b": (np.arange(30, 60), np.arange(30, 60)),
-        "g": (np.arange(60, 260), np.arange(60, 260)),
-    }
+    _, truth, points, keypoints, matches = keyframe_spans(4, 0.3, {"a": 30, "b": 30, "g": 200})
     asked = []
 
     def guided(pose, matched):

@@ -149,14 +149,13 @@ class QueryGrid:
 
 def sample_query_grid(field_of_query: DescriptorField, camera: Camera, step_px: float) -> QueryGrid:
     """The query's descriptors every ``step_px`` pixels of the image the backbone saw."""
-    pixel = float(np.mean(field_of_query.scale))
-    points = query_grid(camera, step_px * pixel)
-    return QueryGrid(field_of_query, points, field_of_query.sample(points), pixel)
+    return sample_query_points(field_of_query, query_grid(camera, step_px * float(np.mean(field_of_query.scale))))
 
 
-def sample_query_keypoints(field_of_query: DescriptorField, keypoints: np.ndarray) -> QueryGrid:
-    """The query's descriptors at ``keypoints`` (N, 2), original pixels (COLMAP)."""
-    points = np.asarray(keypoints, np.float64).reshape(-1, 2)
+def sample_query_points(field_of_query: DescriptorField, points: np.ndarray) -> QueryGrid:
+    """The query's descriptors at ``points`` (N, 2; a grid or detected keypoints), original
+    pixels (COLMAP)."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
     return QueryGrid(field_of_query, points, field_of_query.sample(points), float(np.mean(field_of_query.scale)))
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import RelocError, require_range
 from ..features.base import FeatureStore, prepare_image
 from ..features.dense import dense_backbone
-from ..io.map_folder import FAVOR_FILE
+from ..io.map_folder import FAVOR_FILE, LANDMARKS_FILE
+from ..io.memo import read_once
 from ..localization.priors import Prior, PriorSet
 from ..mapping.patches import read_landmark_patches
 from ..mapping.store import keyframe_poses, read_sparse_map
@@ -29,7 +30,7 @@ from .localize import (
     final_iteration,
     localize_favor,
     sample_query_grid,
-    sample_query_keypoints,
+    sample_query_points,
 )
 from .model import LandmarkFields, training_rays
 from .train import BACKENDS, TrainConfig, train_grids, train_hash_field
@@ -86,7 +87,7 @@ class FavorQueryConfig(FavorLocalizeConfig):
 def keyframe_focal(map_dir: Path, resize_max: int) -> float:
     """Median focal length (pixels) of the map's keyframes in images of long side at most
     ``resize_max``, the scale the fields' patches were sampled at."""
-    cameras = read_sparse_map(map_dir).cameras.values()
+    cameras = read_once(read_sparse_map, map_dir / LANDMARKS_FILE).cameras.values()
     return float(np.median([np.mean(c.focal_length) * min(1.0, resize_max / max(c.width, c.height)) for c in cameras]))
 
 
@@ -197,7 +198,7 @@ class LocalizeFavor(Stage):
             field_of_query = backbone(*prepare_image(frame.image_path, side, backbone.multiple, enlarge=True))
         with query_timer("grid", frame.name):
             if self.config.query_points == "keypoints":
-                query = sample_query_keypoints(field_of_query, features.read(frame.name).keypoints)
+                query = sample_query_points(field_of_query, features.read(frame.name).keypoints)
             else:
                 query = sample_query_grid(field_of_query, frame.camera, self.config.grid_step_px)
 
