@@ -245,7 +245,7 @@ def test_favor_localizes_queries_in_iterations(favor_run):
         iterations, rounds = result.record.extra["iterations"], result.record.rounds
         steps = {"render", "matching", "refinement", "pnp"}
         assert 1 <= len(iterations) <= 4 and all(set(it["ms"]) == steps for it in iterations[:3])
-        assert 1 <= len(rounds) <= 10 and [r.keyframes[0] for r in rounds] == result.record.retrieved
+        assert 1 <= len(rounds) <= 30 and [r.keyframes[0] for r in rounds] == result.record.retrieved
         if result.pose is None:
             assert iterations[-1]["pose"] is None and len(rounds) == len(result.record.retrieved)  # every prior tried
             assert result.reason.startswith(f"no pose from any of {len(rounds)} priors"), result.reason
@@ -265,7 +265,7 @@ def test_favor_localizes_queries_in_iterations(favor_run):
     # Every query has over half its view mapped, yet from retrieval's top-1 keyframe 3 of the 6 saw
     # no landmark field of this small map (1200 landmarks) and a fourth too few inliers. With the
     # top-5 keyframes as priors in rounds 2 were localized (measured: within 2 cm), the other 4
-    # finding too few inliers from every prior; the top-10 of favor.yaml must keep at least that
+    # finding too few inliers from every prior; the top-30 of favor.yaml must keep at least that
     # share, and a returned pose is never more than 5 cm off.
     assert len(errors) >= 2 and max(errors) < 0.05, errors
 
