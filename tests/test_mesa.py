@@ -17,7 +17,7 @@ from reloc.matching.mesa.areas import AreaConfig, area_graph, iou, segment_boxes
 from reloc.matching.mesa.dmesa import SplatConfig, refine_box, splat_box
 from reloc.matching.mesa.graphcut import binary_energy, minimum_cut_labels
 from reloc.matching.mesa.graphical import GraphicalConfig, graphical_area_pairs
-from reloc.matching.mesa.matcher import AreaMatcher, AreaMatcherConfig, sampson_distances, square_crop
+from reloc.matching.mesa.matcher import AreaMatcher, AreaMatcherConfig, sampson_distances, smaller_share, square_crop
 from reloc.matching.pairwise import PairMatcherConfig
 
 
@@ -126,6 +126,26 @@ def test_zoom_compares_the_crops_resolution_with_the_global_pass():
     assert matcher.zoom((small, small), sizes) == pytest.approx(256 / 110 * 2)
     assert matcher.zoom((small, large), sizes) == pytest.approx(256 / 660 * 2)
     assert AreaMatcher("sift", PairMatcherConfig(resize_max=0)).zoom((small, small), sizes) == pytest.approx(256 / 110)
+
+
+def test_dmesa_keeps_one_of_the_area_pairs_found_from_both_sides():
+    """Area A of image 0 and area B of image 1 hold the same matches (a shift of 300 px): A
+    splats onto B and B back onto A, two pairs with the same crops; C, matched elsewhere, stays."""
+    rng = np.random.default_rng(0)
+    in_a, in_c = rng.uniform([60, 60], [200, 200], (150, 2)), rng.uniform([80, 300], [220, 440], (150, 2))
+    points0 = np.vstack([in_a, in_c])
+    points1 = np.vstack([in_a + [300, 0], in_c + [320, -20]])
+    box_a, box_b = np.array([50.0, 50, 210, 210]), np.array([350.0, 50, 510, 210])
+    box_c = np.array([70.0, 290, 230, 450])
+    sizes = ((640, 480), (640, 480))
+    matcher = AreaMatcher("sift", PairMatcherConfig(resize_max=640), AreaMatcherConfig(method="dmesa"))
+    every = AreaMatcher("sift", PairMatcherConfig(resize_max=640), AreaMatcherConfig(duplicate_overlap=1.01))
+    both_sides = every.area_pairs(np.stack([box_a, box_c]), box_b[None], points0, points1, sizes)
+    kept = matcher.area_pairs(np.stack([box_a, box_c]), box_b[None], points0, points1, sizes)
+    assert len(both_sides) == 3 and len(kept) == 2
+    (found0, found1), (other0, _) = kept
+    assert smaller_share(found0[None], box_a[None]) > 0.99 and smaller_share(found1[None], box_b[None]) > 0.99
+    assert iou(other0[None], box_c[None])[0, 0] > 0.99
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,13 @@
    ``cached_images`` images (a query matched to several keyframes, an image in several pairs is
    segmented once; the key is a digest of the segmentation's own input, so a hit is exact);
 3. **area matching**, ``method`` ``dmesa`` (:mod:`.dmesa`: each area's coarse matches splatted
-   into the other image, both directions; the ``max_area_pairs`` pairs with most coarse matches
-   are kept) or ``mesa`` (:mod:`.graphical`: graph cut over the area graphs, candidates re-ranked
-   by the global energy; the ``max_area_pairs`` of highest energy are kept);
+   into the other image, both directions; pairs ranked by their coarse matches, a pair whose two
+   crops each lie ``duplicate_overlap`` or more inside a better pair's dropped — the same pair
+   found from both sides, or one nested in it, would match the same pixels again; chosen on 90
+   low-overlap synthetic pairs of seed 5: CasP's DMESA AUC@5 38.0 -> 41.3 (alone 34.3), XFeat*
+   32.8 -> 32.9, RootSIFT 78.7 -> 78.8) or ``mesa`` (:mod:`.graphical`: graph cut over the area
+   graphs, candidates re-ranked by the global energy; the ``max_area_pairs`` of highest energy
+   are kept);
 4. **point matching**: each area pair cropped (a square around each box, grown by ``pad``), the
    crops matched by the same matcher at a long side of ``crop_size`` (a small area is matched at
    a higher resolution than in the whole image) and mapped back; a pair whose larger crop would
@@ -38,7 +42,7 @@ import numpy as np
 
 from ...io.memo import BoundedCache
 from ..pairwise import PairMatcherConfig, build_pair_matcher
-from .areas import AreaConfig, segment_work_copy, work_copy
+from .areas import AreaConfig, box_area, intersection, segment_work_copy, work_copy
 from .dmesa import SplatConfig, area_pairs, inside_box
 from .graphical import GraphicalConfig, graphical_area_pairs
 
@@ -53,6 +57,7 @@ class AreaMatcherConfig:
     crop_size: int = 256  # long side a crop pair is matched at
     min_zoom: float | None = None  # skip area pairs matched at under this x the global resolution (None: MIN_ZOOM)
     pad: float = 0.1  # crops grow by this share of their side
+    duplicate_overlap: float = 0.8  # dmesa: a pair whose crops each lie this much inside a better pair's is dropped
     max_sampson_px: float = 2.0  # median Sampson distance (pixels at a 640-px long side) of a kept area pair
     min_global_matches: int = 16  # fewer: the geometry cannot be checked, plain matches are returned
     dedup_px: float = 2.0  # pixels at a 640-px long side
@@ -100,6 +105,11 @@ def sampson_distances(points0: np.ndarray, points1: np.ndarray, fundamental: np.
     numerator = np.einsum("ij,ij->i", x1, f_x0) ** 2
     gradient = f_x0[:, 0] ** 2 + f_x0[:, 1] ** 2 + ft_x1[:, 0] ** 2 + ft_x1[:, 1] ** 2
     return np.sqrt(numerator / np.maximum(gradient, 1e-12))
+
+
+def smaller_share(box: np.ndarray, other: np.ndarray) -> float:
+    """Share of the smaller of boxes (1, 4) and (1, 4) that lies in the other."""
+    return float(intersection(box, other)[0, 0] / max(min(box_area(box)[0], box_area(other)[0]), 1e-9))
 
 
 def deduplicate(points0: np.ndarray, points1: np.ndarray, cell: float) -> np.ndarray:
@@ -198,7 +208,8 @@ class AreaMatcher:
         points1: np.ndarray,
         sizes: tuple[tuple[int, int], tuple[int, int]],
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Area pairs (box0, box1), best first, by the configured method."""
+        """Area pairs (box0, box1), best first, by the configured method; for DMESA without the
+        duplicates of better pairs (module docstring, step 3)."""
         config, weights = self.config, np.ones(len(points0))
         if config.method == "mesa":
             found = graphical_area_pairs(
@@ -207,7 +218,16 @@ class AreaMatcher:
             return [(box0, box1) for box0, box1, _ in found]
         pairs = area_pairs(boxes0, boxes1, points0, points1, weights, sizes, config.splat)
         support = [int((inside_box(points0, b0) & inside_box(points1, b1)).sum()) for b0, b1 in pairs]
-        return [pairs[i] for i in np.argsort(support, kind="stable")[::-1]]
+        kept, windows = [], []
+        for index in np.argsort(support, kind="stable")[::-1]:
+            pair_windows = [w[None].astype(np.float64) for w in self.crop_windows(*pairs[index], sizes)]
+            if not any(
+                all(smaller_share(w, k) >= config.duplicate_overlap for w, k in zip(pair_windows, better))
+                for better in windows
+            ):
+                kept.append(pairs[index])
+                windows.append(pair_windows)
+        return kept
 
     def crop_windows(
         self, box0: np.ndarray, box1: np.ndarray, sizes: tuple[tuple[int, int], tuple[int, int]]
