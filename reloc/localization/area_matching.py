@@ -31,7 +31,7 @@ from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..types import Frame, QueryResult
 from .pnp import PnPConfig
-from .rounds import FirstCorrespondences, localize_in_rounds
+from .rounds import FirstCorrespondences, query_in_rounds
 
 
 @dataclass
@@ -122,14 +122,4 @@ class AreaLocalize(Stage):
                 found.add(lifted, ids)
             return found.arrays()
 
-        outcome = localize_in_rounds(
-            frame.name,
-            names,
-            correspondences,
-            sparse_map.points,
-            frame.camera,
-            self.config.pnp,
-            self.config.keyframes_per_round,
-            self.config.confident_inliers,
-        )
-        return outcome.query_result(frame.name, names)
+        return query_in_rounds(frame, names, correspondences, sparse_map.points, self.config)

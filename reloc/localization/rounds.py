@@ -14,16 +14,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from ..pipeline.timing import query_timer
-from ..types import Camera, Pose, QueryRecord, QueryResult, Round
+from ..types import Camera, Frame, Pose, QueryRecord, QueryResult, Round
 from .pnp import PnPConfig, PnPResult, estimate_pose
 
 Correspondences = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
 GuidedKeyframes = Callable[[Pose, set[str]], list[str]]
 """Keyframes (not in the given set) that see the most landmarks in the view of a pose."""
+
+
+class RoundsSettings(Protocol):
+    """The fields of a keyframe-matching localizer's config that the rounds read."""
+
+    pnp: PnPConfig
+    keyframes_per_round: int
+    confident_inliers: int
 
 
 @dataclass
@@ -123,3 +132,27 @@ def localize_in_rounds(
             run_round(keyframes)
     best.rounds = rounds
     return best
+
+
+def query_in_rounds(
+    frame: Frame,
+    retrieved: list[str],
+    correspondences: Correspondences,
+    points: np.ndarray,
+    settings: RoundsSettings,
+    guided_keyframes: GuidedKeyframes | None = None,
+) -> QueryResult:
+    """Query ``frame``'s result from :func:`localize_in_rounds` over its ``retrieved`` keyframes,
+    with a localizer config's rounds ``settings``."""
+    outcome = localize_in_rounds(
+        frame.name,
+        retrieved,
+        correspondences,
+        points,
+        frame.camera,
+        settings.pnp,
+        settings.keyframes_per_round,
+        settings.confident_inliers,
+        guided_keyframes,
+    )
+    return outcome.query_result(frame.name, retrieved)

@@ -36,7 +36,7 @@ from ..pipeline.registry import Stage, register_stage
 from ..pipeline.timing import query_timer
 from ..types import Frame, QueryResult
 from .pnp import PnPConfig
-from .rounds import FirstCorrespondences, localize_in_rounds
+from .rounds import FirstCorrespondences, query_in_rounds
 
 
 @dataclass
@@ -46,27 +46,6 @@ class SemiDenseLocalizeConfig:
     keyframes_per_round: int = 3
     confident_inliers: int = 100  # a pose with fewer inliers goes on to the next round
     cached_keyframes: int = 32  # prepared keyframes (backbone and fine maps) kept between queries
-
-
-def in_rounds(
-    frame: Frame,
-    names: list[str],
-    correspondences: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
-    points: np.ndarray,
-    config: SemiDenseLocalizeConfig,
-) -> QueryResult:
-    """Query ``frame``'s result from keyframe rounds over its retrieved ``names``."""
-    outcome = localize_in_rounds(
-        frame.name,
-        names,
-        correspondences,
-        points,
-        frame.camera,
-        config.pnp,
-        config.keyframes_per_round,
-        config.confident_inliers,
-    )
-    return outcome.query_result(frame.name, names)
 
 
 @register_stage
@@ -123,7 +102,7 @@ class SemiDenseLocalize(Stage):
                 found.add(mapped[valid], ids[valid])
             return found.arrays()
 
-        return in_rounds(frame, names, correspondences, sparse_map.points, self.config)
+        return query_in_rounds(frame, names, correspondences, sparse_map.points, self.config)
 
 
 @dataclass
@@ -188,4 +167,4 @@ class SemiDenseLookup(Stage):
                 found.add(points2d[valid], ids[mapped][valid])
             return found.arrays()
 
-        return in_rounds(frame, names, correspondences, points, self.config)
+        return query_in_rounds(frame, names, correspondences, points, self.config)

@@ -22,7 +22,7 @@ from ..pipeline.registry import Stage, register_stage
 from ..types import Frame, QueryResult
 from .guided import ViewedKeyframes
 from .pnp import PnPConfig
-from .rounds import Correspondences, localize_in_rounds
+from .rounds import Correspondences, query_in_rounds
 
 
 @dataclass
@@ -84,18 +84,10 @@ class LocalizePnP(Stage):
             correspondences = self.keyframe_matches(
                 query, (frame.camera.width, frame.camera.height), sparse_map, matcher
             )
-            outcome = localize_in_rounds(
-                frame.name,
-                retrieved[frame.name],
-                correspondences,
-                sparse_map.points,
-                frame.camera,
-                self.config.pnp,
-                self.config.keyframes_per_round,
-                self.config.confident_inliers,
-                functools.partial(viewed.rank, camera=frame.camera) if viewed else None,
+            guided = functools.partial(viewed.rank, camera=frame.camera) if viewed else None
+            results.append(
+                query_in_rounds(frame, retrieved[frame.name], correspondences, sparse_map.points, self.config, guided)
             )
-            results.append(outcome.query_result(frame.name, retrieved[frame.name]))
         return {"results": results}
 
     def keyframe_matches(
