@@ -108,8 +108,9 @@ def sampson_distances(points0: np.ndarray, points1: np.ndarray, fundamental: np.
 
 
 def smaller_share(box: np.ndarray, other: np.ndarray) -> float:
-    """Share of the smaller of boxes (1, 4) and (1, 4) that lies in the other."""
-    return float(intersection(box, other)[0, 0] / max(min(box_area(box)[0], box_area(other)[0]), 1e-9))
+    """Share of the smaller of boxes ``box`` and ``other`` (4,) that lies in the other."""
+    shared = intersection(box[None].astype(np.float64), other[None].astype(np.float64))[0, 0]
+    return float(shared / max(min(box_area(box), box_area(other)), 1e-9))
 
 
 def deduplicate(points0: np.ndarray, points1: np.ndarray, cell: float) -> np.ndarray:
@@ -220,7 +221,7 @@ class AreaMatcher:
         support = [int((inside_box(points0, b0) & inside_box(points1, b1)).sum()) for b0, b1 in pairs]
         kept, windows = [], []
         for index in np.argsort(support, kind="stable")[::-1]:
-            pair_windows = [w[None].astype(np.float64) for w in self.crop_windows(*pairs[index], sizes)]
+            pair_windows = self.crop_windows(*pairs[index], sizes)
             if not any(
                 all(smaller_share(w, k) >= config.duplicate_overlap for w, k in zip(pair_windows, better))
                 for better in windows
