@@ -53,6 +53,25 @@ def test_aliked_head_as_matrix_products_equals_kornias_head_up_to_the_borders(pa
     torch.testing.assert_close(ours, theirs, atol=5e-5, rtol=0)
 
 
+def test_aliked_levels_give_kornias_dense_map_pixel_by_pixel(pair):
+    """The pixels computed from ALIKED's levels where they are read equal kornia's whole dense
+    map (upsampled, concatenated, L2-normalised), on an image padded to a multiple of 32."""
+    backbone = dense_backbone("aliked")
+    images = images_to_tensor([np.ascontiguousarray(pair.image0[:-7, :-13])])
+    height, width = images.shape[-2:]
+    with torch.inference_mode():
+        levels = backbone.feature_map(images)
+        ours = levels.pixels(torch.arange(height * width)).reshape(height, width, -1)
+        dense, _ = backbone.model.extract_dense_map(images)
+        theirs = torch.nn.functional.normalize(dense[0], dim=0).permute(1, 2, 0)
+        index = torch.tensor([5, 5, width * height - 1, 77])
+        table, rows = levels.gather(index)
+    assert (height % 32, width % 32) != (0, 0), "the crop must need padding"
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    assert len(table) == 3
+    torch.testing.assert_close(table[rows], ours.reshape(height * width, -1)[index])
+
+
 @pytest.mark.parametrize("name", ["xfeat", "aliked"])
 def test_dense_field_reproduces_sparse_descriptors_and_matches_across_views(pair, name):
     backbone = dense_backbone(name)
