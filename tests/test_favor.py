@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -20,7 +21,7 @@ from reloc.errors import PipelineError, RelocError
 from reloc.favor.localize import MATCHERS, FavorMatchConfig, FavorRefineConfig, Iteration
 from reloc.favor.model import LandmarkFields, training_rays
 from reloc.favor.render import RenderConfig, density_shift, ray_box_intervals, render_rays, trilinear_weights
-from reloc.favor.stages import FavorQueryConfig, LocalizeFavor, best_prior_round
+from reloc.favor.stages import FavorQueryConfig, LocalizeFavor, best_prior_round, patch_resize_max
 from reloc.favor.train import TrainConfig, TrainingRays, initial_grids, train_grids
 from reloc.features.base import prepare_image
 from reloc.features.extractors import ExtractorConfig, SiftExtractor
@@ -478,6 +479,22 @@ def test_favor_step_configs_name_the_bad_key():
         FavorRefineConfig(coarse_step_px=0.25, final_step_px=0.5)
     with pytest.raises(ValueError, match="query_points must be grid or keypoints, got 'corners'"):
         FavorQueryConfig(query_points="corners")
+
+
+def test_the_query_scale_comes_from_the_patches_the_map_was_built_with(favor_map, tmp_path):
+    """FaVoR sees the query at the scale the map's patches were sampled at, as ``map.yaml``
+    recorded it (the same as ``patches.h5`` says), not the localization config's ``resize_max``;
+    a map whose record has no patches node is refused, naming the file."""
+    with h5py.File(favor_map / PATCHES_FILE, "r") as file:
+        assert patch_resize_max(favor_map) == int(file.attrs["resize_max"])
+    record = yaml.safe_load((favor_map / "map.yaml").read_text())
+    record["pipeline"]["mapping"]["nodes"]["patches"]["with"]["resize_max"] = 640
+    (tmp_path / "map.yaml").write_text(yaml.safe_dump(record))
+    assert patch_resize_max(tmp_path) == 640
+    del record["pipeline"]["mapping"]["nodes"]["patches"]
+    (tmp_path / "map.yaml").write_text(yaml.safe_dump(record))
+    with pytest.raises(RelocError, match=r"map\.yaml: the map's pipeline should hold one mapping\.patches node"):
+        patch_resize_max(tmp_path)
 
 
 def test_keypoint_query_points_need_the_feature_node_wired(tmp_path):

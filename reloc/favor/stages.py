@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import RelocError, require_range
 from ..features.base import FeatureStore, prepare_image
 from ..features.dense import dense_backbone
-from ..io.map_folder import FAVOR_FILE, LANDMARKS_FILE
+from ..io.map_folder import FAVOR_FILE, LANDMARKS_FILE, MAP_FILE, read_map_record
 from ..io.memo import read_once
 from ..localization.priors import Prior, PriorSet
 from ..mapping.patches import read_landmark_patches
@@ -67,10 +67,11 @@ class TrainFavor(Stage):
 @dataclass
 class FavorQueryConfig(FavorLocalizeConfig):
     """``match_map_scale``: the backbone sees the query at the scale of the map's keyframes as the
-    fields' patches were sampled (long side ``resize_max``): the query's focal length in backbone
-    pixels is made the keyframes' median, so a half-resolution query is enlarged 2x and its
-    descriptors describe the same image neighbourhoods as the fields'; never above ``resize_max``.
-    Off: the query is only shrunk to ``resize_max``."""
+    fields' patches were sampled (long side the mapping's ``mapping.patches`` ``resize_max``, read
+    from the map's ``map.yaml``): the query's focal length in backbone pixels is made the
+    keyframes' median, so a half-resolution query is enlarged 2x and its descriptors describe the
+    same image neighbourhoods as the fields'; never above ``resize_max``. Off: the query is only
+    shrunk to ``resize_max``."""
 
     resize_max: int = 1024  # long side of the query image the backbone sees, at most
     match_map_scale: bool = True
@@ -82,6 +83,24 @@ class FavorQueryConfig(FavorLocalizeConfig):
         require_range(self, "confident_inliers", low=0)
         if self.backend not in ("auto", *BACKENDS):
             raise ValueError(f"backend must be auto, {' or '.join(BACKENDS)}, got {self.backend!r}")
+
+
+def patch_resize_max(map_dir: Path) -> int:
+    """Long side of the keyframe images the map's landmark patches were sampled from: the
+    ``resize_max`` of the ``mapping.patches`` node in the pipeline ``map.yaml`` recorded."""
+    path = map_dir / MAP_FILE
+    nodes = ((read_map_record(map_dir).get("pipeline") or {}).get("mapping") or {}).get("nodes") or {}
+    sides = [
+        (node.get("with") or {}).get("resize_max")
+        for node in nodes.values()
+        if isinstance(node, dict) and node.get("stage") == "mapping.patches"
+    ]
+    if len(sides) != 1 or not isinstance(sides[0], int):
+        raise RelocError(
+            f"{path}: the map's pipeline should hold one mapping.patches node with an integer resize_max "
+            f"(the scale FaVoR's fields were trained at), found {sides}; rebuild the map with a FaVoR config"
+        )
+    return sides[0]
 
 
 def keyframe_focal(map_dir: Path, resize_max: int) -> float:
@@ -174,7 +193,7 @@ class LocalizeFavor(Stage):
             )
         fields = LandmarkFields.load(map_dir / FAVOR_FILE, self.config.backend)
         backbone = dense_backbone(fields.backbone)
-        map_focal = keyframe_focal(map_dir, self.config.resize_max) if self.config.match_map_scale else None
+        map_focal = keyframe_focal(map_dir, patch_resize_max(map_dir)) if self.config.match_map_scale else None
         results = [
             self.localize_query(frame, priors[frame.name], fields, backbone, features, map_focal)
             for frame in track(frames, f"FaVoR localization of {len(frames)} queries")
