@@ -77,23 +77,16 @@ class HashGridSpec:
             if values.pop(key) != only:
                 raise ValueError(f"{where}.{key}: only {only!r} is implemented")
         spec = cls(**values)
-        checks = {
-            "n_levels": 1 <= spec.n_levels <= 32,
-            "n_features_per_level": spec.n_features_per_level in (1, 2, 4, 8),
-            "log2_hashmap_size": 4 <= spec.log2_hashmap_size <= 28,
-            "base_resolution": spec.base_resolution >= 2,
-            "per_level_scale": spec.per_level_scale >= 1.0,
+        checks = {  # key: (holds, the allowed values)
+            "n_levels": (1 <= spec.n_levels <= 32, "1 .. 32"),
+            "n_features_per_level": (spec.n_features_per_level in (1, 2, 4, 8), "1, 2, 4 or 8"),
+            "log2_hashmap_size": (4 <= spec.log2_hashmap_size <= 28, "4 .. 28"),
+            "base_resolution": (spec.base_resolution >= 2, ">= 2"),
+            "per_level_scale": (spec.per_level_scale >= 1.0, ">= 1"),
         }
-        bounds = {
-            "n_levels": "1 .. 32",
-            "n_features_per_level": "1, 2, 4 or 8",
-            "log2_hashmap_size": "4 .. 28",
-            "base_resolution": ">= 2",
-            "per_level_scale": ">= 1",
-        }
-        for key, ok in checks.items():
+        for key, (ok, allowed) in checks.items():
             if not ok:
-                raise ValueError(f"{where}.{key} must be {bounds[key]}, got {getattr(spec, key)!r}")
+                raise ValueError(f"{where}.{key} must be {allowed}, got {getattr(spec, key)!r}")
         return spec
 
     def schema(self) -> dict[str, Any]:

@@ -51,12 +51,10 @@ class TrainFavor(Stage):
         seeds = ids + self.config.seed * 1_000_003
         if self.config.backend == "voxel":
             trained = train_grids(centres, sides, rays, seeds, self.config)
-            kept = trained.kept(self.config.min_psnr_db).numpy()
-            field = {"grids": trained.grids[kept]}
         else:
             trained = train_hash_field(centres, sides, rays, seeds, self.config)
-            kept = (trained.psnr_db >= self.config.min_psnr_db).numpy()
-            field = {"hash_field": trained.field}
+        kept = (trained.psnr_db >= self.config.min_psnr_db).numpy()  # landmarks whose field learned its patches
+        field = {"grids": trained.grids[kept]} if self.config.backend == "voxel" else {"hash_field": trained.field}
         fields = LandmarkFields(
             landmark_patches.backbone, ids[kept], centres[kept], sides[kept], trained.psnr_db[kept], **field
         )

@@ -100,9 +100,6 @@ class TrainedGrids:
     psnr_db: torch.Tensor  # (L,) of the final renderings of the training rays
     losses: list[float]  # total loss per step (sum over landmarks)
 
-    def kept(self, min_psnr_db: float) -> torch.Tensor:
-        return self.psnr_db >= min_psnr_db
-
 
 def ray_permutations(counts: torch.Tensor, landmark_seeds: np.ndarray) -> torch.Tensor:
     """(L, max count) per landmark a permutation of its ray indices (padded by repetition),
@@ -168,32 +165,12 @@ def rendered_losses(
     return ray_losses(render(rays.origins[rows], rays.directions[rows]), rays.targets[rows], config, used)
 
 
-def landmark_losses(
-    grids: torch.Tensor,
-    centres: torch.Tensor,
-    sides: torch.Tensor,
-    starts: torch.Tensor,
-    rays: TrainingRays,
-    index: torch.Tensor,
-    config: TrainConfig,
-    used: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L,) loss and (L,) mean squared error of the voxel ``grids`` of L landmarks over their
-    rays (``rendered_losses``), with the grids' total variation."""
-
-    def render(origins: torch.Tensor, directions: torch.Tensor) -> Rendering:
-        return render_rays(grids, centres, sides, origins, directions, config.render)
-
-    loss, mse = rendered_losses(render, starts, rays, index, config, used)
-    return loss + config.tv_weight * total_variation(grids), mse
-
-
 LossFunction = Callable[[torch.Tensor, torch.Tensor | None, slice], tuple[torch.Tensor, torch.Tensor]]
 
 
 def all_rays_psnr(losses: LossFunction, counts: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """(L,) PSNR of each landmark's renderings of all its training rays, ``chunk`` landmarks at a
-    time; ``losses(index, used, landmarks)`` as ``landmark_losses`` with the model bound, for the
+    time; ``losses(index, used, landmarks)`` as ``rendered_losses`` with the model bound, for the
     ``landmarks`` slice."""
     psnr = torch.zeros(len(counts))
     with torch.no_grad():
@@ -233,7 +210,13 @@ def train_grids(
     grids = initial_grids(rays, config.grid_size).requires_grad_(True)
 
     def losses(index: torch.Tensor, used: torch.Tensor | None, part: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        return landmark_losses(grids[part], centres[part], sides[part], rays.starts[part], rays, index, config, used)
+        """The rays' losses (``rendered_losses``) plus the grids' total variation."""
+
+        def render(origins: torch.Tensor, directions: torch.Tensor) -> Rendering:
+            return render_rays(grids[part], centres[part], sides[part], origins, directions, config.render)
+
+        loss, mse = rendered_losses(render, rays.starts[part], rays, index, config, used)
+        return loss + config.tv_weight * total_variation(grids[part]), mse
 
     optimizer = torch.optim.Adam([grids], lr=config.learning_rate)
     permutations = ray_permutations(rays.counts, landmark_seeds)
@@ -259,25 +242,6 @@ def scene_box(centres: torch.Tensor, sides: torch.Tensor) -> tuple[torch.Tensor,
     return lower - margin, upper + margin
 
 
-def hash_field_losses(
-    model: HashGridField,
-    centres: torch.Tensor,
-    sides: torch.Tensor,
-    starts: torch.Tensor,
-    rays: TrainingRays,
-    index: torch.Tensor,
-    config: TrainConfig,
-    used: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L,) loss and (L,) mean squared error of the scene field over the rays of L landmarks
-    (``rendered_losses``)."""
-
-    def render(origins: torch.Tensor, directions: torch.Tensor) -> Rendering:
-        return render_field_rays(model, centres, sides, origins, directions, config.render)
-
-    return rendered_losses(render, starts, rays, index, config, used)
-
-
 def train_hash_field(
     centres: torch.Tensor, sides: torch.Tensor, rays: TrainingRays, landmark_seeds: np.ndarray, config: TrainConfig
 ) -> TrainedHashField:
@@ -291,9 +255,11 @@ def train_hash_field(
     centres, sides = centres.to(device), sides.to(device)
 
     def losses(index: torch.Tensor, used: torch.Tensor | None, part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        def render(origins: torch.Tensor, directions: torch.Tensor) -> Rendering:
+            return render_field_rays(model, centres[part], sides[part], origins, directions, config.render)
+
         used = None if used is None else used.to(device)
-        starts = on_device.starts[part]
-        return hash_field_losses(model, centres[part], sides[part], starts, on_device, index.to(device), config, used)
+        return rendered_losses(render, on_device.starts[part], on_device, index.to(device), config, used)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.hashgrid.learning_rate, betas=(0.9, 0.99), eps=1e-15)
     permutations = ray_permutations(rays.counts, landmark_seeds).to(device)
