@@ -123,9 +123,10 @@ def test_zoom_compares_the_crops_resolution_with_the_global_pass():
     matcher = AreaMatcher("sift", PairMatcherConfig(resize_max=640), AreaMatcherConfig(crop_size=256, pad=0.1))
     sizes = ((1280, 960), (1280, 960))
     small, large = np.array([500.0, 400, 600, 500]), np.array([100.0, 100, 700, 700])
-    assert matcher.zoom((small, small), sizes) == pytest.approx(256 / 110 * 2)
-    assert matcher.zoom((small, large), sizes) == pytest.approx(256 / 660 * 2)
-    assert AreaMatcher("sift", PairMatcherConfig(resize_max=0)).zoom((small, small), sizes) == pytest.approx(256 / 110)
+    assert matcher.zoom(matcher.crop_windows(small, small, sizes), sizes) == pytest.approx(256 / 110 * 2)
+    assert matcher.zoom(matcher.crop_windows(small, large, sizes), sizes) == pytest.approx(256 / 660 * 2)
+    unscaled = AreaMatcher("sift", PairMatcherConfig(resize_max=0))
+    assert unscaled.zoom(unscaled.crop_windows(small, small, sizes), sizes) == pytest.approx(256 / 110)
 
 
 def test_dmesa_keeps_one_of_the_area_pairs_found_from_both_sides():

@@ -168,9 +168,12 @@ class AreaMatcher:
             details.fallback = "no fundamental matrix fits the global matches"
             return points0, points1
         started = time.perf_counter()
-        proposed = self.area_pairs(boxes0, boxes1, points0, points1, sizes)
-        pairs = [pair for pair in proposed if self.zoom(pair, sizes) >= self.min_zoom][: config.max_area_pairs]
-        details.area_pairs = [(b0.tolist(), b1.tolist()) for b0, b1 in pairs]
+        proposed = [
+            (pair, self.crop_windows(*pair, sizes)) for pair in self.area_pairs(boxes0, boxes1, points0, points1, sizes)
+        ]
+        chosen = [(pair, windows) for pair, windows in proposed if self.zoom(windows, sizes) >= self.min_zoom]
+        pairs = chosen[: config.max_area_pairs]
+        details.area_pairs = [(b0.tolist(), b1.tolist()) for (b0, b1), _ in pairs]
         details.seconds["area matching"] = time.perf_counter() - started
         if not pairs:
             details.fallback = f"no area pair ({len(boxes0)} and {len(boxes1)} areas)"
@@ -180,7 +183,7 @@ class AreaMatcher:
                 )
             return points0, points1
         started = time.perf_counter()
-        crops = [self.match_crops(image0, image1, b0, b1) for b0, b1 in pairs]
+        crops = [self.match_crops(image0, image1, windows) for _, windows in pairs]
         details.seconds["point matching"] += time.perf_counter() - started
         started = time.perf_counter()
         kept0, kept1 = [points0], [points1]
@@ -236,22 +239,20 @@ class AreaMatcher:
         """The square windows (x0, y0, x1, y1) cropped around ``box0`` and ``box1``."""
         return [square_crop(box, size, self.config.pad) for box, size in zip((box0, box1), sizes)]
 
-    def zoom(self, pair: tuple[np.ndarray, np.ndarray], sizes: tuple[tuple[int, int], tuple[int, int]]) -> float:
-        """Resolution of the crops' match relative to the global pass's: ``crop_size`` over the
-        larger window side, against the wrapped matcher's ``resize_max`` over the larger image
-        side (>1: the crops are matched in more detail than the whole pair)."""
-        window_side = max(max(w[2] - w[0], w[3] - w[1]) for w in self.crop_windows(*pair, sizes))
+    def zoom(self, windows: list[np.ndarray], sizes: tuple[tuple[int, int], tuple[int, int]]) -> float:
+        """Resolution of the match of an area pair's crop ``windows`` (``crop_windows``) relative
+        to the global pass's: ``crop_size`` over the larger window side, against the wrapped
+        matcher's ``resize_max`` over the larger image side (>1: the crops are matched in more
+        detail than the whole pair)."""
+        window_side = max(max(w[2] - w[0], w[3] - w[1]) for w in windows)
         resize_max = self.matcher.config.resize_max
         global_scale = resize_max / max(*sizes[0], *sizes[1]) if resize_max else 1.0
         return self.config.crop_size / window_side / global_scale
 
     def match_crops(
-        self, image0: np.ndarray, image1: np.ndarray, box0: np.ndarray, box1: np.ndarray
+        self, image0: np.ndarray, image1: np.ndarray, windows: list[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Matches (N, 2) in original pixels of the crops around ``box0`` and ``box1``."""
-        windows = self.crop_windows(
-            box0, box1, ((image0.shape[1], image0.shape[0]), (image1.shape[1], image1.shape[0]))
-        )
+        """Matches (N, 2) in original pixels of the crop ``windows`` (x0, y0, x1, y1) of the two images."""
         crops = [image[y0:y1, x0:x1] for image, (x0, y0, x1, y1) in zip((image0, image1), windows)]
         if min(min(crop.shape[:2]) for crop in crops) < 32:
             return np.zeros((0, 2)), np.zeros((0, 2))
