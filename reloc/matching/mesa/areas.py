@@ -2,7 +2,8 @@
 
 SAM's "everything" masks cannot be downloaded here, so areas come from a hierarchical
 segmentation that needs no weights: Felzenszwalb's graph segmentation (scikit-image) at several
-scales of one small copy of the image (long side ``work_size``), fine to coarse. Each segment
+scales of one small copy of the image (long side ``work_size``), fine to coarse, the scales at
+once on up to torch's intra-op thread count. Each segment
 gives its bounding box; boxes too small, too large (nearly the whole image: the root's) or
 duplicating a kept one (IoU) are dropped. Boxes are in original COLMAP pixels ``(x0, y0, x1, y1)``.
 
@@ -15,10 +16,12 @@ boxes overlap.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 from scipy.ndimage import find_objects
 from skimage.segmentation import felzenszwalb
 
@@ -68,9 +71,18 @@ def segment_work_copy(small: np.ndarray, image_size: tuple[int, int], config: Ar
     """:func:`segment_boxes` from the image's :func:`work_copy` and its original (width, height)."""
     width, height = image_size
     factor = small.shape[1] / width
+
+    def segments(scale: float) -> np.ndarray:
+        return felzenszwalb(small, scale=scale, sigma=0.8, min_size=int(scale / 10))
+
+    workers = min(len(config.scales), torch.get_num_threads())
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:  # scikit-image's segmentation releases the GIL for much of its time
+            labels_per_scale = list(pool.map(segments, config.scales))
+    else:
+        labels_per_scale = [segments(scale) for scale in config.scales]
     boxes = []
-    for scale in config.scales:
-        labels = felzenszwalb(small, scale=scale, sigma=0.8, min_size=int(scale / 10))
+    for labels in labels_per_scale:
         for rows, columns in filter(None, find_objects(labels + 1)):
             boxes.append([columns.start, rows.start, columns.stop, rows.stop])
     if not boxes:
