@@ -7,6 +7,7 @@ at (0.5, 0.5)); descriptors come back L2-normalised, float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -17,6 +18,9 @@ from kornia.feature.aliked.aliked import InputPadder
 
 from ..errors import RelocError
 from .extractors import images_to_tensor, load_aliked, load_xfeat
+
+RowGather = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""Flat pixel indices (M,) -> (distinct rows of a channels-last map (U, C), the row of each index (M,))."""
 
 
 def patch_offsets(patch_size: int) -> np.ndarray:
@@ -214,10 +218,12 @@ class AlikedLevels:
         x = index % width + self.offset[0]
         y = index // width + self.offset[1]
         fine = self.fine.reshape(-1, self.fine.shape[-1]).index_select(0, y * self.fine.shape[1] + x)
-        rows = torch.empty(len(index), 32 * (1 + len(self.coarse)))
-        rows[:, :32] = F.selu(fine @ self.fine_weights)
-        for part, (level, factor) in enumerate(zip(self.coarse, self.factors), start=1):
-            rows[:, 32 * part : 32 * (part + 1)] = upsampled_at(level, factor, x, y)
+        widths = [self.fine_weights.shape[1], *(level.shape[-1] for level in self.coarse)]
+        rows = torch.empty(len(index), sum(widths))
+        parts = rows.split(widths, dim=1)  # views of rows, one per level
+        parts[0][:] = F.selu(fine @ self.fine_weights)
+        for part, level, factor in zip(parts[1:], self.coarse, self.factors):
+            part[:] = upsampled_at(level, factor, x, y)
         return rows.mul_(torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_(min=1e-12).reciprocal_())
 
 
@@ -236,7 +242,7 @@ def upsampled_at(level: torch.Tensor, factor: int, x: torch.Tensor, y: torch.Ten
     return F.embedding_bag(index, level.reshape(-1, channels), per_sample_weights=weights, mode="sum")
 
 
-def bilinear_channels_last(gather, width: int, height: int, points: torch.Tensor) -> torch.Tensor:
+def bilinear_channels_last(gather: RowGather, width: int, height: int, points: torch.Tensor) -> torch.Tensor:
     """(M, C) bilinear samples at ``points`` (M, 2), pixel centres at integers, of a (height,
     width, C) map whose rows ``gather(flat_index)`` gives as (distinct rows, row of each index);
     neighbours outside the map count as zero (``grid_sample``'s zero padding with
