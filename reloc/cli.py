@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from PIL import Image
 from rich.console import Console
 from rich.markup import escape
@@ -40,7 +39,7 @@ from .pipeline.executors import ExecutorConfig, ray_session
 from .pipeline.progress import reporting
 from .pipeline.registry import PLANNED_STAGES, registered_stages, type_name
 from .pipeline.runner import folder_bytes, load_map_pipeline
-from .pipeline.spec import SOURCES, load_pipeline, read_yaml
+from .pipeline.spec import SOURCES, load_pipeline, parse_setting, read_yaml
 from .viz.scene import load_scene
 
 
@@ -904,16 +903,14 @@ def run_training(model: str, steps: int, train: Callable[[Callable[[int, dict], 
 
 
 def parse_model_settings(settings: list[str]) -> dict:
-    """``KEY=VALUE`` strings -> {key: value parsed as YAML}."""
+    """``KEY=VALUE`` strings -> {key: value parsed as YAML} (:func:`reloc.pipeline.spec.parse_setting`)."""
     parsed = {}
     for setting in settings:
-        key, separator, text = setting.partition("=")
-        if not separator or not key:
-            raise typer.BadParameter(f"--model-set {setting!r}: expected KEY=VALUE, e.g. fit=regression")
         try:
-            parsed[key] = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise typer.BadParameter(f"--model-set {setting!r}: the value is not valid YAML ({error})") from None
+            key, value = parse_setting(setting, "KEY=VALUE, e.g. fit=regression")
+        except ValueError as error:
+            raise typer.BadParameter(f"--model-set {setting!r}: {error}") from None
+        parsed[key] = value
     return parsed
 
 

@@ -43,3 +43,16 @@ def test_keyframes_and_covisible_pairs():
     assert len(select_keyframes(frames, 0.0, 0.0)) == 21
     pairs = covisible_pairs(frames, neighbours=2, max_angle_deg=60)
     assert (0, 1) in pairs and (0, 2) in pairs and all(j - i <= 2 for i, j in pairs)
+
+
+def test_tracks_come_in_the_order_of_their_first_match_each_sorted_by_image():
+    pair_matches = {
+        (1, 2): np.array([[5, 7]]),
+        (0, 1): np.array([[3, 5], [4, 6]]),
+        (0, 2): np.array([[9, 9]]),
+        (2, 3): np.zeros((0, 2), int),
+    }
+    assert build_tracks(pair_matches) == [[(0, 3), (1, 5), (2, 7)], [(0, 4), (1, 6)], [(0, 9), (2, 9)]]
+    assert build_tracks({(0, 1): np.zeros((0, 2), int)}) == [] == build_tracks({})
+    chain = {(0, 1): np.array([[0, 0]]), (1, 2): np.array([[0, 0]]), (0, 2): np.array([[1, 0]])}
+    assert build_tracks(chain) == [[(1, 0), (2, 0)]]  # image 0 twice in the chain: neither kept there

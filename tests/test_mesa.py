@@ -144,7 +144,7 @@ def test_dmesa_keeps_one_of_the_area_pairs_found_from_both_sides():
     both_sides = every.area_pairs(np.stack([box_a, box_c]), box_b[None], points0, points1, sizes)
     kept = matcher.area_pairs(np.stack([box_a, box_c]), box_b[None], points0, points1, sizes)
     assert len(both_sides) == 3 and len(kept) == 2
-    (found0, found1), (other0, _) = kept
+    ((found0, found1), _), ((other0, _), _) = kept
     assert smaller_share(found0, box_a) > 0.99 and smaller_share(found1, box_b) > 0.99
     assert iou(other0[None], box_c[None])[0, 0] > 0.99
 

@@ -3,12 +3,13 @@ round-trip error and agreement of nearest neighbours and of the localizer's matc
 
 from __future__ import annotations
 
+import faiss
 import h5py
 import numpy as np
 import pytest
 
 from reloc.features.extractors import ExtractorConfig, SiftExtractor
-from reloc.features.quantize import CodecConfig, ScalarCodec, fit_codec, load_codec
+from reloc.features.quantize import CodecConfig, ScalarCodec, faiss_blas_from, fit_codec, load_codec
 from reloc.matching.mnn import MutualNNConfig, mutual_nn
 
 
@@ -65,3 +66,16 @@ def test_codec_settings_are_checked():
         CodecConfig(kind="pq8")
     with pytest.raises(ValueError, match="pq_subvectors: 48 does not divide the descriptor dimension 128"):
         fit_codec(np.ones((300, 128), np.float32), CodecConfig(kind="pq", pq_subvectors=48))
+
+
+def test_faiss_blas_threshold_is_restored_after_fitting_and_after_an_error(sift_pair):
+    """Product quantization is fitted on faiss's matrix-product path; faiss's process-wide
+    setting is its own again afterwards, also when the block raised."""
+    before = faiss.cvar.distance_compute_blas_threshold
+    fit_codec(sift_pair[0], CodecConfig(kind="pq"))
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with faiss_blas_from(before + 1):
+            assert faiss.cvar.distance_compute_blas_threshold == before + 1
+            raise RuntimeError("inside")
+    assert faiss.cvar.distance_compute_blas_threshold == before

@@ -49,14 +49,16 @@ class TrainFavor(Stage):
         rays, centres, sides = training_rays(landmark_patches, sparse_map, keyframe_poses(map_dir))
         ids = np.unique(landmark_patches.landmark)
         seeds = ids + self.config.seed * 1_000_003
-        if self.config.backend == "voxel":
-            trained = train_grids(centres, sides, rays, seeds, self.config)
-        else:
-            trained = train_hash_field(centres, sides, rays, seeds, self.config)
+        train = train_grids if self.config.backend == "voxel" else train_hash_field
+        trained = train(centres, sides, rays, seeds, self.config)
         kept = (trained.psnr_db >= self.config.min_psnr_db).numpy()  # landmarks whose field learned its patches
-        field = {"grids": trained.grids[kept]} if self.config.backend == "voxel" else {"hash_field": trained.field}
         fields = LandmarkFields(
-            landmark_patches.backbone, ids[kept], centres[kept], sides[kept], trained.psnr_db[kept], **field
+            landmark_patches.backbone,
+            ids[kept],
+            centres[kept],
+            sides[kept],
+            trained.psnr_db[kept],
+            **trained.stored(kept),
         )
         fields.save(map_dir / FAVOR_FILE)
         return {"fields": map_dir / FAVOR_FILE}

@@ -100,6 +100,10 @@ class TrainedGrids:
     psnr_db: torch.Tensor  # (L,) of the final renderings of the training rays
     losses: list[float]  # total loss per step (sum over landmarks)
 
+    def stored(self, kept: np.ndarray) -> dict[str, torch.Tensor]:
+        """The ``LandmarkFields`` argument holding the grids of the ``kept`` (L,) landmarks."""
+        return {"grids": self.grids[kept]}
+
 
 def ray_permutations(counts: torch.Tensor, landmark_seeds: np.ndarray) -> torch.Tensor:
     """(L, max count) per landmark a permutation of its ray indices (padded by repetition),
@@ -232,6 +236,11 @@ class TrainedHashField:
     psnr_db: torch.Tensor  # (L,) of the final renderings of the training rays
     losses: list[float]  # total loss per step (sum over landmarks)
     seconds: float
+
+    def stored(self, kept: np.ndarray) -> dict[str, HashGridField]:
+        """The ``LandmarkFields`` argument holding the scene's one field (it serves every landmark;
+        the dropped ones are left out by the fields' landmark ids)."""
+        return {"hash_field": self.field}
 
 
 def scene_box(centres: torch.Tensor, sides: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

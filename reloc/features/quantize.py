@@ -8,7 +8,8 @@ saves its parameters into (and loads them from) an HDF5 group.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
@@ -18,6 +19,21 @@ import numpy as np
 from ..errors import RelocError
 
 CODECS = ("float16", "sq8", "pq")
+BLAS_FROM_QUERIES = 20
+"""faiss computes k-means assignments with a matrix product (BLAS) from this many points on. The
+faiss wheel's own threshold is 128000 points; under it, each point's distances are computed one
+by one, 10x slower for a codebook of 256 centroids (16384 descriptors: 7.9 s -> 0.75 s on two cores)."""
+
+
+@contextmanager
+def faiss_blas_from(queries: int) -> Iterator[None]:
+    """faiss's BLAS threshold set to ``queries`` inside the block, restored after it."""
+    previous = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = queries
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = previous
 
 
 @dataclass
@@ -89,22 +105,17 @@ class ProductCodec:
         quantizer = faiss.ProductQuantizer(dim, subvectors, 8)
         quantizer.cp.seed = seed
         quantizer.cp.min_points_per_centroid = 1  # small maps: fit on what there is, without faiss's warning
-        quantizer.train(np.ascontiguousarray(descriptors, np.float32))
+        with faiss_blas_from(BLAS_FROM_QUERIES):
+            quantizer.train(np.ascontiguousarray(descriptors, np.float32))
         codebooks = faiss.vector_to_array(quantizer.centroids).reshape(subvectors, 256, dim // subvectors)
         return cls(codebooks)
 
     def encode(self, descriptors: np.ndarray) -> np.ndarray:
-        subvectors, _, width = self.codebooks.shape
-        parts = descriptors.reshape(len(descriptors), subvectors, width)
-        codes = np.empty((len(descriptors), subvectors), np.uint8)
-        for m in range(subvectors):
-            distances = (
-                (parts[:, m] ** 2).sum(1)[:, None]
-                - 2 * parts[:, m] @ self.codebooks[m].T
-                + (self.codebooks[m] ** 2).sum(1)
-            )
-            codes[:, m] = distances.argmin(axis=1)
-        return codes
+        """Each sub-vector's nearest centroid (faiss), (N, M) uint8."""
+        subvectors, centroids, width = self.codebooks.shape
+        quantizer = faiss.ProductQuantizer(subvectors * width, subvectors, 8)
+        faiss.copy_array_to_vector(np.ascontiguousarray(self.codebooks, np.float32).ravel(), quantizer.centroids)
+        return quantizer.compute_codes(np.ascontiguousarray(descriptors, np.float32))
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         subvectors = self.codebooks.shape[0]

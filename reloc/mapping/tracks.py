@@ -1,11 +1,11 @@
 """Tracks: matches between posed images, filtered by the epipolar geometry of the known poses,
-joined into tracks by union-find."""
+joined into tracks as the connected components of the match graph."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ..types import Frame
 
@@ -30,38 +30,49 @@ def epipolar_errors(frame0: Frame, frame1: Frame, points0: np.ndarray, points1: 
     return np.maximum(distance0, distance1)
 
 
-class UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[tuple[int, int], tuple[int, int]] = {}
+KEYPOINT_BITS = 32
+KEYPOINT_MASK = (1 << KEYPOINT_BITS) - 1
 
-    def find(self, node: tuple[int, int]) -> tuple[int, int]:
-        root = node
-        while self.parent.setdefault(root, root) != root:
-            root = self.parent[root]
-        while self.parent[node] != root:
-            self.parent[node], node = root, self.parent[node]
-        return root
 
-    def union(self, a: tuple[int, int], b: tuple[int, int]) -> None:
-        root_a, root_b = self.find(a), self.find(b)
-        if root_a != root_b:
-            self.parent[max(root_a, root_b)] = min(root_a, root_b)
+def node_codes(image: int, keypoints: np.ndarray) -> np.ndarray:
+    """One int64 per (image, keypoint) observation, ordered as the pairs are."""
+    return (np.int64(image) << KEYPOINT_BITS) | np.asarray(keypoints, np.int64)
 
 
 def build_tracks(pair_matches: dict[tuple[int, int], np.ndarray]) -> list[list[tuple[int, int]]]:
     """Tracks as lists of (image index, keypoint index), one keypoint per image: a track that
-    reaches an image twice (an inconsistent chain) keeps neither observation there."""
-    union_find = UnionFind()
-    for (image0, image1), matches in pair_matches.items():
-        for k0, k1 in matches:
-            union_find.union((image0, int(k0)), (image1, int(k1)))
-    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for node in list(union_find.parent):
-        groups.setdefault(union_find.find(node), []).append(node)
-    tracks = []
-    for observations in groups.values():
-        per_image = Counter(image for image, _ in observations)
-        unique = [obs for obs in observations if per_image[obs[0]] == 1]
-        if len(unique) >= 2:
-            tracks.append(sorted(unique))
-    return tracks
+    reaches an image twice (an inconsistent chain) keeps neither observation there.
+
+    The tracks are the connected components of the match graph (scipy), each sorted by (image,
+    keypoint), in the order in which the first observation of their component appears in
+    ``pair_matches`` ((image0, keypoint0), (image1, keypoint1) of each match in turn)."""
+    sequence = np.concatenate(
+        [np.zeros(0, np.int64)]
+        + [
+            np.stack([node_codes(image0, matches[:, 0]), node_codes(image1, matches[:, 1])], axis=1).ravel()
+            for (image0, image1), matches in pair_matches.items()
+        ]
+    )
+    if not len(sequence):
+        return []
+    codes, first_seen, node_of = np.unique(sequence, return_index=True, return_inverse=True)
+    edges = node_of.reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(codes), len(codes)))
+    components, component = connected_components(graph, directed=False)
+    component_first = np.full(components, len(sequence))
+    np.minimum.at(component_first, component, first_seen)
+    images = codes >> KEYPOINT_BITS
+    _, at_image, per_image = np.unique(component * (images.max() + 1) + images, return_inverse=True, return_counts=True)
+    nodes = np.flatnonzero(per_image[at_image] == 1)
+    sizes = np.bincount(component[nodes], minlength=components)
+    nodes = nodes[sizes[component[nodes]] >= 2]
+    if not len(nodes):
+        return []
+    nodes = nodes[np.lexsort((codes[nodes], component[nodes]))]  # by component, then (image, keypoint)
+    starts = np.flatnonzero(np.r_[True, np.diff(component[nodes]) != 0])
+    first = component_first[component[nodes[starts]]]
+    pairs = np.stack([images[nodes], codes[nodes] & KEYPOINT_MASK], axis=1).tolist()
+    bounds = np.r_[starts, len(nodes)]
+    return [
+        [tuple(pair) for pair in pairs[bounds[track] : bounds[track + 1]]] for track in np.argsort(first, kind="stable")
+    ]

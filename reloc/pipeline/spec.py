@@ -284,26 +284,40 @@ def _kept_artifacts(where: str, keep: Any) -> tuple[str, ...]:
     return tuple(keep)
 
 
+OVERRIDE_FORM = "[section.]node.key=value, e.g. localization.pnp.confident_inliers=50"
+
+
+def parse_setting(setting: str, form: str = "KEY=VALUE") -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (KEY, VALUE parsed as YAML, so numbers, booleans and lists keep their
+    types). Raises ValueError saying what is wrong: no ``=`` or no key ("expected ``form``"), or a
+    value that is not YAML."""
+    key, separator, text = setting.partition("=")
+    if not separator or not key:
+        raise ValueError(f"expected {form}")
+    try:
+        return key, yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"the value is not valid YAML ({error})") from None
+
+
 def apply_overrides(path: Path, content: dict, overrides: list[str]) -> dict:
-    """``content`` with ``[section.]node.key[.subkey]=value`` overrides set in the nodes' ``with``
-    (values parsed as YAML, so numbers, booleans and lists keep their types), and
-    ``mapping.keep=[...]``. The section may be left out when the node name is in one graph only.
-    The result is validated like the file."""
+    """``content`` with ``[section.]node.key[.subkey]=value`` overrides (:func:`parse_setting`)
+    set in the nodes' ``with``, and ``mapping.keep=[...]``. The section may be left out when the
+    node name is in one graph only. The result is validated like the file."""
     content = copy.deepcopy(content)
     for override in overrides:
-        where = f"{path}: --set {override!r}"
-        target, separator, text = override.partition("=")
-        if not separator or not all(target.split(".")):
-            example = "localization.pnp.confident_inliers=50"
-            raise PipelineError(f"{where}: expected [section.]node.key=value, e.g. {example}")
+        where, form = f"{path}: --set {override!r}", OVERRIDE_FORM
+        try:
+            target, value = parse_setting(override, form)
+        except ValueError as error:
+            raise PipelineError(f"{where}: {error}") from None
+        if not all(target.split(".")):
+            raise PipelineError(f"{where}: expected {form}")
         if target == "mapping.keep":  # the mapping section's own key, not a node's
             values, key = content.setdefault("mapping", {}), "keep"
         else:
             values, key = override_slot(where, content, target.split("."))
-        try:
-            values[key] = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise PipelineError(f"{where}: the value is not valid YAML ({error})") from None
+        values[key] = value
     return content
 
 

@@ -168,9 +168,7 @@ class AreaMatcher:
             details.fallback = "no fundamental matrix fits the global matches"
             return points0, points1
         started = time.perf_counter()
-        proposed = [
-            (pair, self.crop_windows(*pair, sizes)) for pair in self.area_pairs(boxes0, boxes1, points0, points1, sizes)
-        ]
+        proposed = self.area_pairs(boxes0, boxes1, points0, points1, sizes)
         chosen = [(pair, windows) for pair, windows in proposed if self.zoom(windows, sizes) >= self.min_zoom]
         pairs = chosen[: config.max_area_pairs]
         details.area_pairs = [(b0.tolist(), b1.tolist()) for (b0, b1), _ in pairs]
@@ -211,26 +209,25 @@ class AreaMatcher:
         points0: np.ndarray,
         points1: np.ndarray,
         sizes: tuple[tuple[int, int], tuple[int, int]],
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Area pairs (box0, box1), best first, by the configured method; for DMESA without the
-        duplicates of better pairs (module docstring, step 3)."""
+    ) -> list[tuple[tuple[np.ndarray, np.ndarray], list[np.ndarray]]]:
+        """Area pairs ``((box0, box1), crop windows)``, best first, by the configured method; for
+        DMESA without the duplicates of better pairs (module docstring, step 3)."""
         config, weights = self.config, np.ones(len(points0))
         if config.method == "mesa":
             found = graphical_area_pairs(
                 boxes0, boxes1, points0, points1, weights, sizes, config.areas, config.graphical
             )
-            return [(box0, box1) for box0, box1, _ in found]
+            return [((box0, box1), self.crop_windows(box0, box1, sizes)) for box0, box1, _ in found]
         pairs = area_pairs(boxes0, boxes1, points0, points1, weights, sizes, config.splat)
         support = [int((inside_box(points0, b0) & inside_box(points1, b1)).sum()) for b0, b1 in pairs]
-        kept, windows = [], []
+        kept: list[tuple[tuple[np.ndarray, np.ndarray], list[np.ndarray]]] = []
         for index in np.argsort(support, kind="stable")[::-1]:
-            pair_windows = self.crop_windows(*pairs[index], sizes)
+            windows = self.crop_windows(*pairs[index], sizes)
             if not any(
-                all(smaller_share(w, k) >= config.duplicate_overlap for w, k in zip(pair_windows, better))
-                for better in windows
+                all(smaller_share(w, k) >= config.duplicate_overlap for w, k in zip(windows, better))
+                for _, better in kept
             ):
-                kept.append(pairs[index])
-                windows.append(pair_windows)
+                kept.append((pairs[index], windows))
         return kept
 
     def crop_windows(
