@@ -15,6 +15,7 @@ from ..features.base import FeatureStore
 from ..features.quantize import CodecConfig
 from ..io.map_folder import PATCHES_FILE
 from ..matching import MatcherConfig, build_matcher
+from ..pipeline.progress import track
 from ..pipeline.registry import Stage, register_stage
 from ..types import Frame
 from .keyframes import covisible_pairs, select_keyframes
@@ -62,7 +63,8 @@ def triangulate_keyframes(
     # Pairs come sorted by their first keyframe: a small cache avoids re-reading it for each pair.
     read = functools.lru_cache(maxsize=2 * config.neighbours + 2)(features.read)
     pair_matches = {}
-    for i, j in covisible_pairs(keyframes, config.neighbours, config.max_pair_angle_deg):
+    pairs = covisible_pairs(keyframes, config.neighbours, config.max_pair_angle_deg)
+    for i, j in track(pairs, f"matches of {len(pairs)} covisible keyframe pairs"):
         f0, f1 = read(keyframes[i].name), read(keyframes[j].name)
         c0, c1 = keyframes[i].camera, keyframes[j].camera
         matches = matcher.match(f0, f1, (c0.width, c0.height), (c1.width, c1.height))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pycolmap
 
+from ..pipeline.progress import track
 from ..types import Frame
 
 
@@ -74,11 +75,11 @@ def triangulate_tracks(
     options.ransac.max_error = config.max_reprojection_px / focal  # angular error, radians
     options.ransac.random_seed = 0
     points, observations = [], []
-    for track in tracks:
-        if len(track) < config.min_track_length:
+    for observed in track(tracks, f"triangulation of {len(tracks)} tracks"):
+        if len(observed) < config.min_track_length:
             continue
-        images = np.array([image for image, _ in track])
-        pixels = np.array([keypoints[image][index] for image, index in track], dtype=np.float64)
+        images = np.array([image for image, _ in observed])
+        pixels = np.array([keypoints[image][index] for image, index in observed], dtype=np.float64)
         result = pycolmap.estimate_triangulation(
             pixels, [poses[i] for i in images], [cameras[i] for i in images], options
         )
@@ -88,7 +89,7 @@ def triangulate_tracks(
         if inliers.sum() < config.min_track_length:
             continue
         points.append(np.asarray(result["xyz"], dtype=np.float64).reshape(3))
-        observations.append(np.array(track)[inliers])
+        observations.append(np.array(observed)[inliers])
     if not points:
         return Landmarks(np.zeros((0, 3)), [], np.zeros(0))
     return filtered_landmarks(frames, keypoints, np.array(points), observations, config)
