@@ -8,7 +8,6 @@ saves its parameters into (and loads them from) an HDF5 group.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,21 +110,12 @@ class ProductCodec:
         codebooks = faiss.vector_to_array(quantizer.centroids).reshape(subvectors, 256, dim // subvectors)
         return cls(codebooks)
 
-    @functools.cached_property
-    def quantizer(self) -> faiss.ProductQuantizer:
-        """faiss's product quantizer holding ``codebooks`` (it encodes)."""
+    def encode(self, descriptors: np.ndarray) -> np.ndarray:
+        """Each sub-vector's nearest centroid (faiss), (N, M) uint8."""
         subvectors, _, width = self.codebooks.shape
         quantizer = faiss.ProductQuantizer(subvectors * width, subvectors, 8)
         faiss.copy_array_to_vector(np.ascontiguousarray(self.codebooks, np.float32).ravel(), quantizer.centroids)
-        return quantizer
-
-    def __getstate__(self) -> dict:
-        """Pickled (sent to a worker) without the faiss object, which is rebuilt where it is used."""
-        return {key: value for key, value in self.__dict__.items() if key != "quantizer"}
-
-    def encode(self, descriptors: np.ndarray) -> np.ndarray:
-        """Each sub-vector's nearest centroid, (N, M) uint8."""
-        return self.quantizer.compute_codes(np.ascontiguousarray(descriptors, np.float32))
+        return quantizer.compute_codes(np.ascontiguousarray(descriptors, np.float32))
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """The centroids of ``codes`` (N, M) side by side, (N, D) float32, by one gather (numpy:

@@ -37,15 +37,18 @@ def rows_by_image(images: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         yield int(images[order[start]]), order[start:stop]
 
 
-def reprojection_errors(points: np.ndarray, frames: list[Frame], images: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """Pixel distances (N,) between observations ``pixels`` (N, 2) in ``frames[images]`` and the
-    projections of their ``points`` (N, 3, world); inf for a point behind its camera."""
+def reprojection_errors(
+    points: np.ndarray, frames: list[Frame], keypoints: list[np.ndarray], observations: np.ndarray
+) -> np.ndarray:
+    """Pixel distances (N,) between the keypoints of ``observations`` (N, 2: image, keypoint index
+    into ``keypoints[image]``) and the projections of their ``points`` (N, 3, world) into
+    ``frames[image]``; inf for a point behind its camera. One pass per image."""
     errors = np.full(len(points), np.inf)
-    for image, rows in rows_by_image(images):
+    for image, rows in rows_by_image(observations[:, 0]):
         in_camera = frames[image].pose.transform(points[rows])
         front = in_camera[:, 2] > 0
-        projected = frames[image].camera.project(in_camera[front])
-        errors[rows[front]] = np.linalg.norm(projected - pixels[rows[front]], axis=1)
+        pixels = np.asarray(keypoints[image][observations[rows[front], 1]], np.float64)
+        errors[rows[front]] = np.linalg.norm(frames[image].camera.project(in_camera[front]) - pixels, axis=1)
     return errors
 
 
@@ -107,10 +110,7 @@ def filtered_landmarks(
     every = np.concatenate(observations)
     lengths = np.array([len(o) for o in observations])
     starts = np.r_[0, np.cumsum(lengths)[:-1]]
-    pixels = np.empty((len(every), 2))
-    for image, rows in rows_by_image(every[:, 0]):
-        pixels[rows] = keypoints[image][every[rows, 1]]
-    errors = reprojection_errors(np.repeat(points, lengths, axis=0), frames, every[:, 0], pixels)
+    errors = reprojection_errors(np.repeat(points, lengths, axis=0), frames, keypoints, every)
     keep = np.maximum.reduceat(errors, starts) <= config.max_reprojection_px
     centres = np.stack([frame.pose.center for frame in frames])
     kept = np.flatnonzero(keep)

@@ -306,13 +306,13 @@ def apply_overrides(path: Path, content: dict, overrides: list[str]) -> dict:
     node name is in one graph only. The result is validated like the file."""
     content = copy.deepcopy(content)
     for override in overrides:
-        where, form = f"{path}: --set {override!r}", OVERRIDE_FORM
+        where = f"{path}: --set {override!r}"
         try:
-            target, value = parse_setting(override, form)
+            target, value = parse_setting(override, OVERRIDE_FORM)
         except ValueError as error:
             raise PipelineError(f"{where}: {error}") from None
         if not all(target.split(".")):
-            raise PipelineError(f"{where}: expected {form}")
+            raise PipelineError(f"{where}: expected {OVERRIDE_FORM}")
         if target == "mapping.keep":  # the mapping section's own key, not a node's
             values, key = content.setdefault("mapping", {}), "keep"
         else:
