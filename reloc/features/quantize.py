@@ -22,7 +22,8 @@ CODECS = ("float16", "sq8", "pq")
 BLAS_FROM_QUERIES = 20
 """faiss computes k-means assignments with a matrix product (BLAS) from this many points on. The
 faiss wheel's own threshold is 128000 points; under it, each point's distances are computed one
-by one, 10x slower for a codebook of 256 centroids (16384 descriptors: 7.9 s -> 0.75 s on two cores)."""
+by one, several times slower for codebooks of 256 centroids (16384 RootSIFT descriptors: 6.3 s
+-> 0.85 s on two cores, benchmarks/pq_training.py)."""
 
 
 @contextmanager
