@@ -14,9 +14,16 @@ pairs** (each image of a scene with those 3 to 6 ahead in name order, from the G
 seed 0: pairs kept when 10 to 40 % of image 0 is covisible), with their images and, for the
 synthetic ones, the ground-truth flow used for area precision. ``eval`` runs ``reloc match-eval``
 for every matcher and every ``--areas`` on every set (the easy Strecha
-``pairs_with_gt.txt`` too) and prints one Markdown table, then the area precision on the synthetic
-pairs: the share of DMESA's area pairs (box0, box1) for which at least half of box1's covisible
-pixels see a point that lies in box0.
+``pairs_with_gt.txt`` too) and prints one Markdown table with each run's area precision: the
+share of its area pairs (box0, box1) for which at least half of what box1 sees of image 0 lies in
+box0. On the synthetic pairs "what box1 sees" is the exact flow of its covisible pixels; on the
+real Strecha pairs it is the reference matches with their image-1 point in box1: RootSIFT matches
+at the images' full size (8000 keypoints, mutual NN + ratio 0.8) within 1 px of the ground-truth
+epipolar geometry, independent of the matcher under test (cached under ``--pairs``). An area pair
+with fewer than ``REFERENCE_MIN`` reference matches in box1 cannot be judged there and is counted
+apart. ``precision`` prints the same precision for an earlier ``eval`` output folder:
+
+    python benchmarks/mesa.py precision --pairs runs/mesa-pairs --strecha ../shared/data/strecha --runs runs/mesa
 """
 
 from __future__ import annotations
@@ -31,10 +38,17 @@ import numpy as np
 from PIL import Image
 
 from reloc.datasets import load_dataset
-from reloc.datasets.pairs import pair_line
+from reloc.datasets.base import read_image
+from reloc.datasets.pairs import pair_line, read_pairs_with_gt
 from reloc.datasets.synthetic.pairs import PairSampler
+from reloc.mapping.tracks import skew
+from reloc.matching.mesa.dmesa import inside_box
+from reloc.matching.mesa.matcher import sampson_distances
+from reloc.matching.pairwise import PairMatcherConfig, build_pair_matcher
 
 STRECHA = ("fountain-P11", "Herz-Jesus-P8", "castle-P19")
+REFERENCE_MAX_PX = 1.0  # Sampson distance to the ground-truth geometry, full-size pixels
+REFERENCE_MIN = 10  # reference matches in box1 for an area pair to be judged
 
 
 def strecha_wide_pairs(root: Path, out: Path) -> None:
@@ -88,6 +102,39 @@ def match_eval(matcher: str, areas: str, pairs: Path, images: Path, out: Path, e
     return json.loads(out.read_text())
 
 
+def reference_matches(pairs: Path, images: Path, cache: Path) -> dict[str, np.ndarray]:
+    """Per pair ("name0 name1"), RootSIFT matches (M, 4: x0, y0, x1, y1, full-size pixels) that
+    agree with the ground-truth relative pose; computed once and cached in ``cache`` (.npz)."""
+    if cache.is_file():
+        return dict(np.load(cache))
+    matcher = build_pair_matcher("sift", PairMatcherConfig(resize_max=0, max_keypoints=8000))
+    references = {}
+    for pair in read_pairs_with_gt(pairs):
+        points0, points1 = matcher.match(read_image(images / pair.name0), read_image(images / pair.name1))
+        relative = pair.cam1_from_cam0
+        fundamental = np.linalg.inv(pair.K1).T @ skew(relative.t) @ relative.R @ np.linalg.inv(pair.K0)
+        agree = sampson_distances(points0, points1, fundamental) <= REFERENCE_MAX_PX
+        references[f"{pair.name0} {pair.name1}"] = np.hstack([points0[agree], points1[agree]])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, **references)
+    return references
+
+
+def real_area_precision(metrics: dict, references: dict[str, np.ndarray]) -> tuple[int, int, int]:
+    """(correct, judged, all) area pairs of an area-matching run on real pairs, judged by the
+    reference matches (module docstring)."""
+    correct = judged = total = 0
+    for pair, details in zip(metrics["per_pair"], metrics["per_pair_areas"]):
+        reference = references[f"{pair['name0']} {pair['name1']}"]
+        for box0, box1 in details["area_pairs"]:
+            total += 1
+            seen = reference[inside_box(reference[:, 2:], box1), :2]
+            if len(seen) >= REFERENCE_MIN:
+                judged += 1
+                correct += int(inside_box(seen, box0).mean() >= 0.5)
+    return correct, judged, total
+
+
 def area_precision(metrics: dict, flows: dict) -> tuple[int, int]:
     """(correct, all) area pairs of an area-matching run on the synthetic pairs."""
     correct = total = 0
@@ -100,45 +147,71 @@ def area_precision(metrics: dict, flows: dict) -> tuple[int, int]:
             if len(seen) == 0:
                 total += 1
                 continue
-            inside = (seen[:, 0] >= box0[0]) & (seen[:, 0] < box0[2]) & (seen[:, 1] >= box0[1]) & (seen[:, 1] < box0[3])
-            correct += int(inside.mean() >= 0.5)
+            correct += int(inside_box(seen, box0).mean() >= 0.5)
             total += 1
     return correct, total
 
 
-def evaluate(args) -> None:
+def pair_sets(args) -> list[tuple[str, Path, Path]]:
+    """(label, pairs file, image folder) of every set in ``args.sets``."""
     sets = []
-    for scene in STRECHA:
-        if "easy" in args.sets:
-            sets.append((f"{scene} easy", args.strecha / scene / "pairs_with_gt.txt", args.strecha / scene))
-    for scene in STRECHA:
-        if "wide" in args.sets:
-            sets.append((f"{scene} wide", args.pairs / "strecha-wide" / f"{scene}.txt", args.strecha / scene))
-    synthetic = args.pairs / "synthetic-low-overlap"
+    for kind in ("easy", "wide"):
+        for scene in STRECHA if kind in args.sets else ():
+            pairs = args.strecha / scene / "pairs_with_gt.txt"
+            if kind == "wide":
+                pairs = args.pairs / "strecha-wide" / f"{scene}.txt"
+            sets.append((f"{scene} {kind}", pairs, args.strecha / scene))
     if "synthetic" in args.sets:
+        synthetic = args.pairs / "synthetic-low-overlap"
         sets.append(("synthetic low-overlap", synthetic / "pairs_with_gt.txt", synthetic))
-    flows = dict(np.load(synthetic / "flows.npz")) if "synthetic" in args.sets else {}
-    print("| pairs | matcher | areas | AUC@5 | AUC@10 | AUC@20 | matches | ms/pair | ms by part | area precision |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---|---|")
-    for label, pairs, images in sets:
+    return sets
+
+
+def precision_cell(label: str, pairs: Path, images: Path, metrics: dict, args) -> str:
+    """The area precision of one area-matching run: "correct/all" on the synthetic pairs,
+    "correct/judged (+N not judged)" on the real ones."""
+    if label.startswith("synthetic"):
+        correct, total = area_precision(metrics, dict(np.load(pairs.parent / "flows.npz")))
+        return f"{correct}/{total}"
+    cache = args.pairs / "references" / f"{label.replace(' ', '-')}.npz"
+    correct, judged, total = real_area_precision(metrics, reference_matches(pairs, images, cache))
+    return f"{correct}/{judged} (+{total - judged} not judged)"
+
+
+def runs(args, folder: Path):
+    """(label, pairs file, images, matcher, areas, result JSON under ``folder``) of every run."""
+    for label, pairs, images in pair_sets(args):
         for matcher in args.matchers:
             for areas in args.areas:
-                out = args.out / label.replace(" ", "-") / f"{matcher}-{areas}.json"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                extra = [f"--{key}={value}" for key, value in args.area_options.items() if value is not None]
-                metrics = match_eval(matcher, areas, pairs, images, out, extra)
-                parts = metrics.get("ms_per_pair_by_part", {})
-                split = ", ".join(f"{part} {ms:.0f}" for part, ms in parts.items()) or "–"
-                precision = "–"
-                if areas != "none" and label.startswith("synthetic"):
-                    correct, total = area_precision(metrics, flows)
-                    precision = f"{correct}/{total}"
-                print(
-                    f"| {label} | {matcher} | {areas} | {metrics['auc_5']:.1f} | {metrics['auc_10']:.1f} | "
-                    f"{metrics['auc_20']:.1f} | {metrics['matches_per_pair']:.0f} | {metrics['ms_per_pair']:.0f} | "
-                    f"{split} | {precision} |",
-                    flush=True,
-                )
+                yield label, pairs, images, matcher, areas, folder / label.replace(" ", "-") / f"{matcher}-{areas}.json"
+
+
+def evaluate(args) -> None:
+    print("| pairs | matcher | areas | AUC@5 | AUC@10 | AUC@20 | matches | ms/pair | ms by part | area precision |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---|")
+    for label, pairs, images, matcher, areas, out in runs(args, args.out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        extra = [f"--{key}={value}" for key, value in args.area_options.items() if value is not None]
+        metrics = match_eval(matcher, areas, pairs, images, out, extra)
+        parts = metrics.get("ms_per_pair_by_part", {})
+        split = ", ".join(f"{part} {ms:.0f}" for part, ms in parts.items()) or "–"
+        precision = precision_cell(label, pairs, images, metrics, args) if areas != "none" else "–"
+        print(
+            f"| {label} | {matcher} | {areas} | {metrics['auc_5']:.1f} | {metrics['auc_10']:.1f} | "
+            f"{metrics['auc_20']:.1f} | {metrics['matches_per_pair']:.0f} | {metrics['ms_per_pair']:.0f} | "
+            f"{split} | {precision} |",
+            flush=True,
+        )
+
+
+def precision(args) -> None:
+    """The area precision of every area-matching run of an earlier ``eval`` (``--runs``)."""
+    print("| pairs | matcher | areas | area precision |")
+    print("|---|---|---|---|")
+    for label, pairs, images, matcher, areas, run in runs(args, args.runs):
+        if areas != "none" and run.is_file():
+            cell = precision_cell(label, pairs, images, json.loads(run.read_text()), args)
+            print(f"| {label} | {matcher} | {areas} | {cell} |", flush=True)
 
 
 def main() -> None:
@@ -154,18 +227,27 @@ def main() -> None:
     run = commands.add_parser("eval", help="match-eval every matcher with every kind of area matching on every set")
     run.add_argument("--pairs", type=Path, required=True)
     run.add_argument("--strecha", type=Path, required=True)
-    run.add_argument("--matchers", nargs="+", default=["sift", "xfeat-star", "casp"])
-    run.add_argument("--areas", nargs="+", default=["none", "mesa", "dmesa"], choices=["none", "mesa", "dmesa"])
-    run.add_argument("--sets", nargs="+", default=["easy", "wide", "synthetic"], choices=["easy", "wide", "synthetic"])
     run.add_argument("--area-pairs", type=int, help="area pairs whose crops are matched (default: match-eval's)")
     run.add_argument("--crop-size", type=int, help="long side an area crop is matched at (default: match-eval's)")
     run.add_argument("--min-zoom", type=float, help="skip area pairs matched under this x the global resolution")
     run.add_argument("--em-iterations", type=int, help="DMESA's EM refinement (default: match-eval's, none)")
     run.add_argument("--out", type=Path, required=True)
+    again = commands.add_parser("precision", help="the area precision of an earlier eval's runs")
+    again.add_argument("--pairs", type=Path, required=True)
+    again.add_argument("--strecha", type=Path, required=True)
+    again.add_argument("--runs", type=Path, required=True, help="the earlier eval's --out")
+    for command in (run, again):
+        command.add_argument("--matchers", nargs="+", default=["sift", "xfeat-star", "casp"])
+        command.add_argument("--areas", nargs="+", default=["none", "mesa", "dmesa"], choices=["none", "mesa", "dmesa"])
+        command.add_argument(
+            "--sets", nargs="+", default=["easy", "wide", "synthetic"], choices=["easy", "wide", "synthetic"]
+        )
     args = parser.parse_args()
     if args.command == "pairs":
         strecha_wide_pairs(args.strecha, args.out)
         synthetic_low_overlap_pairs(args.out, args.synthetic_seed, args.synthetic_pairs)
+    elif args.command == "precision":
+        precision(args)
     else:
         args.area_options = {
             "area-pairs": args.area_pairs,
