@@ -765,15 +765,20 @@ def match_eval(
             "mesa: the same with MESA's graphical area matching (graph cut over the area graphs)."
         ),
     ] = AreaMatching.none,
-    area_pairs: Annotated[int, typer.Option(help="Area pairs whose crops are matched (mesa, dmesa).")] = 3,
-    crop_size: Annotated[int, typer.Option(help="Long side, in pixels, an area crop is matched at.")] = 256,
-    min_zoom: Annotated[
-        float | None,
+    area_pairs: Annotated[
+        int | None,
+        typer.Option(help="Area pairs whose crops are matched (default: the matcher's, 1 for xfeat-star, 3 else)."),
+    ] = None,
+    crop_size: Annotated[
+        int | None,
         typer.Option(
-            help="Skip area pairs whose crops are matched at under this x the global resolution "
-            "(default: the matcher's, 1 for xfeat-star, 0 for the others)."
+            help="Long side, in pixels, an area crop is matched at (default: the matcher's, 640 for xfeat-star, "
+            "256 else)."
         ),
     ] = None,
+    min_zoom: Annotated[
+        float, typer.Option(help="Skip area pairs whose crops are matched at under this x the global resolution.")
+    ] = 0.0,
     em_iterations: Annotated[int, typer.Option(help="dmesa: EM refinement of each splatted area box (0: none).")] = 0,
     fine_iterations: Annotated[
         int, typer.Option(help="casp: HomoMatcher iterations (1: the search window only; trained with 3).")
@@ -845,9 +850,9 @@ def match_eval(
     metrics.update(
         {
             "areas": areas.value,
-            "area_pairs": area_pairs,
-            "crop_size": crop_size,
-            "min_zoom": pair_matcher.min_zoom if areas != AreaMatching.none else None,
+            "area_pairs": pair_matcher.max_area_pairs if areas != AreaMatching.none else None,
+            "crop_size": pair_matcher.crop_size if areas != AreaMatching.none else None,
+            "min_zoom": min_zoom if areas != AreaMatching.none else None,
             "em_iterations": em_iterations,
             "fine_iterations": fine_iterations,
             "per_pair_areas": area_details,

