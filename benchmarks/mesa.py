@@ -41,7 +41,7 @@ from reloc.datasets import load_dataset
 from reloc.datasets.base import read_image
 from reloc.datasets.pairs import pair_line, read_pairs_with_gt
 from reloc.datasets.synthetic.pairs import PairSampler
-from reloc.mapping.tracks import skew
+from reloc.geometry.projection import fundamental_matrix
 from reloc.matching.mesa.dmesa import inside_box
 from reloc.matching.mesa.matcher import sampson_distances
 from reloc.matching.pairwise import PairMatcherConfig, build_pair_matcher
@@ -111,8 +111,7 @@ def reference_matches(pairs: Path, images: Path, cache: Path) -> dict[str, np.nd
     references = {}
     for pair in read_pairs_with_gt(pairs):
         points0, points1 = matcher.match(read_image(images / pair.name0), read_image(images / pair.name1))
-        relative = pair.cam1_from_cam0
-        fundamental = np.linalg.inv(pair.K1).T @ skew(relative.t) @ relative.R @ np.linalg.inv(pair.K0)
+        fundamental = fundamental_matrix(pair.K0, pair.K1, pair.cam1_from_cam0)
         agree = sampson_distances(points0, points1, fundamental) <= REFERENCE_MAX_PX
         references[f"{pair.name0} {pair.name1}"] = np.hstack([points0[agree], points1[agree]])
     cache.parent.mkdir(parents=True, exist_ok=True)

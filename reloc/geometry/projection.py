@@ -1,4 +1,4 @@
-"""Projection of world points into posed cameras."""
+"""Projection of world points into posed cameras, and the epipolar geometry of two of them."""
 
 from __future__ import annotations
 
@@ -32,3 +32,11 @@ def backproject_depth(pixels: np.ndarray, depth: np.ndarray, pose: Pose, camera:
     xy = camera.unproject(pixels)
     points_cam = np.concatenate([xy, np.ones((len(xy), 1))], axis=1) * np.asarray(depth)[:, None]
     return pose.inverse().transform(points_cam)
+
+
+def fundamental_matrix(K0: np.ndarray, K1: np.ndarray, cam1_from_cam0: Pose) -> np.ndarray:
+    """F (3, 3) with x1^T F x0 = 0 for homogeneous pixels x0 of camera ``K0`` (3, 3) and x1 of
+    ``K1`` seeing the same point, from the relative pose ``cam1_from_cam0``."""
+    t = cam1_from_cam0.t
+    essential = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ cam1_from_cam0.R
+    return np.linalg.inv(K1).T @ essential @ np.linalg.inv(K0)

@@ -7,19 +7,14 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from ..geometry.projection import fundamental_matrix
 from ..types import Frame
-
-
-def skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
 
 
 def epipolar_errors(frame0: Frame, frame1: Frame, points0: np.ndarray, points1: np.ndarray) -> np.ndarray:
     """Symmetric point-to-epipolar-line distance in pixels (N,) under the known poses."""
     relative = frame1.pose @ frame0.pose.inverse()
-    essential = skew(relative.t) @ relative.R
-    K0inv, K1inv = np.linalg.inv(frame0.camera.K), np.linalg.inv(frame1.camera.K)
-    fundamental = K1inv.T @ essential @ K0inv
+    fundamental = fundamental_matrix(frame0.camera.K, frame1.camera.K, relative)
     h0 = np.c_[points0, np.ones(len(points0))]
     h1 = np.c_[points1, np.ones(len(points1))]
     lines1 = h0 @ fundamental.T  # epipolar lines in image 1
