@@ -207,7 +207,8 @@ class XFeatStarMatcher:
             )
             for resized in (resized0, resized1)
         )
-        pairs = torch.from_numpy(mutual_nn(dense0["descriptors"][0].numpy(), dense1["descriptors"][0].numpy(), ANY_MUTUAL))
+        descriptors0, descriptors1 = (dense["descriptors"][0].numpy() for dense in (dense0, dense1))
+        pairs = torch.from_numpy(mutual_nn(descriptors0, descriptors1, ANY_MUTUAL))
         refined = self.model._refine_matches(dense0, dense1, matches=[(pairs[:, 0], pairs[:, 1])], batch_idx=0)
         points0, points1 = refined[:, :2], refined[:, 2:]
         # kornia reports pixel centres at integers: shift to COLMAP's +0.5 before scaling.
