@@ -29,6 +29,7 @@ apart. ``precision`` prints the same precision for an earlier ``eval`` output fo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -119,35 +120,43 @@ def reference_matches(pairs: Path, images: Path, cache: Path) -> dict[str, np.nd
     return references
 
 
-def real_area_precision(metrics: dict, references: dict[str, np.ndarray]) -> tuple[int, int, int]:
-    """(correct, judged, all) area pairs of an area-matching run on real pairs, judged by the
-    reference matches (module docstring)."""
+def judged_area_pairs(metrics: dict, seen_in_image0, min_seen: int) -> tuple[int, int, int]:
+    """(correct, judged, all) area pairs of an area-matching run. ``seen_in_image0(pair, box1)``
+    gives the points (K, 2) of image 0 that what box1 sees lies at (module docstring); an area pair
+    with fewer than ``min_seen`` of them is not judged, and one is correct when at least half lie
+    in box0."""
     correct = judged = total = 0
     for pair, details in zip(metrics["per_pair"], metrics["per_pair_areas"]):
-        reference = references[f"{pair['name0']} {pair['name1']}"]
         for box0, box1 in details["area_pairs"]:
             total += 1
-            seen = reference[inside_box(reference[:, 2:], box1), :2]
-            if len(seen) >= REFERENCE_MIN:
+            seen = seen_in_image0(pair, box1)
+            if len(seen) >= min_seen:
                 judged += 1
-                correct += int(inside_box(seen, box0).mean() >= 0.5)
+                correct += int(len(seen) > 0 and inside_box(seen, box0).mean() >= 0.5)
     return correct, judged, total
 
 
+def real_area_precision(metrics: dict, references: dict[str, np.ndarray]) -> tuple[int, int, int]:
+    """(correct, judged, all) area pairs of a run on real pairs, judged by the reference matches
+    with their image-1 point in box1."""
+
+    def seen_in_image0(pair: dict, box1: list[float]) -> np.ndarray:
+        reference = references[f"{pair['name0']} {pair['name1']}"]
+        return reference[inside_box(reference[:, 2:], box1), :2]
+
+    return judged_area_pairs(metrics, seen_in_image0, REFERENCE_MIN)
+
+
 def area_precision(metrics: dict, flows: dict) -> tuple[int, int]:
-    """(correct, all) area pairs of an area-matching run on the synthetic pairs."""
-    correct = total = 0
-    for pair, details in zip(metrics["per_pair"], metrics["per_pair_areas"]):
+    """(correct, all) area pairs of a run on the synthetic pairs, judged by the exact flow of box1's
+    covisible pixels (a box seeing nothing of image 0 counts as wrong)."""
+
+    def seen_in_image0(pair: dict, box1: list[float]) -> np.ndarray:
         key = Path(pair["name0"]).name[:3]
-        flow1, covisible1 = flows[f"{key}-flow1"], flows[f"{key}-cov1"]
-        for box0, box1 in details["area_pairs"]:
-            x0, y0, x1, y1 = (int(round(v)) for v in box1)
-            seen = flow1[y0:y1, x0:x1][covisible1[y0:y1, x0:x1]]
-            if len(seen) == 0:
-                total += 1
-                continue
-            correct += int(inside_box(seen, box0).mean() >= 0.5)
-            total += 1
+        x0, y0, x1, y1 = (int(round(v)) for v in box1)
+        return flows[f"{key}-flow1"][y0:y1, x0:x1][flows[f"{key}-cov1"][y0:y1, x0:x1]]
+
+    correct, _, total = judged_area_pairs(metrics, seen_in_image0, 0)
     return correct, total
 
 
@@ -166,11 +175,18 @@ def pair_sets(args) -> list[tuple[str, Path, Path]]:
     return sets
 
 
+@functools.lru_cache(maxsize=1)
+def synthetic_flows(path: Path) -> dict[str, np.ndarray]:
+    """The synthetic pairs' flows and covisibility masks (``flows.npz``, ~200 MB), read once for
+    every run of a set."""
+    return dict(np.load(path))
+
+
 def precision_cell(label: str, pairs: Path, images: Path, metrics: dict, args) -> str:
     """The area precision of one area-matching run: "correct/all" on the synthetic pairs,
     "correct/judged (+N not judged)" on the real ones."""
     if label.startswith("synthetic"):
-        correct, total = area_precision(metrics, dict(np.load(pairs.parent / "flows.npz")))
+        correct, total = area_precision(metrics, synthetic_flows(pairs.parent / "flows.npz"))
         return f"{correct}/{total}"
     cache = args.pairs / "references" / f"{label.replace(' ', '-')}.npz"
     correct, judged, total = real_area_precision(metrics, reference_matches(pairs, images, cache))
