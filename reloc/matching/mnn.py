@@ -11,7 +11,7 @@ from ..features.base import Features
 
 @dataclass
 class MutualNNConfig:
-    min_similarity: float = 0.0  # cosine similarity a match must reach (0: off)
+    min_similarity: float = 0.0  # cosine similarity a match must reach (-1: off; 0 drops negative similarities)
     ratio: float = 1.0  # Lowe's ratio on distances, first / second nearest (1: off)
 
 

