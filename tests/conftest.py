@@ -7,6 +7,8 @@ on the thread count (nor on ``OMP_NUM_THREADS``), and this is how that is checke
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,15 @@ def sevenscenes_stairs() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def module_folder(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """An empty folder for the maps and scenes one test module shares, removed when the module ends:
+    kept to the end of the session, the modules' folders add up to ~1 GB, more than a CI disk may have."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -31,10 +31,10 @@ RELOC = str(Path(sys.executable).with_name("reloc"))
 
 
 @pytest.fixture(scope="module")
-def evaluated_scene(tmp_path_factory) -> tuple[Path, Path]:
+def evaluated_scene(module_folder) -> tuple[Path, Path]:
     """A synthetic room (seed 8, 40 mapping and 4 query frames) and the folder of `reloc eval`
     with the default config on it (its map in ``run/map``)."""
-    folder = tmp_path_factory.mktemp("evaluated")
+    folder = module_folder
     scene = folder / "scene"
     generate(
         SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1), scene

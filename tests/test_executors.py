@@ -67,16 +67,17 @@ def test_an_unknown_executor_is_refused_by_name():
 
 
 @pytest.fixture(scope="module")
-def mapped_scene(tmp_path_factory) -> tuple[Path, Path]:
+def mapped_scene(module_folder) -> tuple[Path, Path]:
     """A synthetic room (seed 8, 40 mapping and 6 query frames) and its default map."""
-    return mapped_room(tmp_path_factory.mktemp("executors"), query_frames=6)
+    return mapped_room(module_folder / "room", query_frames=6)
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+def ray_cluster(module_folder):
     """A local Ray with 2 CPUs whose workers can import the test's stage module."""
     ray = pytest.importorskip("ray")
-    modules = tmp_path_factory.mktemp("modules")
+    modules = module_folder / "modules"
+    modules.mkdir()
     (modules / "reloc_test_gate.py").write_text(GATE_STAGE)
     sys.path.insert(0, str(modules))
     python_path = os.pathsep.join(filter(None, [str(modules), os.environ.get("PYTHONPATH")]))

@@ -202,9 +202,9 @@ def test_batched_training_equals_one_landmark_at_a_time():
 
 
 @pytest.fixture(scope="module")
-def favor_run(tmp_path_factory):
+def favor_run(module_folder):
     """configs/favor.yaml (fewer landmarks and steps) evaluated on a small synthetic scene."""
-    root = tmp_path_factory.mktemp("favor")
+    root = module_folder
     generate(
         SynthConfig("7scenes", seed=3, mapping_frames=40, query_frames=6, mapping_sequences=1, query_sequences=1),
         root / "scene",

@@ -60,8 +60,8 @@ def test_a_scene_with_too_few_labelled_points_per_voxel_is_refused_with_the_numb
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("neumap") / "scene"
+def scene(module_folder) -> Path:
+    root = module_folder / "scene"
     generate(
         SynthConfig("7scenes", seed=7, mapping_frames=40, query_frames=8, mapping_sequences=1, query_sequences=1),
         root,
@@ -70,9 +70,10 @@ def scene(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(scene, tmp_path_factory) -> Path:
+def run(scene, module_folder) -> Path:
     """configs/neumap.yaml (a shorter code optimisation) evaluated on the scene."""
-    folder = tmp_path_factory.mktemp("neumap-run")
+    folder = module_folder / "run-config"
+    folder.mkdir()
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "neumap.yaml").read_text())
     config["mapping"]["nodes"]["codes"]["with"] = {"optimise": {"max_steps": OPTIMISE_STEPS, "sampler": SAMPLER}}
     config["mapping"]["keep"] = ["features.h5"]  # mapping's working file, read by the tests below

@@ -34,8 +34,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served_map(tmp_path_factory) -> tuple[Path, Path]:
-    return mapped_room(tmp_path_factory.mktemp("serve"), query_frames=4)
+def served_map(module_folder) -> tuple[Path, Path]:
+    return mapped_room(module_folder, query_frames=4)
 
 
 @pytest.fixture(scope="module", params=["uvicorn", "ray-serve"])

@@ -20,8 +20,8 @@ from reloc.geometry.projection import backproject_depth, project_points
 
 
 @pytest.fixture(scope="module")
-def sevenscenes_scene(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth7")
+def sevenscenes_scene(module_folder):
+    root = module_folder / "synth7"
     generate(
         SynthConfig("7scenes", seed=3, mapping_frames=4, query_frames=2, mapping_sequences=2, query_sequences=1), root
     )
@@ -29,8 +29,8 @@ def sevenscenes_scene(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cambridge_scene(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthcam")
+def cambridge_scene(module_folder):
+    root = module_folder / "synthcam"
     generate(
         SynthConfig("cambridge", seed=5, mapping_frames=6, query_frames=2, mapping_sequences=2, query_sequences=1), root
     )

@@ -45,10 +45,10 @@ FAILED_QUERY = "seq-03/frame-000002.color.png"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
+def run(module_folder) -> Path:
     """`reloc eval` of the default config on a small synthetic 7-Scenes scene; then a copy of its
     results in which one query is reported failed (results_failed.txt)."""
-    root = tmp_path_factory.mktemp("viewer")
+    root = module_folder
     generate(
         SynthConfig("7scenes", seed=5, mapping_frames=40, query_frames=6, mapping_sequences=2, query_sequences=1),
         root / "scene",
