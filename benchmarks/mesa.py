@@ -8,20 +8,21 @@
 another seed, e.g. 5, with ``--sets synthetic``), ``--synthetic-pairs`` how many pairs (90; the
 first reported run had 30, where one pair moved AUC@5 by up to 3.3).
 
-``pairs`` writes, in ``pairs_with_gt.txt`` format (cam1_from_cam0): **Strecha wide-baseline
-pairs** (each image of a scene with those 3 to 6 ahead in name order, from the GT poses) and
-**low-overlap synthetic indoor pairs** (``PairSampler`` on the ``room`` scene of seed 7, never
-seed 0: pairs kept when 10 to 40 % of image 0 is covisible), with their images and, for the
-synthetic ones, the ground-truth flow used for area precision. ``eval`` runs ``reloc match-eval``
-for every matcher and every ``--areas`` on every set (the easy Strecha
-``pairs_with_gt.txt`` too) and prints one Markdown table with each run's area precision: the
-share of its area pairs (box0, box1) for which at least half of what box1 sees of image 0 lies in
-box0. On the synthetic pairs "what box1 sees" is the exact flow of its covisible pixels; on the
-real Strecha pairs it is the reference matches with their image-1 point in box1: RootSIFT matches
-at the images' full size (8000 keypoints, mutual NN + ratio 0.8) within 1 px of the ground-truth
-epipolar geometry, independent of the matcher under test (cached under ``--pairs``). An area pair
-with fewer than ``REFERENCE_MIN`` reference matches in box1 cannot be judged there and is counted
-apart. ``precision`` prints the same precision for an earlier ``eval`` output folder:
+``pairs`` writes, in ``pairs_with_gt.txt`` format (cam1_from_cam0): **Strecha wide-baseline pairs**
+(each image of a scene with those 3 to 6 ahead in name order, from the GT poses) and **low-overlap
+synthetic indoor pairs** (``PairSampler`` on the ``room`` scene of seed 7, never seed 0: pairs kept
+when 10 to 40 % of image 0 is covisible; ``--synthetic-overlap 0.5 0.9`` writes a set of easier
+pairs beside it), with their images and, for the synthetic ones, the ground-truth flow used for area
+precision. ``eval`` runs ``reloc match-eval`` for every matcher and every ``--areas`` on every set
+(the easy Strecha ``pairs_with_gt.txt`` and every synthetic set too) and prints one Markdown table
+with each run's area precision: the share of its area pairs (box0, box1) for which at least half of
+what box1 sees of image 0 lies in box0. On the synthetic pairs "what box1 sees" is the exact flow of
+its covisible pixels; on the real Strecha pairs it is the reference matches with their image-1 point
+in box1: RootSIFT matches at the images' full size (8000 keypoints, mutual NN + ratio 0.8) within 1
+px of the ground-truth epipolar geometry, independent of the matcher under test (cached under
+``--pairs``). An area pair with fewer than ``REFERENCE_MIN`` reference matches in box1 cannot be
+judged there and is counted apart. ``precision`` prints the same precision for an earlier ``eval``
+output folder:
 
     python benchmarks/mesa.py precision --pairs runs/mesa-pairs --strecha ../shared/data/strecha --runs runs/mesa
 """
@@ -50,6 +51,7 @@ from reloc.matching.pairwise import PairMatcherConfig, build_pair_matcher
 STRECHA = ("fountain-P11", "Herz-Jesus-P8", "castle-P19")
 REFERENCE_MAX_PX = 1.0  # Sampson distance to the ground-truth geometry, full-size pixels
 REFERENCE_MIN = 10  # reference matches in box1 for an area pair to be judged
+LOW_OVERLAP = (0.1, 0.4)  # share of image 0 covisible in the low-overlap synthetic pairs
 
 
 def strecha_wide_pairs(root: Path, out: Path) -> None:
@@ -68,18 +70,25 @@ def strecha_wide_pairs(root: Path, out: Path) -> None:
         print(f"{scene}: {len(lines)} wide-baseline pairs")
 
 
-def synthetic_low_overlap_pairs(out: Path, seed: int, count: int) -> list:
-    """``count`` pairs with 10-40 % covisibility; images, pairs file and flows."""
-    folder = out / "synthetic-low-overlap"
+def synthetic_folder(overlap: tuple[float, float]) -> str:
+    """The folder of the synthetic pairs with ``overlap`` (low, high) of image 0 covisible."""
+    if overlap == LOW_OVERLAP:
+        return "synthetic-low-overlap"
+    return f"synthetic-overlap-{round(100 * overlap[0])}-{round(100 * overlap[1])}"
+
+
+def synthetic_pairs(out: Path, seed: int, count: int, overlap: tuple[float, float]) -> list:
+    """``count`` pairs with ``overlap`` (low, high) of image 0 covisible; images, pairs file and flows."""
+    folder = out / synthetic_folder(overlap)
     folder.mkdir(parents=True, exist_ok=True)
     sampler = PairSampler(
-        "room", seed=seed, width=640, height=480, max_baseline_m=1.5, max_angle_deg=50, min_overlap=0.1
+        "room", seed=seed, width=640, height=480, max_baseline_m=1.5, max_angle_deg=50, min_overlap=overlap[0]
     )
     rng = np.random.default_rng(seed)
     lines, flows = [], {}
     while len(lines) < count:
         pair = sampler.sample(rng)
-        if pair.covisible0.mean() > 0.4:
+        if pair.covisible0.mean() > overlap[1]:
             continue
         index = len(lines)
         names = [f"{index:03d}-{side}.png" for side in (0, 1)]
@@ -93,7 +102,7 @@ def synthetic_low_overlap_pairs(out: Path, seed: int, count: int) -> list:
         **{f"{k}-flow1": v[0] for k, v in flows.items()},
         **{f"{k}-cov1": v[1] for k, v in flows.items()},
     )
-    print(f"synthetic: {len(lines)} low-overlap pairs")
+    print(f"synthetic: {len(lines)} pairs with {overlap[0]:.0%}-{overlap[1]:.0%} of image 0 covisible")
 
 
 def match_eval(matcher: str, areas: str, pairs: Path, images: Path, out: Path, extra: list[str]) -> dict:
@@ -170,8 +179,8 @@ def pair_sets(args) -> list[tuple[str, Path, Path]]:
                 pairs = args.pairs / "strecha-wide" / f"{scene}.txt"
             sets.append((f"{scene} {kind}", pairs, args.strecha / scene))
     if "synthetic" in args.sets:
-        synthetic = args.pairs / "synthetic-low-overlap"
-        sets.append(("synthetic low-overlap", synthetic / "pairs_with_gt.txt", synthetic))
+        for synthetic in sorted(args.pairs.glob("synthetic-*")):
+            sets.append((synthetic.name.replace("-", " ", 1), synthetic / "pairs_with_gt.txt", synthetic))
     return sets
 
 
@@ -239,6 +248,14 @@ def main() -> None:
     pairs.add_argument(
         "--synthetic-pairs", type=int, default=90, help="low-overlap pairs (one pair moves AUC@5 by about 100 / N)"
     )
+    pairs.add_argument(
+        "--synthetic-overlap",
+        type=float,
+        nargs=2,
+        default=LOW_OVERLAP,
+        metavar=("LOW", "HIGH"),
+        help="share of image 0 covisible in the synthetic pairs (the low-overlap set: 0.1 0.4)",
+    )
     run = commands.add_parser("eval", help="match-eval every matcher with every kind of area matching on every set")
     run.add_argument("--pairs", type=Path, required=True)
     run.add_argument("--strecha", type=Path, required=True)
@@ -260,7 +277,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "pairs":
         strecha_wide_pairs(args.strecha, args.out)
-        synthetic_low_overlap_pairs(args.out, args.synthetic_seed, args.synthetic_pairs)
+        synthetic_pairs(args.out, args.synthetic_seed, args.synthetic_pairs, tuple(args.synthetic_overlap))
     elif args.command == "precision":
         precision(args)
     else:
