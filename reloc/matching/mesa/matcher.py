@@ -4,9 +4,10 @@
 
 1. **global**: the wrapped matcher on the whole pair (long side ``resize_max``); its matches are
    also DMESA's coarse matches;
-2. **segmentation**: areas of each image (:mod:`.areas`), remembered for the last
-   ``cached_images`` images (a query matched to several keyframes, an image in several pairs is
-   segmented once; the key is a digest of the segmentation's own input, so a hit is exact);
+2. **segmentation**: areas of each image (:mod:`.areas`), the two images at once on up to
+   torch's intra-op thread count, remembered for the last ``cached_images`` images (a query
+   matched to several keyframes, an image in several pairs is segmented once; the key is a digest
+   of the segmentation's own input, so a hit is exact);
 3. **area matching**, ``method`` ``dmesa`` (:mod:`.dmesa`: each area's coarse matches splatted
    into the other image, both directions; pairs ranked by their coarse matches, a pair whose two
    crops each lie ``duplicate_overlap`` or more inside a better pair's dropped — the same pair
@@ -35,11 +36,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
 
 from ...io.memo import BoundedCache
 from ..pairwise import PairMatcherConfig, build_pair_matcher
@@ -137,6 +141,7 @@ class AreaMatcher:
         self.crop_matcher = build_pair_matcher(name, crop_config)
         self.details = AreaMatchDetails()
         self.segmentations = BoundedCache(self.config.cached_images)
+        self.counting = threading.Lock()
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Area boxes (A, 4) of ``image``, from the cache when its segmentation input was seen."""
@@ -144,7 +149,8 @@ class AreaMatcher:
         key = hashlib.blake2b(small.tobytes() + np.asarray(image.shape[:2]).tobytes(), digest_size=16).digest()
 
         def segmented() -> np.ndarray:
-            self.details.segmented += 1
+            with self.counting:
+                self.details.segmented += 1
             return segment_work_copy(small, (image.shape[1], image.shape[0]), self.config.areas)
 
         return self.segmentations.get(key, segmented)
@@ -165,7 +171,11 @@ class AreaMatcher:
         fundamental, _ = cv2.findFundamentalMat(points0, points1, cv2.USAC_MAGSAC, 1.0 * scale, 0.999, 10000)
         details.seconds["fusion"] = time.perf_counter() - started
         started = time.perf_counter()
-        boxes0, boxes1 = self.segment(image0), self.segment(image1)
+        if torch.get_num_threads() > 1:
+            with ThreadPoolExecutor(2) as pool:  # scikit-image's segmentation releases the GIL for much of its time
+                boxes0, boxes1 = pool.map(self.segment, (image0, image1))
+        else:
+            boxes0, boxes1 = self.segment(image0), self.segment(image1)
         details.areas = (len(boxes0), len(boxes1))
         details.seconds["segmentation"] = time.perf_counter() - started
         if fundamental is None or fundamental.shape != (3, 3):
