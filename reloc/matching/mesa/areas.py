@@ -1,12 +1,12 @@
 """Areas of an image without hub weights, and their area graph.
 
-SAM's "everything" masks cannot be downloaded here, so areas come from a hierarchical
-segmentation that needs no weights: Felzenszwalb's graph segmentation (scikit-image) at one or
-more scales of one small copy of the image (long side ``work_size``), fine to coarse, the scales at
-once on up to torch's intra-op thread count. The default is one scale, 250: adding 1000 gave the
-same DMESA AUC@5 on the tuning pairs of seeds 5 and 6 at twice the segmentation time (BENCHMARKS,
-eighth run). Each segment gives its bounding box; boxes too small, too large (nearly the whole image: the root's) or
-duplicating a kept one (IoU) are dropped. Boxes are in original COLMAP pixels ``(x0, y0, x1, y1)``.
+SAM's "everything" masks cannot be downloaded here, so areas come from a segmentation that needs no
+weights: Felzenszwalb's graph segmentation (scikit-image) at one or more scales of one small copy of
+the image (long side ``work_size``), fine to coarse, the scales at once on up to torch's intra-op
+thread count. The default is one scale, 250: adding 1000 gave the same DMESA AUC@5 on the tuning
+pairs of seeds 5 and 6 at twice the segmentation time (BENCHMARKS, eighth run). Each segment gives
+its bounding box; boxes too small, too large (nearly the whole image: the root's) or duplicating a
+kept one (IoU) are dropped. Boxes are in original COLMAP pixels ``(x0, y0, x1, y1)``.
 
 The area graph (MESA): nodes are the root (the whole image) and the areas; an area's **level** is
 set by its box's longer side against ``level_sides`` (at the paper's 640-px scale: 560 / 390 /
