@@ -16,7 +16,7 @@ from reloc.features.base import resize_image
 from reloc.features.extractors import images_to_tensor
 from reloc.localization.area_matching import Keyframe, lift_matches
 from reloc.matching.mesa.areas import AreaConfig, area_graph, iou, segment_boxes
-from reloc.matching.mesa.dmesa import SplatConfig, refine_box, splat_box
+from reloc.matching.mesa.dmesa import SplatConfig, area_pairs, is_root, refine_box, splat_box
 from reloc.matching.mesa.graphcut import binary_energy, minimum_cut_labels
 from reloc.matching.mesa.graphical import GraphicalConfig, graphical_area_pairs
 from reloc.matching.mesa.matcher import AreaMatcher, AreaMatcherConfig, sampson_distances, smaller_share, square_crop
@@ -99,6 +99,24 @@ def test_splatting_boxes_the_dense_cluster_and_ignores_a_stray_match():
     box = splat_box(points, np.ones(len(points)), (640, 480), SplatConfig())
     assert box[0] <= 300 and box[1] <= 200 and box[2] >= 420 and box[3] >= 300
     assert box[0] > 200 and box[1] > 100 and box[2] < 520 and box[3] < 400  # blur and a cell of margin, no stray
+
+
+def test_an_area_whose_matches_spread_over_the_whole_other_image_gets_no_partner():
+    """Area A's matches land all over image 1: its splatted box is the root (the whole image), not
+    an area, and is dropped; area C's compact matches give C its partner."""
+    rng = np.random.default_rng(0)
+    in_a, in_c = rng.uniform([60, 60], [200, 200], (300, 2)), rng.uniform([80, 300], [220, 440], (150, 2))
+    points0 = np.vstack([in_a, in_c])
+    points1 = np.vstack([rng.uniform([0, 0], [640, 480], (300, 2)), in_c + [320, -20]])
+    boxes0, sizes = np.array([[50.0, 50, 210, 210], [70.0, 290, 230, 450]]), ((640, 480), (640, 480))
+    found = {
+        max_side: area_pairs(
+            boxes0, np.zeros((0, 4)), points0, points1, np.ones(450), sizes, SplatConfig(max_side=max_side)
+        )
+        for max_side in (0.9, 1.0)
+    }
+    assert len(found[0.9]) == 1 and np.array_equal(found[0.9][0][0], boxes0[1])
+    assert len(found[1.0]) == 2 and is_root(found[1.0][0][1], (640, 480), 0.9)
 
 
 def test_em_refinement_recovers_the_cluster_that_scattered_wrong_matches_hid_from_splatting():
