@@ -34,14 +34,13 @@ RELOC = str(Path(sys.executable).with_name("reloc"))
 def evaluated_scene(module_folder) -> tuple[Path, Path]:
     """A synthetic room (seed 8, 40 mapping and 4 query frames) and the folder of `reloc eval`
     with the default config on it (its map in ``run/map``)."""
-    folder = module_folder
-    scene = folder / "scene"
+    scene = module_folder / "scene"
     generate(
         SynthConfig("7scenes", seed=8, mapping_frames=40, query_frames=4, mapping_sequences=2, query_sequences=1), scene
     )
-    result = CliRunner().invoke(app, ["eval", *dataset_args(scene, folder / "run")])
+    result = CliRunner().invoke(app, ["eval", *dataset_args(scene, module_folder / "run")])
     assert result.exit_code == 0, result.output
-    return scene, folder / "run"
+    return scene, module_folder / "run"
 
 
 def test_relocalize_synthetic_scene_end_to_end(tmp_path, monkeypatch, evaluated_scene):

@@ -45,10 +45,9 @@ def test_submaps_are_ranked_by_the_reciprocal_rank_of_their_keyframes():
 @pytest.fixture(scope="module")
 def split_scene(module_folder) -> tuple[Path, Path, Path]:
     """The synthetic room (seed 8, 6 queries), its default map and that map split in 2 submaps."""
-    folder = module_folder
-    scene, map_dir = mapped_room(folder, query_frames=6)
-    api.split_map(map_dir, folder / "split", SplitConfig(parts=2, overlap=0.25))
-    return scene, map_dir, folder / "split"
+    scene, map_dir = mapped_room(module_folder, query_frames=6)
+    api.split_map(map_dir, module_folder / "split", SplitConfig(parts=2, overlap=0.25))
+    return scene, map_dir, module_folder / "split"
 
 
 @pytest.mark.slow
