@@ -15,8 +15,8 @@ from reloc.eval.matching import estimate_relative_pose, relative_pose_error
 from reloc.features.base import resize_image
 from reloc.features.extractors import images_to_tensor
 from reloc.localization.area_matching import Keyframe, lift_matches
-from reloc.matching.mesa.areas import AreaConfig, area_graph, iou, segment_boxes
-from reloc.matching.mesa.dmesa import SplatConfig, area_pairs, is_root, refine_box, splat_box
+from reloc.matching.mesa.areas import AreaConfig, area_graph, covers_image, iou, segment_boxes
+from reloc.matching.mesa.dmesa import SplatConfig, area_pairs, refine_box, splat_box
 from reloc.matching.mesa.graphcut import binary_energy, minimum_cut_labels
 from reloc.matching.mesa.graphical import GraphicalConfig, graphical_area_pairs
 from reloc.matching.mesa.matcher import AreaMatcher, AreaMatcherConfig, sampson_distances, smaller_share, square_crop
@@ -116,7 +116,7 @@ def test_an_area_whose_matches_spread_over_the_whole_other_image_gets_no_partner
         for max_side in (0.9, 1.0)
     }
     assert len(found[0.9]) == 1 and np.array_equal(found[0.9][0][0], boxes0[1])
-    assert len(found[1.0]) == 2 and is_root(found[1.0][0][1], (640, 480), 0.9)
+    assert len(found[1.0]) == 2 and covers_image(found[1.0][0][1][None], (640, 480), 0.9)[0]
 
 
 def test_em_refinement_recovers_the_cluster_that_scattered_wrong_matches_hid_from_splatting():

@@ -55,6 +55,13 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(box_area(a)[:, None] + box_area(b)[None] - inter, 1e-9)
 
 
+def covers_image(boxes: np.ndarray, image_size: tuple[int, int], max_side: float) -> np.ndarray:
+    """(A,) whether each box of ``boxes`` (A, 4) spans more than ``max_side`` of both sides of an
+    image of ``image_size`` (width, height): the root's box, not an area."""
+    width, height = image_size
+    return ((boxes[:, 2] - boxes[:, 0]) > max_side * width) & ((boxes[:, 3] - boxes[:, 1]) > max_side * height)
+
+
 def work_copy(image: np.ndarray, config: AreaConfig) -> np.ndarray:
     """The copy of RGB ``image`` (H, W, 3) the segmentation runs on (long side ``work_size``)."""
     height, width = image.shape[:2]
@@ -90,7 +97,7 @@ def segment_work_copy(small: np.ndarray, image_size: tuple[int, int], config: Ar
         return np.zeros((0, 4))
     boxes = np.asarray(boxes, np.float64) / factor
     sides = np.stack([(boxes[:, 2] - boxes[:, 0]) / width, (boxes[:, 3] - boxes[:, 1]) / height], axis=1)
-    keep = (sides.max(axis=1) >= config.min_side) & ~(sides.min(axis=1) > config.max_side)
+    keep = (sides.max(axis=1) >= config.min_side) & ~covers_image(boxes, image_size, config.max_side)
     boxes = boxes[keep]
     boxes = boxes[np.argsort(-box_area(boxes), kind="stable")]
     kept: list[np.ndarray] = []

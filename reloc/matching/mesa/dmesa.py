@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .areas import covers_image
+
 
 @dataclass
 class SplatConfig:
@@ -33,16 +35,11 @@ class SplatConfig:
     min_matches: int = 12  # an area with fewer coarse matches inside gets no partner
     em_iterations: int = 0  # EM refinement of each splatted box (0: none)
     em_sigmas: float = 2.0  # the refined box spans the mean ± this many standard deviations
-    max_side: float = 0.9  # a box whose both sides exceed this share of its image is the root's: no partner
+    max_side: float = 0.9  # a box covering this share of both image sides is the root (areas.covers_image): no partner
 
 
 def inside_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:
     return (points[:, 0] >= box[0]) & (points[:, 0] < box[2]) & (points[:, 1] >= box[1]) & (points[:, 1] < box[3])
-
-
-def is_root(box: np.ndarray, image_size: tuple[int, int], max_side: float) -> bool:
-    """Whether ``box`` (4,) spans more than ``max_side`` of both sides of an image of ``image_size``."""
-    return (box[2] - box[0]) > max_side * image_size[0] and (box[3] - box[1]) > max_side * image_size[1]
 
 
 def splat_box(
@@ -122,6 +119,6 @@ def area_pairs(
             found = splat_box(target[inside], weights[inside], size, config)
             if found is not None and config.em_iterations:
                 found = refine_box(target[inside], weights[inside], size, found, config)
-            if found is not None and not is_root(found, size, config.max_side):
+            if found is not None and not covers_image(found[None], size, config.max_side)[0]:
                 pairs.append((box, found) if forward else (found, box))
     return pairs
