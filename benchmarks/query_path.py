@@ -29,6 +29,24 @@ VARIANTS = {
     ],
     "SIFT 1024 px, 2000 keypoints": ["localization.features.max_keypoints=2000"],
     "SIFT 768 px": ["localization.features.resize_max=768"],
+    "SIFT 1024 px, 2 scales, contrast 0.03": [
+        "localization.features.octave_layers=2",
+        "localization.features.detection_threshold=0.03",
+    ],
+    "SIFT 1024 px, 2 scales, contrast 0.04, 2000 keypoints": [
+        "localization.features.octave_layers=2",
+        "localization.features.detection_threshold=0.04",
+        "localization.features.max_keypoints=2000",
+    ],
+    "SIFT 1024 px, contrast 0.04, 2000 keypoints": [
+        "localization.features.detection_threshold=0.04",
+        "localization.features.max_keypoints=2000",
+    ],
+    "SIFT 896 px": ["localization.features.resize_max=896"],
+    "SIFT 896 px, contrast 0.04": [
+        "localization.features.resize_max=896",
+        "localization.features.detection_threshold=0.04",
+    ],
 }
 
 
