@@ -176,6 +176,23 @@ def test_homomatcher_dense_output_follows_the_true_flow(training_pair):
     )
 
 
+def test_cached_preparation_gives_the_same_matches_and_prepares_each_image_once(training_pair):
+    """With ``cached_images``, an image matched again (a query against several keyframes) reuses
+    its backbone maps: the matches equal the uncached ones (to float rounding), and three pairs over three images
+    run the networks three times, not six."""
+    plain = build_pair_matcher("casp", PairMatcherConfig(resize_max=0))
+    cached = build_pair_matcher("casp", PairMatcherConfig(resize_max=0, cached_images=4))
+    calls = []
+    networks = cached.prepare_resized
+    cached.prepare_resized = lambda resized: calls.append(len(resized)) or networks(resized)
+    image0, image1 = training_pair.image0, training_pair.image1
+    image2 = np.ascontiguousarray(image1[:, ::-1])
+    for pair in ((image0, image1), (image0, image2), (image1, image2)):
+        for expected, got in zip(plain.match(*pair), cached.match(*pair)):
+            np.testing.assert_allclose(got, expected, atol=1e-3)  # batched or not: float rounding only
+    assert sum(calls) == 3, calls
+
+
 def test_corner_head_starts_at_the_coarse_match_and_its_corners_define_the_homography():
     """The regression fit: a fresh head (zero last layer) keeps each coarse match (the patch moves
     by points1 - points0, nothing else); offsets it regresses move the patch corners exactly there."""

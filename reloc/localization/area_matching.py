@@ -37,7 +37,7 @@ from .rounds import FirstCorrespondences, query_in_rounds
 @dataclass
 class AreaLocalizeConfig:
     matcher: str = "casp"  # any pair matcher of reloc.matching.pairwise.build_pair_matcher
-    pair: PairMatcherConfig = field(default_factory=PairMatcherConfig)
+    pair: PairMatcherConfig = field(default_factory=lambda: PairMatcherConfig(cached_images=8))  # query + keyframes
     areas: AreaMatcherConfig = field(default_factory=AreaMatcherConfig)
     lift_px: float = 3.0  # pixels at a 640-px long side of the keyframe
     pnp: PnPConfig = field(default_factory=PnPConfig)

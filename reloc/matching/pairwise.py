@@ -19,6 +19,7 @@ import torch
 from ..errors import RelocError
 from ..features.base import resize_image
 from ..features.extractors import AlikedExtractor, ExtractorConfig, SiftExtractor, images_to_tensor, load_xfeat
+from ..io.memo import BoundedCache
 from ..weights import project_weights
 from .backbone import Pyramid
 from .casp.model import mutual_matches
@@ -36,6 +37,7 @@ class PairMatcherConfig:
     casp_checkpoint: str = ""  # casp: CasP checkpoint ("": the shipped one, reloc/weights/casp.pt)
     homomatcher_checkpoint: str = ""  # casp: HomoMatcher checkpoint ("": the shipped one)
     multiscale: bool = True  # xfeat-star: extract at 0.6x and 1.3x of the input (False: at 1x only)
+    cached_images: int = 0  # casp: prepared images kept for later pairs, by content (~15 MB each at 640 px)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class CaspPairMatcher:
                 else project_weights("homomatcher.pt")
             ),
         }
+        self.prepared = BoundedCache(config.cached_images)
         self.casp = load_trained("casp", self.checkpoints["casp"])
         self.fine = load_trained("homomatcher", self.checkpoints["homomatcher"]) if config.fine else None
         if self.fine is not None:
@@ -92,12 +95,19 @@ class CaspPairMatcher:
     def prepare(self, image: np.ndarray) -> PreparedImage:
         return self.prepare_batch([image])[0]
 
-    @torch.inference_mode()
     def prepare_batch(self, images: list[np.ndarray]) -> list[PreparedImage]:
         """Images that resize to the same size go through the networks as one batch."""
-        resized = [resize_image(image, self.config.resize_max, 32, enlarge=True) for image in images]
+        return self.prepare_resized([self.resize(image) for image in images])
+
+    def resize(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The image as the networks see it and the scale (2,) back to its pixels."""
+        return resize_image(image, self.config.resize_max, 32, enlarge=True)
+
+    @torch.inference_mode()
+    def prepare_resized(self, resized: list[tuple[np.ndarray, np.ndarray]]) -> list[PreparedImage]:
+        """:meth:`prepare_batch` of images already resized by :meth:`resize`."""
         if len({r.shape for r, _ in resized}) > 1:
-            return [self.prepare(image) for image in images]
+            return [self.prepare_resized([item])[0] for item in resized]
         tensor = images_to_tensor([r for r, _ in resized])
         pyramid = self.casp.backbone(tensor)
         fine = self.fine.fine_features(tensor, pyramid) if self.fine is not None else None
@@ -147,8 +157,19 @@ class CaspPairMatcher:
         refined0, homographies10, _ = self.fine.refine(image1.fine, image0.fine, points1, points0, size1, size0)
         return SemiDenseMatches(points0, refined1, homographies01), SemiDenseMatches(points1, refined0, homographies10)
 
+    def prepare_cached(self, image: np.ndarray) -> PreparedImage:
+        """:meth:`prepare`, or the preparation of an earlier image with the same resized pixels
+        (the last ``cached_images``): a query matched to several keyframes, a keyframe matched
+        by several queries, is prepared once."""
+        resized = self.resize(image)
+        key = hashlib.blake2b(resized[0].tobytes(), digest_size=16).digest() + repr(resized[0].shape).encode()
+        return self.prepared.get(key, lambda: self.prepare_resized([resized])[0])
+
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        prepared0, prepared1 = self.prepare_batch([image0, image1])
+        if self.config.cached_images:
+            prepared0, prepared1 = self.prepare_cached(image0), self.prepare_cached(image1)
+        else:
+            prepared0, prepared1 = self.prepare_batch([image0, image1])
         matches = self.match_prepared(prepared0, prepared1)
         return matches.points0.double().numpy() * prepared0.scale, matches.points1.double().numpy() * prepared1.scale
 

@@ -137,7 +137,7 @@ class AreaMatcher:
         max_area_pairs, crop_size = CROPS.get(name, (3, 256))
         self.max_area_pairs = max_area_pairs if self.config.max_area_pairs is None else self.config.max_area_pairs
         self.crop_size = crop_size if self.config.crop_size is None else self.config.crop_size
-        crop_config = dataclasses.replace(matcher_config, resize_max=self.crop_size, multiscale=False)
+        crop_config = dataclasses.replace(matcher_config, resize_max=self.crop_size, multiscale=False, cached_images=0)
         self.crop_matcher = build_pair_matcher(name, crop_config)
         self.details = AreaMatchDetails()
         self.segmentations = BoundedCache(self.config.cached_images)
