@@ -1053,6 +1053,13 @@ def train_neumap_command(
     steps: Annotated[int, typer.Option(help="Optimisation steps (batches of voxel samples).")] = 10000,
     seed: Annotated[int, typer.Option(help="Seeds the initial weights, codes and the sampling.")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+    held_out_queries: Annotated[
+        bool,
+        typer.Option(
+            help="Samples of each scene's query frames train the decoder only, through codes learnt from its "
+            "mapping frames (as a new scene's codes are), instead of training the codes too."
+        ),
+    ] = False,
 ):
     """NeuMap: the scene-agnostic transdecoder, trained jointly with each scene's voxel codes on
     keypoints labelled with world coordinates (depth, or triangulated landmarks). Resumes from
@@ -1064,7 +1071,7 @@ def train_neumap_command(
 
     if threads:
         torch.set_num_threads(threads)
-    config = TrainConfig(steps=steps, seed=seed)
+    config = TrainConfig(steps=steps, seed=seed, held_out_queries=held_out_queries)
     run_training("neumap", steps, lambda on_step: train_neumap(scenes, out, config, work, on_step))
 
 

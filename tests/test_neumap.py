@@ -24,7 +24,15 @@ from reloc.neumap.labels import LabelledPoints, labels_from_depth
 from reloc.neumap.localize import NeumapLocalizeConfig, judged_on_every_prediction, localize_neumap, regress
 from reloc.neumap.model import DecoderConfig, TransDecoder
 from reloc.neumap.store import FORMAT, NeumapMap
-from reloc.neumap.train import OptimiseConfig, SamplerConfig, optimise_codes, scene_samples
+from reloc.neumap.train import (
+    OptimiseConfig,
+    SamplerConfig,
+    TrainConfig,
+    initial_state,
+    optimise_codes,
+    scene_samples,
+    train_step,
+)
 from reloc.neumap.trained import load_decoder
 from reloc.neumap.voxels import build_voxels
 from reloc.types import Camera, Pose
@@ -223,6 +231,36 @@ def test_code_optimisation_is_deterministic_and_leaves_the_decoder_alone():
     assert first.losses == second.losses and torch.equal(first.codes.codes, second.codes.codes)
     assert first.losses[-1] < first.losses[0]
     assert all(torch.equal(before[k], v) for k, v in decoder.state_dict().items())
+
+
+@pytest.mark.parametrize("held_out_queries", [False, True])
+def test_held_out_query_frames_train_the_decoder_but_not_the_codes(held_out_queries):
+    """Frames 2 and 3 of 4 are queries. With ``held_out_queries``, a step whose samples all come
+    from them changes the decoder and leaves every code and weight as it was; without, both move."""
+    rng = np.random.default_rng(3)
+    labels = LabelledPoints(
+        rng.normal(size=(400, 64)).astype(np.float16),
+        rng.uniform(0, 2, (400, 3)).astype(np.float32),
+        np.repeat(np.arange(4), 100).astype(np.int32),
+        list("abcd"),
+    )
+    table, observers = build_voxels(labels, 1.0, min_points=5)
+    queries_only = [frames[frames >= 2] for frames in observers]  # every sample from a query frame
+    samples = scene_samples(labels, table, queries_only, mapping_frames=2)
+    config = TrainConfig(
+        steps=10,
+        warmup_steps=1,
+        held_out_queries=held_out_queries,
+        decoder=DecoderConfig(dim=32, codes=8, blocks=2, ffn_dim=64),
+        sampler=SamplerConfig(voxels_per_step=4, points_per_voxel=32),
+    )
+    state = initial_state([samples], config)
+    codes, weights = (t.detach().clone() for t in (state.scene_codes[0].codes, state.scene_codes[0].weights))
+    decoder = {k: v.clone() for k, v in state.decoder.state_dict().items()}
+    train_step(state, [samples], config)
+    assert not all(torch.equal(decoder[k], v) for k, v in state.decoder.state_dict().items())
+    unchanged = torch.equal(codes, state.scene_codes[0].codes) and torch.equal(weights, state.scene_codes[0].weights)
+    assert unchanged == held_out_queries
 
 
 def test_the_pose_from_the_union_of_voxel_inliers_is_judged_on_every_confident_prediction():

@@ -47,17 +47,19 @@ def voxels_of(labels: LabelledPoints, config: VoxelConfig) -> tuple[VoxelTable, 
 
 def prepare_scene(
     root: Path, work: Path, features: FeatureStageConfig, labels: LabelConfig
-) -> tuple[LabelledPoints, str]:
+) -> tuple[LabelledPoints, str, int]:
     """Labelled keypoints of every posed frame of the scene (mapping and query splits: the queries
-    of ``reloc synth`` scenes bring their harsher appearance into training) and its layout; XFeat
-    features are kept in ``work/features.h5`` and reused when present."""
+    of ``reloc synth`` scenes bring their harsher appearance into training), its layout and its
+    number of mapping frames (the labels' first frames); XFeat features are kept in
+    ``work/features.h5`` and reused when present."""
     layout = scene_layout(root)
     dataset = load_dataset(layout, root)
-    frames = dataset.frames("train") + dataset.frames("test")
+    mapping = dataset.frames("train")
+    frames = mapping + dataset.frames("test")
     path = work / "features.h5"
     if path.is_file():
         store = FeatureStore.open(path)
     else:
         work.mkdir(parents=True, exist_ok=True)
         store = XFeatFeatures(features).run(frames, work)["features"]
-    return label_keypoints(frames, store, labels.source, labels.triangulation), layout
+    return label_keypoints(frames, store, labels.source, labels.triangulation), layout, len(mapping)

@@ -1,9 +1,12 @@
 """NeuMap training: the decoder jointly with per-scene codes (``train_decoder``), and the codes of
 a new scene under the frozen decoder (``optimise_codes``).
 
-A training sample is one voxel and up to ``points_per_voxel`` labelled keypoints of one mapping
-frame that sees it: those in the voxel are positives (coordinate and in-voxel targets), the
-others negatives (in-voxel target 0), as at query time, when every keypoint meets every voxel.
+A training sample is one voxel and up to ``points_per_voxel`` labelled keypoints of one frame
+that sees it: those in the voxel are positives (coordinate and in-voxel targets), the others
+negatives (in-voxel target 0), as at query time, when every keypoint meets every voxel. With
+``TrainConfig.held_out_queries``, a sample from a scene's query frames trains the decoder through
+its voxel's codes held fixed, as in use, where a new scene's codes learn from its mapping frames
+alone and must serve queries seen in other conditions.
 Loss (paper): a robust coordinate loss on the positives, ``d`` while ``d`` is at most
 ``robust_threshold``, ``sqrt(robust_threshold * d)`` beyond, with ``d`` the error in percent of
 the voxel side; binary cross-entropy on the in-voxel logit; L1 on the code weights.
@@ -47,9 +50,13 @@ class SceneSamples:
     frame_rows: list[np.ndarray]  # per frame, its rows
     observers: list[np.ndarray]  # per voxel, the frames that see it
     table: VoxelTable
+    mapping_frames: int  # frames [0, mapping_frames) are mapping frames, the rest queries
 
 
-def scene_samples(labels: LabelledPoints, table: VoxelTable, observers: list[np.ndarray]) -> SceneSamples:
+def scene_samples(
+    labels: LabelledPoints, table: VoxelTable, observers: list[np.ndarray], mapping_frames: int | None = None
+) -> SceneSamples:
+    """``mapping_frames``: how many of ``labels.frames`` (the first) are mapping frames; None: all."""
     order = np.argsort(labels.frame, kind="stable")
     bounds = np.searchsorted(labels.frame[order], np.arange(len(labels.frames) + 1))
     return SceneSamples(
@@ -59,6 +66,7 @@ def scene_samples(labels: LabelledPoints, table: VoxelTable, observers: list[np.
         [order[bounds[f] : bounds[f + 1]] for f in range(len(labels.frames))],
         observers,
         table,
+        len(labels.frames) if mapping_frames is None else mapping_frames,
     )
 
 
@@ -68,6 +76,7 @@ class Batch:
 
     scene: np.ndarray  # (B,) index of the sample's scene
     voxel: np.ndarray  # (B,) voxel index within its scene
+    from_query: np.ndarray  # (B,) bool, the sample's frame is a query frame
     descriptors: torch.Tensor  # (B, N, C)
     offsets: torch.Tensor  # (B, N, 3) target offsets from the voxel median, voxel sides
     inside: torch.Tensor  # (B, N) bool
@@ -79,12 +88,14 @@ def sample_batch(scenes: list[SceneSamples], rng: np.random.Generator, config: S
     dim = scenes[0].descriptors.shape[1]
     descriptors, offsets = torch.zeros(count, width, dim), torch.zeros(count, width, 3)
     inside, valid = torch.zeros(count, width, dtype=torch.bool), torch.zeros(count, width, dtype=torch.bool)
-    scene_of, voxel_of = np.zeros(count, np.int64), np.zeros(count, np.int64)
+    scene_of, voxel_of, from_query = np.zeros(count, np.int64), np.zeros(count, np.int64), np.zeros(count, bool)
     for b in range(count):
         s = int(rng.integers(len(scenes)))
         scene = scenes[s]
         v = int(rng.integers(len(scene.table)))
-        rows = scene.frame_rows[int(rng.choice(scene.observers[v]))]
+        frame = int(rng.choice(scene.observers[v]))
+        from_query[b] = frame >= scene.mapping_frames
+        rows = scene.frame_rows[frame]
         rows = torch.from_numpy(rng.choice(rows, min(width, len(rows)), replace=False))
         n = len(rows)
         descriptors[b, :n] = scene.descriptors[rows]
@@ -92,7 +103,7 @@ def sample_batch(scenes: list[SceneSamples], rng: np.random.Generator, config: S
         inside[b, :n] = scene.voxel[rows] == v
         valid[b, :n] = True
         scene_of[b], voxel_of[b] = s, v
-    return Batch(scene_of, voxel_of, descriptors, offsets, inside, valid)
+    return Batch(scene_of, voxel_of, from_query, descriptors, offsets, inside, valid)
 
 
 def robust_coordinate_loss(error_percent: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -193,6 +204,7 @@ class TrainConfig:
     warmup_steps: int = 500
     checkpoint_every: int = 500
     seed: int = 0
+    held_out_queries: bool = False  # query-frame samples train the decoder only (their codes held fixed)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -259,6 +271,10 @@ def train_step(state: TrainingState, scenes: list[SceneSamples], config: TrainCo
     batch = sample_batch(scenes, np.random.default_rng([config.seed, state.step]), config.sampler)
     codes = torch.stack([state.scene_codes[s].codes[v] for s, v in zip(batch.scene, batch.voxel)])
     weights = torch.stack([state.scene_codes[s].weights[v] for s, v in zip(batch.scene, batch.voxel)])
+    if config.held_out_queries:
+        fixed = torch.from_numpy(batch.from_query)
+        codes = torch.where(fixed[:, None, None, None], codes.detach(), codes)
+        weights = torch.where(fixed[:, None, None], weights.detach(), weights)
     loss, stats = batch_loss(state.decoder, batch, codes, weights, config.loss)
     factor = learning_rate_factor(state.step, config)
     for group, base in zip(state.optimizer.param_groups, (config.learning_rate, config.code_learning_rate)):

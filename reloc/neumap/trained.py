@@ -64,9 +64,9 @@ def training_scenes(
     """Each scene's samples and a summary (name, layout, labelled keypoints, voxels, voxel side)."""
     scenes, summaries = [], []
     for root in roots:
-        labelled, layout = prepare_scene(root, work / root.resolve().name, QUERY_FEATURES, labels)
+        labelled, layout, mapping_frames = prepare_scene(root, work / root.resolve().name, QUERY_FEATURES, labels)
         table, observers = voxels_of(labelled, voxels)
-        scenes.append(scene_samples(labelled, table, observers))
+        scenes.append(scene_samples(labelled, table, observers, mapping_frames))
         summaries.append(
             {
                 "scene": str(root),
