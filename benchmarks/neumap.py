@@ -7,7 +7,8 @@ pruning curve, and the generalisation gap (a scene the decoder trained on agains
 
 Every row is a fresh ``reloc eval``. The pruning curve re-prunes the codes of the NeuMap map
 built with ``prune_threshold: 0`` (pruning does not change the optimised codes, only which are
-kept) and localizes against each pruned copy.
+kept) and localizes against each pruned copy. ``--decoder CKPT`` runs NeuMap with a decoder
+checkpoint of ``reloc train neumap`` instead of the shipped one.
 """
 
 from __future__ import annotations
@@ -68,7 +69,14 @@ def record_pruned(map_dir: Path, threshold: float) -> None:
     (map_dir / MAP_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
 
 
-def prune_curve(label: str, dataset: str, root: Path, built: Path, thresholds: list[float], out: Path) -> None:
+def decoder_sets(decoder: Path | None) -> list[str]:
+    """``reloc eval --set`` overrides that make both NeuMap stages use ``decoder`` (None: the shipped one)."""
+    return [f"mapping.codes.decoder={decoder}", f"localization.pnp.decoder={decoder}"] if decoder else []
+
+
+def prune_curve(
+    label: str, dataset: str, root: Path, built: Path, thresholds: list[float], out: Path, decoder: Path | None
+) -> None:
     """Localize against copies of ``built``'s map whose codes are pruned at each threshold."""
     neumap = NeumapMap.load(built / "map" / NEUMAP_FILE)
     for threshold in thresholds:
@@ -79,7 +87,7 @@ def prune_curve(label: str, dataset: str, root: Path, built: Path, thresholds: l
         pruned = neumap.pruned(threshold)
         pruned.save(copy / "map" / NEUMAP_FILE)
         record_pruned(copy / "map", threshold)
-        metrics = evaluate("neumap", dataset, root, copy / "run", copy / "map")
+        metrics = evaluate("neumap", dataset, root, copy / "run", copy / "map", decoder_sets(decoder))
         print(
             f"| {label} | {threshold:g} | {pruned.record['kept_codes']}/{pruned.kept.numel()} | "
             f"{(copy / 'map' / NEUMAP_FILE).stat().st_size / 1e6:.2f} | {metrics['n_failed']}/{metrics['n_queries']} | "
@@ -99,7 +107,9 @@ def main() -> None:
     parser.add_argument("--peers", nargs="*", default=["default"], help="configs run beside neumap")
     parser.add_argument("--prune", nargs="*", type=float, default=[], help="pruning thresholds of the curve")
     parser.add_argument("--prune-scenes", nargs="*", default=["demo", "fountain-P11"])
+    parser.add_argument("--decoder", type=Path, help="NeuMap decoder checkpoint (default: the shipped one)")
     args = parser.parse_args()
+    neumap_sets = decoder_sets(args.decoder)
     scenes = []
     if args.demo:
         scenes.append(("demo", "7scenes", args.demo))
@@ -114,21 +124,22 @@ def main() -> None:
         for config in ["neumap", *args.peers]:
             out = args.out / config / label
             sets = ["mapping.codes.prune_threshold=0"] if config == "neumap" and label in args.prune_scenes else []
-            metrics = evaluate(config, dataset, root, out, sets=sets)
+            metrics = evaluate(config, dataset, root, out, sets=sets + (neumap_sets if config == "neumap" else []))
             print(row(config + (" (unpruned)" if sets else ""), label, metrics, out), flush=True)
             if sets:
                 built[label] = (dataset, root, out)
     for label, root in (("seen (trained on)", args.seen), ("unseen", args.unseen)):
         if root is not None:
             out = args.out / "neumap" / root.name
-            print(row("neumap", f"{root.name}, {label}", evaluate("neumap", "7scenes", root, out), out), flush=True)
+            metrics = evaluate("neumap", "7scenes", root, out, sets=neumap_sets)
+            print(row("neumap", f"{root.name}, {label}", metrics, out), flush=True)
     if args.prune:
         print(
             "\n| scene | prune threshold | kept codes | neumap.pt MB | failed | median t (cm) | 5cm/5deg | 50cm/5deg |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for label, (dataset, root, out) in built.items():
-            prune_curve(label, dataset, root, out, args.prune, args.out / "prune")
+            prune_curve(label, dataset, root, out, args.prune, args.out / "prune", args.decoder)
 
 
 if __name__ == "__main__":
