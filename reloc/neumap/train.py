@@ -1,5 +1,6 @@
-"""NeuMap training: the decoder jointly with per-scene codes (``train_decoder``), and the codes of
-a new scene under the frozen decoder (``optimise_codes``).
+"""NeuMap training: the decoder jointly with per-scene codes (``train_step``, run by
+:func:`.trained.train_neumap`), and the codes of a new scene under the frozen decoder
+(``optimise_codes``).
 
 A training sample is one voxel and up to ``points_per_voxel`` labelled keypoints of one frame
 that sees it: those in the voxel are positives (coordinate and in-voxel targets), the others
