@@ -261,6 +261,7 @@ def main() -> None:
     run.add_argument("--strecha", type=Path, required=True)
     run.add_argument("--area-pairs", type=int, help="area pairs whose crops are matched (default: match-eval's)")
     run.add_argument("--crop-size", type=int, help="long side an area crop is matched at (default: match-eval's)")
+    run.add_argument("--crop-keypoints", type=int, help="keypoints per area crop (default: match-eval's)")
     run.add_argument("--min-zoom", type=float, help="skip area pairs matched under this x the global resolution")
     run.add_argument("--em-iterations", type=int, help="DMESA's EM refinement (default: match-eval's, none)")
     run.add_argument("--out", type=Path, required=True)
@@ -284,6 +285,7 @@ def main() -> None:
         args.area_options = {
             "area-pairs": args.area_pairs,
             "crop-size": args.crop_size,
+            "crop-keypoints": args.crop_keypoints,
             "min-zoom": args.min_zoom,
             "em-iterations": args.em_iterations,
         }

@@ -776,6 +776,10 @@ def match_eval(
             "256 else)."
         ),
     ] = None,
+    crop_keypoints: Annotated[
+        int | None,
+        typer.Option(help="Keypoints per area crop (XFeat*: top-k cells; default: the matcher's, 4096)."),
+    ] = None,
     min_zoom: Annotated[
         float, typer.Option(help="Skip area pairs whose crops are matched at under this x the global resolution.")
     ] = 0.0,
@@ -819,7 +823,12 @@ def match_eval(
     if areas != AreaMatching.none:
         splat = SplatConfig(em_iterations=em_iterations)
         area_config = AreaMatcherConfig(
-            areas.value, max_area_pairs=area_pairs, crop_size=crop_size, min_zoom=min_zoom, splat=splat
+            areas.value,
+            max_area_pairs=area_pairs,
+            crop_size=crop_size,
+            crop_keypoints=crop_keypoints,
+            min_zoom=min_zoom,
+            splat=splat,
         )
         pair_matcher = AreaMatcher(matcher.value, matcher_config, area_config)
     else:
@@ -852,6 +861,7 @@ def match_eval(
             "areas": areas.value,
             "area_pairs": pair_matcher.max_area_pairs if areas != AreaMatching.none else None,
             "crop_size": pair_matcher.crop_size if areas != AreaMatching.none else None,
+            "crop_keypoints": pair_matcher.crop_matcher.config.max_keypoints if areas != AreaMatching.none else None,
             "min_zoom": min_zoom if areas != AreaMatching.none else None,
             "em_iterations": em_iterations,
             "fine_iterations": fine_iterations,

@@ -110,10 +110,8 @@ def test_an_area_whose_matches_spread_over_the_whole_other_image_gets_no_partner
     points1 = np.vstack([rng.uniform([0, 0], [640, 480], (300, 2)), in_c + [320, -20]])
     boxes0, sizes = np.array([[50.0, 50, 210, 210], [70.0, 290, 230, 450]]), ((640, 480), (640, 480))
     found = {
-        max_side: area_pairs(
-            boxes0, np.zeros((0, 4)), points0, points1, np.ones(450), sizes, SplatConfig(max_side=max_side)
-        )
-        for max_side in (0.9, 1.0)
+        root_side: area_pairs(boxes0, np.zeros((0, 4)), points0, points1, np.ones(450), sizes, SplatConfig(), root_side)
+        for root_side in (0.9, 1.0)
     }
     assert len(found[0.9]) == 1 and np.array_equal(found[0.9][0][0], boxes0[1])
     assert len(found[1.0]) == 2 and covers_image(found[1.0][0][1][None], (640, 480), 0.9)[0]
@@ -231,8 +229,10 @@ def test_area_crops_come_from_the_wrapped_matchers_defaults_unless_the_config_se
     xfeat, sift = AreaMatcher("xfeat-star"), AreaMatcher("sift")
     assert (xfeat.max_area_pairs, xfeat.crop_size, xfeat.crop_matcher.config.multiscale) == (1, 640, False)
     assert xfeat.matcher.config.multiscale and (sift.max_area_pairs, sift.crop_size) == (3, 256)
-    chosen = AreaMatcher("xfeat-star", config=AreaMatcherConfig(max_area_pairs=2, crop_size=384))
-    assert (chosen.max_area_pairs, chosen.crop_size, chosen.crop_matcher.config.resize_max) == (2, 384, 384)
+    assert sift.crop_matcher.config.max_keypoints == sift.matcher.config.max_keypoints
+    chosen = AreaMatcher("xfeat-star", config=AreaMatcherConfig(max_area_pairs=2, crop_size=384, crop_keypoints=1024))
+    crop_config = chosen.crop_matcher.config
+    assert (chosen.max_area_pairs, crop_config.resize_max, crop_config.max_keypoints) == (2, 384, 1024)
 
 
 @pytest.mark.parametrize("method", ["dmesa", "mesa"])

@@ -5,8 +5,9 @@ The density is built on a grid of ``cell`` pixels: each match adds its weight to
 grid is blurred with a Gaussian of ``sigma_cells``, and the region kept is the connected part,
 around the density's peak, that stays above the value a single match has at √2·σ from its cell
 (e^-1 of its peak). Its bounding box, grown by one cell, is the matched area, unless both its
-sides exceed ``max_side`` of the image: such a box is the root (the whole image), which the
-segmentation drops too, not an area, and the source area gets no partner (chosen on the tuning
+sides exceed ``root_side`` of the image (the segmentation's own ``AreaConfig.max_side``): such a
+box is the root (the whole image), which the segmentation drops too, not an area, and the source
+area gets no partner (chosen on the tuning
 pairs of seeds 5 and 6: DMESA's AUC@5 averaged over four sets, XFeat* 52.0 -> 52.4, CasP 60.7 ->
 60.6; BENCHMARKS, tenth run). Both directions are run (areas of image 0 into image 1 and back);
 each gives area pairs ``(box0, box1)``.
@@ -35,7 +36,6 @@ class SplatConfig:
     min_matches: int = 12  # an area with fewer coarse matches inside gets no partner
     em_iterations: int = 0  # EM refinement of each splatted box (0: none)
     em_sigmas: float = 2.0  # the refined box spans the mean ± this many standard deviations
-    max_side: float = 0.9  # a box covering this share of both image sides is the root (areas.covers_image): no partner
 
 
 def inside_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -103,10 +103,13 @@ def area_pairs(
     weights: np.ndarray,
     sizes: tuple[tuple[int, int], tuple[int, int]],
     config: SplatConfig,
+    root_side: float,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Area pairs (box0, box1) of both directions from coarse matches ``points0`` ↔ ``points1``
     (N, 2) with ``weights`` (N,): areas ``boxes0`` (A, 4) of image 0 splatted into image 1 and
-    ``boxes1`` (B, 4) of image 1 into image 0; ``sizes`` are the images' (width, height)."""
+    ``boxes1`` (B, 4) of image 1 into image 0; ``sizes`` are the images' (width, height). A
+    splatted box spanning more than ``root_side`` of both sides of its image is the root and
+    gives its area no partner."""
     pairs = []
     for boxes, source, target, size, forward in (
         (boxes0, points0, points1, sizes[1], True),
@@ -119,6 +122,6 @@ def area_pairs(
             found = splat_box(target[inside], weights[inside], size, config)
             if found is not None and config.em_iterations:
                 found = refine_box(target[inside], weights[inside], size, found, config)
-            if found is not None and not covers_image(found[None], size, config.max_side)[0]:
+            if found is not None and not covers_image(found[None], size, root_side)[0]:
                 pairs.append((box, found) if forward else (found, box))
     return pairs

@@ -60,6 +60,7 @@ class AreaMatcherConfig:
     graphical: GraphicalConfig = field(default_factory=GraphicalConfig)
     max_area_pairs: int | None = None  # area pairs whose crops are matched (None: the matcher's, CROPS)
     crop_size: int | None = None  # long side a crop pair is matched at (None: the matcher's, CROPS)
+    crop_keypoints: int | None = None  # keypoints (XFeat*: top-k cells) per crop (None: the matcher's, CROPS)
     min_zoom: float = 0.0  # skip area pairs matched at under this x the global resolution
     pad: float = 0.1  # crops grow by this share of their side
     duplicate_overlap: float = 0.8  # dmesa: a pair whose crops each lie this much inside a better pair's is dropped
@@ -69,9 +70,10 @@ class AreaMatcherConfig:
     cached_images: int = 32  # segmentations remembered
 
 
-CROPS = {"xfeat-star": (1, 640)}
-"""(``max_area_pairs``, ``crop_size``) by wrapped matcher when the config leaves them unset
-(others: 3 crop pairs of 256 px). Chosen on the 90 low-overlap synthetic pairs of seed 5
+CROPS = {"xfeat-star": (1, 640, None)}
+"""(``max_area_pairs``, ``crop_size``, ``crop_keypoints``) by wrapped matcher when the config
+leaves them unset (others: 3 crop pairs of 256 px; None: the matcher's own keypoints). Chosen on
+the 90 low-overlap synthetic pairs of seed 5
 (``benchmarks/mesa.py eval --area-pairs N --crop-size S``), DMESA's AUC@5 against the matcher
 alone: CasP 41.2 with 3 × 256 px (alone 34.7); XFeat* 32.9 with 3 × 256 px, 33.6 with 2 × 384
 px and, with crops extracted at one scale, 33.2 with 2 × 512 px and 35.4 with 1 × 640 px (alone
@@ -134,10 +136,19 @@ class AreaMatcher:
         if self.config.method not in ("dmesa", "mesa"):
             raise ValueError(f"area matching method {self.config.method!r}: choose dmesa or mesa")
         self.matcher = build_pair_matcher(name, matcher_config)
-        max_area_pairs, crop_size = CROPS.get(name, (3, 256))
-        self.max_area_pairs = max_area_pairs if self.config.max_area_pairs is None else self.config.max_area_pairs
-        self.crop_size = crop_size if self.config.crop_size is None else self.config.crop_size
-        crop_config = dataclasses.replace(matcher_config, resize_max=self.crop_size, multiscale=False, cached_images=0)
+        chosen = (self.config.max_area_pairs, self.config.crop_size, self.config.crop_keypoints)
+        defaults = CROPS.get(name, (3, 256, None))
+        self.max_area_pairs, self.crop_size, crop_keypoints = (
+            default if value is None else value for value, default in zip(chosen, defaults)
+        )
+        # crops are new images at every pair: nothing to keep prepared
+        crop_config = dataclasses.replace(
+            matcher_config,
+            resize_max=self.crop_size,
+            max_keypoints=crop_keypoints or matcher_config.max_keypoints,
+            multiscale=False,
+            cached_images=0,
+        )
         self.crop_matcher = build_pair_matcher(name, crop_config)
         self.details = AreaMatchDetails()
         self.segmentations = BoundedCache(self.config.cached_images)
@@ -232,7 +243,7 @@ class AreaMatcher:
                 boxes0, boxes1, points0, points1, weights, sizes, config.areas, config.graphical
             )
             return [((box0, box1), self.crop_windows(box0, box1, sizes)) for box0, box1, _ in found]
-        pairs = area_pairs(boxes0, boxes1, points0, points1, weights, sizes, config.splat)
+        pairs = area_pairs(boxes0, boxes1, points0, points1, weights, sizes, config.splat, config.areas.max_side)
         support = [int((inside_box(points0, b0) & inside_box(points1, b1)).sum()) for b0, b1 in pairs]
         kept: list[tuple[tuple[np.ndarray, np.ndarray], list[np.ndarray]]] = []
         for index in np.argsort(support, kind="stable")[::-1]:
