@@ -7,10 +7,9 @@ around the density's peak, that stays above the value a single match has at √2
 (e^-1 of its peak). Its bounding box, grown by one cell, is the matched area, unless both its
 sides exceed ``root_side`` of the image (the segmentation's own ``AreaConfig.max_side``): such a
 box is the root (the whole image), which the segmentation drops too, not an area, and the source
-area gets no partner (chosen on the tuning
-pairs of seeds 5 and 6: DMESA's AUC@5 averaged over four sets, XFeat* 52.0 -> 52.4, CasP 60.7 ->
-60.6; BENCHMARKS, tenth run). Both directions are run (areas of image 0 into image 1 and back);
-each gives area pairs ``(box0, box1)``.
+area gets no partner (chosen on the tuning pairs of seeds 5 and 6: DMESA's AUC@5 averaged over
+four sets, XFeat* 52.0 -> 52.4, CasP 60.7 -> 60.6; BENCHMARKS, tenth run). Both directions are
+run (areas of image 0 into image 1 and back); each gives area pairs ``(box0, box1)``.
 
 **EM refinement** (``em_iterations`` > 0): the splatted box starts a two-component mixture over
 the area's matched points in the other image, a Gaussian for the area's true counterpart and a

@@ -60,7 +60,7 @@ class AreaMatcherConfig:
     graphical: GraphicalConfig = field(default_factory=GraphicalConfig)
     max_area_pairs: int | None = None  # area pairs whose crops are matched (None: the matcher's, CROPS)
     crop_size: int | None = None  # long side a crop pair is matched at (None: the matcher's, CROPS)
-    crop_keypoints: int | None = None  # keypoints (XFeat*: top-k cells) per crop (None: the matcher's, CROPS)
+    crop_keypoints: int | None = None  # keypoints (XFeat*: top-k cells) per crop (None: the matcher's)
     min_zoom: float = 0.0  # skip area pairs matched at under this x the global resolution
     pad: float = 0.1  # crops grow by this share of their side
     duplicate_overlap: float = 0.8  # dmesa: a pair whose crops each lie this much inside a better pair's is dropped
@@ -70,10 +70,9 @@ class AreaMatcherConfig:
     cached_images: int = 32  # segmentations remembered
 
 
-CROPS = {"xfeat-star": (1, 640, None)}
-"""(``max_area_pairs``, ``crop_size``, ``crop_keypoints``) by wrapped matcher when the config
-leaves them unset (others: 3 crop pairs of 256 px; None: the matcher's own keypoints). Chosen on
-the 90 low-overlap synthetic pairs of seed 5
+CROPS = {"xfeat-star": (1, 640)}
+"""(``max_area_pairs``, ``crop_size``) by wrapped matcher when the config leaves them unset
+(others: 3 crop pairs of 256 px). Chosen on the 90 low-overlap synthetic pairs of seed 5
 (``benchmarks/mesa.py eval --area-pairs N --crop-size S``), DMESA's AUC@5 against the matcher
 alone: CasP 41.2 with 3 × 256 px (alone 34.7); XFeat* 32.9 with 3 × 256 px, 33.6 with 2 × 384
 px and, with crops extracted at one scale, 33.2 with 2 × 512 px and 35.4 with 1 × 640 px (alone
@@ -136,16 +135,14 @@ class AreaMatcher:
         if self.config.method not in ("dmesa", "mesa"):
             raise ValueError(f"area matching method {self.config.method!r}: choose dmesa or mesa")
         self.matcher = build_pair_matcher(name, matcher_config)
-        chosen = (self.config.max_area_pairs, self.config.crop_size, self.config.crop_keypoints)
-        defaults = CROPS.get(name, (3, 256, None))
-        self.max_area_pairs, self.crop_size, crop_keypoints = (
-            default if value is None else value for value, default in zip(chosen, defaults)
-        )
+        max_area_pairs, crop_size = CROPS.get(name, (3, 256))
+        self.max_area_pairs = max_area_pairs if self.config.max_area_pairs is None else self.config.max_area_pairs
+        self.crop_size = crop_size if self.config.crop_size is None else self.config.crop_size
         # crops are new images at every pair: nothing to keep prepared
         crop_config = dataclasses.replace(
             matcher_config,
             resize_max=self.crop_size,
-            max_keypoints=crop_keypoints or matcher_config.max_keypoints,
+            max_keypoints=self.config.crop_keypoints or matcher_config.max_keypoints,
             multiscale=False,
             cached_images=0,
         )
