@@ -442,6 +442,20 @@ def test_changed_stage_default_rebuilds_the_map_and_the_map_keeps_its_settings(t
     assert load_map_pipeline(tmp_path / "run" / "map").mapping.nodes["double"].config.label == "y"
 
 
+def test_a_map_recording_a_setting_this_reloc_dropped_says_to_rebuild_it(tmp_path):
+    scene, config = map_toy_scene(tmp_path, 3)
+    assert CliRunner().invoke(app, cambridge_args(config, scene, tmp_path / "run")).exit_code == 0
+    path = tmp_path / "run" / "map" / "map.yaml"
+    record = yaml.safe_load(path.read_text())
+    record["pipeline"]["mapping"]["nodes"]["double"]["with"]["retired"] = 3
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+    with pytest.raises(PipelineError) as error:
+        load_map_pipeline(tmp_path / "run" / "map")
+    message = str(error.value)
+    assert f"{path}: mapping: node 'double': unknown config key 'with.retired'" in message
+    assert message.endswith("rebuild the map with 'reloc map' (or 'reloc eval' without --map)")
+
+
 def test_query_features_of_another_extractor_than_the_map_are_refused(tmp_path):
     FeatureStore("sift", tmp_path / "features.h5")
     stage = XFeatFeatures(XFeatFeatures.Config(save=False))
