@@ -25,6 +25,12 @@ judged there and is counted apart. ``precision`` prints the same precision for a
 output folder:
 
     python benchmarks/mesa.py precision --pairs runs/mesa-pairs --strecha ../shared/data/strecha --runs runs/mesa
+
+``pool`` pools the per-pair errors of one set over several ``eval`` outputs (the low-overlap pairs
+of several synthetic rooms, one ``pairs`` / ``eval`` per seed) and prints each matcher's AUC@5/10/20
+with and without areas over all of them:
+
+    python benchmarks/mesa.py pool --runs runs/mesa runs/mesa-s8 --set synthetic-low-overlap
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from reloc.datasets import load_dataset
 from reloc.datasets.base import read_image
 from reloc.datasets.pairs import pair_line, read_pairs_with_gt
 from reloc.datasets.synthetic.pairs import PairSampler
+from reloc.eval.matching import AUC_THRESHOLDS_DEG, pose_auc
 from reloc.geometry.projection import fundamental_matrix
 from reloc.matching.mesa.dmesa import inside_box
 from reloc.matching.mesa.matcher import sampson_distances
@@ -238,6 +245,26 @@ def precision(args) -> None:
             print(f"| {label} | {matcher} | {areas} | {cell} |", flush=True)
 
 
+def pool(args) -> None:
+    """AUC@5/10/20 over the pairs of set ``args.set`` in every folder of ``args.runs``, by matcher
+    and area matching, with the gain over the matcher alone."""
+    errors: dict[tuple[str, str], list[float]] = {}
+    for folder in args.runs:
+        for run in sorted((folder / args.set).glob("*.json")):
+            matcher, areas = run.stem.rsplit("-", 1)
+            pairs = json.loads(run.read_text())["per_pair"]
+            errors.setdefault((matcher, areas), []).extend(pair["error_deg"] for pair in pairs)
+    header = " | ".join(f"AUC@{t}" for t in AUC_THRESHOLDS_DEG)
+    print(f"| matcher | areas | pairs | {header} | AUC@5 against the matcher alone |")
+    print("|---|---|---:|" + "---:|" * len(AUC_THRESHOLDS_DEG) + "---:|")
+    for (matcher, areas), values in sorted(errors.items()):
+        aucs = pose_auc(np.array(values))
+        alone = errors.get((matcher, "none"))
+        gain = f"{aucs[0] - pose_auc(np.array(alone))[0]:+.1f}" if alone and areas != "none" else "–"
+        cells = " | ".join(f"{auc:.1f}" for auc in aucs)
+        print(f"| {matcher} | {areas} | {len(values)} | {cells} | {gain} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -265,6 +292,9 @@ def main() -> None:
     run.add_argument("--min-zoom", type=float, help="skip area pairs matched under this x the global resolution")
     run.add_argument("--em-iterations", type=int, help="DMESA's EM refinement (default: match-eval's, none)")
     run.add_argument("--out", type=Path, required=True)
+    pooled = commands.add_parser("pool", help="AUC over the pairs of one set in several eval outputs")
+    pooled.add_argument("--runs", type=Path, nargs="+", required=True, help="eval --out folders")
+    pooled.add_argument("--set", default="synthetic-low-overlap", help="the set's folder in each")
     again = commands.add_parser("precision", help="the area precision of an earlier eval's runs")
     again.add_argument("--pairs", type=Path, required=True)
     again.add_argument("--strecha", type=Path, required=True)
@@ -281,6 +311,8 @@ def main() -> None:
         synthetic_pairs(args.out, args.synthetic_seed, args.synthetic_pairs, tuple(args.synthetic_overlap))
     elif args.command == "precision":
         precision(args)
+    elif args.command == "pool":
+        pool(args)
     else:
         args.area_options = {
             "area-pairs": args.area_pairs,
