@@ -26,6 +26,7 @@ from reloc.features.base import FeatureStore
 from reloc.features.stages import XFeatFeatures
 from reloc.io.lock import writing
 from reloc.io.map_folder import FAVOR_FILE
+from reloc.mapping.compact import CompactConfig, export_compact
 from reloc.pipeline.cache import DiskCache
 from reloc.pipeline.engine import run_graph
 from reloc.pipeline.progress import reporting, track
@@ -454,6 +455,9 @@ def test_a_map_recording_a_setting_this_reloc_dropped_says_to_rebuild_it(tmp_pat
     message = str(error.value)
     assert f"{path}: mapping: node 'double': unknown config key 'with.retired'" in message
     assert message.endswith("rebuild the map with 'reloc map' (or 'reloc eval' without --map)")
+    with pytest.raises(PipelineError) as exported:
+        export_compact(tmp_path / "run" / "map", tmp_path / "compact", CompactConfig())
+    assert str(exported.value) == message
 
 
 def test_query_features_of_another_extractor_than_the_map_are_refused(tmp_path):

@@ -31,7 +31,7 @@ from ..io.map_folder import (
     read_map_record,
     unread_artifacts,
 )
-from ..pipeline.spec import load_pipeline
+from ..pipeline.spec import load_recorded_pipeline
 from ..retrieval.vlad import RetrievalIndex, Whitening
 from .store import KeyframeEntry, read_sparse_map, write_landmarks
 
@@ -48,7 +48,7 @@ def export_compact(source: Path, out: Path, config: CompactConfig) -> dict[str, 
     """Write the compact copy of map ``source`` into ``out`` (a new or empty folder). Returns,
     per artifact of ``source``, its bytes there and in ``out`` (0: not copied)."""
     record = read_map_record(source)
-    pipeline = load_pipeline(source / MAP_FILE, record["pipeline"], built=True)
+    pipeline = load_recorded_pipeline(source / MAP_FILE, record["pipeline"])
     if out.exists() and any(out.iterdir()):
         raise PipelineError(f"{out}: not empty; export into a new folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from .engine import GraphRun, run_graph
 from .executors import ExecutorConfig, item_mapper, run_localization
 from .items import spreading
 from .memory import keep_freed_memory
-from .spec import Pipeline, load_pipeline
+from .spec import Pipeline, load_recorded_pipeline
 
 VERSIONED_PACKAGES = ("reloc", "torch", "kornia", "pycolmap", "poselib", "open3d-cpu", "numpy")
 
@@ -152,17 +152,9 @@ def recorded_pipeline(map_dir: Path) -> tuple[Path, dict]:
 
 
 def load_map_pipeline(map_dir: Path) -> Pipeline:
-    """The pipeline recorded in a map folder (in the first submap of a split map). A record this
-    reloc does not accept (a map built by a version with other settings or stages) fails naming
-    the key, and says to rebuild the map."""
-    path, recorded = recorded_pipeline(map_dir)
-    try:
-        return load_pipeline(path, recorded, built=True)
-    except PipelineError as error:
-        raise PipelineError(
-            f"{error}; the map records the pipeline of the reloc that built it, which this version does not "
-            "accept: rebuild the map with 'reloc map' (or 'reloc eval' without --map)"
-        ) from None
+    """The pipeline recorded in a map folder (in the first submap of a split map); see
+    :func:`.spec.load_recorded_pipeline`."""
+    return load_recorded_pipeline(*recorded_pipeline(map_dir))
 
 
 def localize(

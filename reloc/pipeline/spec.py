@@ -373,6 +373,19 @@ def load_pipeline(
     )
 
 
+def load_recorded_pipeline(path: Path, content: dict) -> Pipeline:
+    """The pipeline in a map's record (``content``, the ``pipeline`` entry of ``path``). A record
+    this reloc does not accept (a map built by a version with other settings or stages) fails
+    naming the key, and says to rebuild the map."""
+    try:
+        return load_pipeline(path, content, built=True)
+    except PipelineError as error:
+        raise PipelineError(
+            f"{error}; the map records the pipeline of the reloc that built it, which this version does not "
+            "accept: rebuild the map with 'reloc map' (or 'reloc eval' without --map)"
+        ) from None
+
+
 def check_every_map_artifact_is_read(path: Path, mapping: Graph, localization: Graph) -> None:
     """A mapping node that writes map artifacts (reloc.io.map_folder) must be read: by another
     mapping node's inputs, or through an artifact a localization node needs. A map holds only
