@@ -22,7 +22,7 @@ from .mapping.submaps import SplitConfig
 from .mapping.submaps import split_map as split_submaps
 from .pipeline.engine import GraphRun
 from .pipeline.executors import ExecutorConfig
-from .pipeline.runner import build_map
+from .pipeline.runner import build_map, load_map_pipeline
 from .pipeline.runner import localize as localize_frames
 from .pipeline.spec import Pipeline
 from .pipeline.spec import load_pipeline as load_validated_pipeline
@@ -60,12 +60,15 @@ def localize(
     camera: str | Path | None = None,
     on_node: NodeCallback | None = None,
     executor: ExecutorConfig | None = None,
+    overrides: list[str] | None = None,
 ) -> list[QueryResult]:
-    """Localize images (files or folders) against a map with the pipeline stored in it.
+    """Localize images (files or folders) against a map with the pipeline stored in it, its
+    localization settings changed by ``overrides`` (``--set`` values, e.g. ``features.resize_max=768``).
     Intrinsics: ``focal`` (principal point at the centre), a ``camera`` file, or the EXIF.
     ``executor``: in this process (default), on threads or on Ray (:mod:`reloc.pipeline.executors`)."""
     queries = ImageFolder(Path.cwd(), focal=focal, camera_file=camera, images=[Path(i) for i in images]).frames("test")
-    return localize_frames(Path(map_dir), queries, on_node, executor=executor)
+    pipeline = load_map_pipeline(Path(map_dir), overrides)
+    return localize_frames(Path(map_dir), queries, on_node, pipeline=pipeline, executor=executor)
 
 
 def evaluate(

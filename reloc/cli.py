@@ -82,15 +82,22 @@ ConfigOption = Annotated[
     Path,
     typer.Option("--config", help=f"Pipeline YAML, or the name of a shipped one ({', '.join(shipped_names())})."),
 ]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        metavar="NODE.KEY=VALUE",
-        help="Override a config value, validated like the YAML: [mapping.|localization.]NODE.KEY=VALUE "
-        "(e.g. localization.pnp.confident_inliers=50); repeat for more.",
-    ),
-]
+
+
+def set_option(help_text: str):
+    """A repeatable ``--set NODE.KEY=VALUE`` option with ``help_text``."""
+    return Annotated[list[str] | None, typer.Option("--set", metavar="NODE.KEY=VALUE", help=help_text)]
+
+
+SetOption = set_option(
+    "Override a config value, validated like the YAML: [mapping.|localization.]NODE.KEY=VALUE "
+    "(e.g. localization.pnp.confident_inliers=50); repeat for more."
+)
+LocalizationSetOption = set_option(
+    "Change a localization setting of the map's pipeline for this run, validated like the YAML: "
+    "[localization.]NODE.KEY=VALUE (e.g. features.resize_max=768: a smaller query image, faster, "
+    "less accurate; figures in BENCHMARKS.md); repeat for more. Mapping settings need a new map."
+)
 ImagesOption = Annotated[Path | None, typer.Option(help="colmap only: image folder (default ROOT/images).")]
 QueriesOption = Annotated[Path | None, typer.Option(help="colmap only: file of query image names (test split).")]
 ExecutorOption = Annotated[
@@ -333,6 +340,7 @@ def localize_command(
     camera: Annotated[
         Path | None, typer.Option(help="Camera file: 'MODEL W H PARAMS...' or 'NAME MODEL W H PARAMS...' lines.")
     ] = None,
+    overrides: LocalizationSetOption = None,
     executor: ExecutorOption = "local",
     workers: WorkersOption = 0,
     address: AddressOption = None,
@@ -348,6 +356,7 @@ def localize_command(
             camera,
             progress.on_node(f"localizing {len(images)} inputs"),
             ExecutorConfig(executor, workers, address),
+            overrides,
         )
     print_localized(results)
     write_results(out, results)

@@ -194,6 +194,37 @@ def test_a_localizer_reading_an_artifact_mapping_removed_is_refused_naming_it(tm
     )
 
 
+def test_localize_changes_a_localization_setting_for_one_run_and_refuses_a_mapping_one(tmp_path, evaluated_scene):
+    """`reloc localize --set` changes the map's localization graph for that run only: a mapping
+    image localizes as recorded, is reported failed when PnP must find more inliers than it has
+    keypoints, and localizes again after; the map's record is untouched. A mapping setting is
+    refused by name (the map would have to be rebuilt)."""
+    scene, run = evaluated_scene
+    image = scene / "seq-01" / "frame-000005.color.png"
+    record = (run / "map" / "map.yaml").read_text()
+
+    def localize(*options: str):
+        out = tmp_path / "r.txt"
+        out.unlink(missing_ok=True)
+        args = ["localize", str(run / "map"), str(image), "--focal", "585", "--out", str(out), *options]
+        result = CliRunner().invoke(app, args)
+        return result, (next(iter(read_results(out).values())) if out.exists() else None)
+
+    result, recorded = localize()
+    assert result.exit_code == 0 and recorded.pose is not None, result.output
+    result, strict = localize("--set", "pnp.pnp.min_inliers=100000")
+    assert result.exit_code == 0 and strict.pose is None, result.output
+    assert strict.reason.startswith("too few") and "< 100000)" in strict.reason, strict.reason
+    result, again = localize()
+    assert again.pose is not None and (run / "map" / "map.yaml").read_text() == record
+
+    result, refused = localize("--set", "landmarks.neighbours=3")
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and refused is None
+    assert "--set 'landmarks.neighbours=3': a built map's localization settings can change, not its mapping" in message
+    assert "localization nodes: features, retrieval, pnp" in message and "rebuild the map with 'reloc map'" in message
+
+
 def test_queries_from_another_scene_fail(tmp_path, evaluated_scene):
     """Images of another room (same generator, other seed: its walls reuse the bundled
     photographs, so some posters match) localized against a map: every one is reported failed,

@@ -226,10 +226,13 @@ def test_xfeat_star_at_two_scales_is_kornias_and_at_one_scale_its_matches_follow
 
 
 def test_area_crops_come_from_the_wrapped_matchers_defaults_unless_the_config_sets_them():
-    xfeat, sift = AreaMatcher("xfeat-star"), AreaMatcher("sift")
+    xfeat, sift, casp = AreaMatcher("xfeat-star"), AreaMatcher("sift"), AreaMatcher("casp")
     assert (xfeat.max_area_pairs, xfeat.crop_size, xfeat.crop_matcher.config.multiscale) == (1, 640, False)
+    assert xfeat.crop_matcher.config.max_keypoints == xfeat.matcher.config.max_keypoints
     assert xfeat.matcher.config.multiscale and (sift.max_area_pairs, sift.crop_size) == (3, 256)
-    assert sift.crop_matcher.config.max_keypoints == sift.matcher.config.max_keypoints
+    assert (sift.crop_matcher.config.max_keypoints, sift.matcher.config.max_keypoints) == (512, 4096)
+    assert (casp.max_area_pairs, casp.crop_size) == (3, 256)
+    assert casp.crop_matcher.config.max_keypoints == casp.matcher.config.max_keypoints
     chosen = AreaMatcher("xfeat-star", config=AreaMatcherConfig(max_area_pairs=2, crop_size=384, crop_keypoints=1024))
     crop_config = chosen.crop_matcher.config
     assert (chosen.max_area_pairs, crop_config.resize_max, crop_config.max_keypoints) == (2, 384, 1024)

@@ -151,10 +151,10 @@ def recorded_pipeline(map_dir: Path) -> tuple[Path, dict]:
     return map_dir / MAP_FILE, content["pipeline"]
 
 
-def load_map_pipeline(map_dir: Path) -> Pipeline:
-    """The pipeline recorded in a map folder (in the first submap of a split map); see
-    :func:`.spec.load_recorded_pipeline`."""
-    return load_recorded_pipeline(*recorded_pipeline(map_dir))
+def load_map_pipeline(map_dir: Path, overrides: list[str] | None = None) -> Pipeline:
+    """The pipeline recorded in a map folder (in the first submap of a split map), with
+    ``overrides`` of its localization graph; see :func:`.spec.load_recorded_pipeline`."""
+    return load_recorded_pipeline(*recorded_pipeline(map_dir), overrides)
 
 
 def localize(

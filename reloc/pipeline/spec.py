@@ -373,10 +373,30 @@ def load_pipeline(
     )
 
 
-def load_recorded_pipeline(path: Path, content: dict) -> Pipeline:
-    """The pipeline in a map's record (``content``, the ``pipeline`` entry of ``path``). A record
+def apply_localization_overrides(path: Path, content: dict, overrides: list[str]) -> dict:
+    """A map's recorded pipeline ``content`` with ``[localization.]node.key=value`` overrides of
+    its localization graph (:func:`apply_overrides`; a node in both graphs, such as ``features``,
+    means the localization one). The map is built, so an override of the mapping graph is refused."""
+    localization = content.get("localization") or {}
+    localization_nodes = localization.get("nodes") or {}
+    for override in overrides:
+        first = override.split("=", 1)[0].split(".")[0]
+        if first == "mapping" or (first != "localization" and first not in localization_nodes):
+            raise PipelineError(
+                f"{path}: --set {override!r}: a built map's localization settings can change, not its mapping "
+                f"(localization nodes: {', '.join(localization_nodes)}); rebuild the map with 'reloc map' to "
+                "change how it is built"
+            )
+    return {**content, "localization": apply_overrides(path, {"localization": localization}, overrides)["localization"]}
+
+
+def load_recorded_pipeline(path: Path, content: dict, overrides: list[str] | None = None) -> Pipeline:
+    """The pipeline in a map's record (``content``, the ``pipeline`` entry of ``path``), with
+    ``overrides`` of its localization graph (:func:`apply_localization_overrides`). A record
     this reloc does not accept (a map built by a version with other settings or stages) fails
     naming the key, and says to rebuild the map."""
+    if overrides:
+        content = apply_localization_overrides(path, content, overrides)
     try:
         return load_pipeline(path, content, built=True)
     except PipelineError as error:

@@ -20,8 +20,8 @@
    crops matched by the same matcher at a long side of ``crop_size`` (a small area is matched at
    a higher resolution than in the whole image; XFeat* at one extraction scale) and mapped back; a
    pair whose larger crop would be matched at under ``min_zoom`` times the global pass's resolution
-   is skipped before the ``max_area_pairs`` are taken (:data:`CROPS`: how many and how large, by
-   wrapped matcher);
+   is skipped before the ``max_area_pairs`` are taken (:data:`CROPS`: how many, how large and
+   with how many keypoints, by wrapped matcher);
 5. **fusion**: a fundamental matrix from the global matches (MAGSAC++, OpenCV); an area pair
    whose matches have a median Sampson distance above ``max_sampson_px`` to it is dropped
    (a wrong area match); the rest are merged with the global matches, duplicates (same cells of
@@ -60,7 +60,7 @@ class AreaMatcherConfig:
     graphical: GraphicalConfig = field(default_factory=GraphicalConfig)
     max_area_pairs: int | None = None  # area pairs whose crops are matched (None: the matcher's, CROPS)
     crop_size: int | None = None  # long side a crop pair is matched at (None: the matcher's, CROPS)
-    crop_keypoints: int | None = None  # keypoints (XFeat*: top-k cells) per crop (None: the matcher's)
+    crop_keypoints: int | None = None  # keypoints (XFeat*: top-k cells) per crop (None: CROPS, else the matcher's)
     min_zoom: float = 0.0  # skip area pairs matched at under this x the global resolution
     pad: float = 0.1  # crops grow by this share of their side
     duplicate_overlap: float = 0.8  # dmesa: a pair whose crops each lie this much inside a better pair's is dropped
@@ -70,14 +70,18 @@ class AreaMatcherConfig:
     cached_images: int = 32  # segmentations remembered
 
 
-CROPS = {"xfeat-star": (1, 640)}
-"""(``max_area_pairs``, ``crop_size``) by wrapped matcher when the config leaves them unset
-(others: 3 crop pairs of 256 px). Chosen on the 90 low-overlap synthetic pairs of seed 5
-(``benchmarks/mesa.py eval --area-pairs N --crop-size S``), DMESA's AUC@5 against the matcher
-alone: CasP 41.2 with 3 × 256 px (alone 34.7); XFeat* 32.9 with 3 × 256 px, 33.6 with 2 × 384
-px and, with crops extracted at one scale, 33.2 with 2 × 512 px and 35.4 with 1 × 640 px (alone
-31.3). XFeat* extracts the whole pair at two scales; its crops at one (``multiscale`` False),
-the area pair having fixed the scale: the same AUC@5 as two scales (35.6) at a smaller cost."""
+CROPS = {"xfeat-star": (1, 640, None), "sift": (3, 256, 512)}
+"""(``max_area_pairs``, ``crop_size``, ``crop_keypoints``) by wrapped matcher when the config leaves
+them unset (others: 3 crop pairs of 256 px with the matcher's own keypoint budget). Chosen on the
+90 low-overlap synthetic pairs of seed 5 (``benchmarks/mesa.py eval --area-pairs N --crop-size
+S``), DMESA's AUC@5 against the matcher alone: CasP 41.2 with 3 × 256 px (alone 34.7); XFeat* 32.9
+with 3 × 256 px, 33.6 with 2 × 384 px and, with crops extracted at one scale, 33.2 with 2 × 512 px
+and 35.4 with 1 × 640 px (alone 31.3). XFeat* extracts the whole pair at two scales; its crops at
+one (``multiscale`` False), the area pair having fixed the scale: the same AUC@5 as two scales
+(35.6) at a smaller cost. RootSIFT keeps the 512 strongest keypoints of a 256-px crop instead of
+its 4096 (chosen on the low-overlap and 50-90 % overlap pairs of seeds 5 and 6: DMESA's AUC@5 85.6
+against 85.8 on average, the 50-90 % sets no longer below RootSIFT alone); on the reported sets
+DMESA then costs 1.7-2.0x RootSIFT alone instead of 1.7-2.3x (BENCHMARKS.md, issue 21)."""
 
 
 @dataclass
@@ -135,14 +139,14 @@ class AreaMatcher:
         if self.config.method not in ("dmesa", "mesa"):
             raise ValueError(f"area matching method {self.config.method!r}: choose dmesa or mesa")
         self.matcher = build_pair_matcher(name, matcher_config)
-        max_area_pairs, crop_size = CROPS.get(name, (3, 256))
+        max_area_pairs, crop_size, crop_keypoints = CROPS.get(name, (3, 256, None))
         self.max_area_pairs = max_area_pairs if self.config.max_area_pairs is None else self.config.max_area_pairs
         self.crop_size = crop_size if self.config.crop_size is None else self.config.crop_size
         # crops are new images at every pair: nothing to keep prepared
         crop_config = dataclasses.replace(
             matcher_config,
             resize_max=self.crop_size,
-            max_keypoints=self.config.crop_keypoints or matcher_config.max_keypoints,
+            max_keypoints=self.config.crop_keypoints or crop_keypoints or matcher_config.max_keypoints,
             multiscale=False,
             cached_images=0,
         )
