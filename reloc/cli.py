@@ -379,6 +379,7 @@ def serve_command(
     ray: Annotated[bool, typer.Option("--ray", help="Run the app as a Ray Serve deployment.")] = False,
     replicas: Annotated[int, typer.Option(help="--ray: replicas (processes of one CPU, each with the map).")] = 2,
     address: AddressOption = None,
+    overrides: LocalizationSetOption = None,
 ):
     """Serve a map over HTTP: POST /localize (image + focal or camera line) returns the pose as JSON;
     GET /health, GET /map, OpenAPI docs at /docs. Needs 'pip install reloc[serve]' ('reloc[ray]'
@@ -391,9 +392,9 @@ def serve_command(
 
     limits = ServiceLimits(int(max_request_mb * 1e6), int(max_megapixels * 1e6), max_concurrent, queue, timeout)
     if ray:
-        serve_on_ray(map_dir, limits, replicas, host, port, ExecutorConfig("ray", replicas + 1, address))
+        serve_on_ray(map_dir, limits, replicas, host, port, ExecutorConfig("ray", replicas + 1, address), overrides)
         return
-    app_instance = create_app(map_dir, limits)
+    app_instance = create_app(map_dir, limits, overrides)
     console.print(f"serving {map_dir} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(app_instance, host=host, port=port, log_level="warning")
 
@@ -403,19 +404,21 @@ def interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
-def serve_on_ray(map_dir: Path, limits, replicas: int, host: str, port: int, executor: ExecutorConfig) -> None:
+def serve_on_ray(
+    map_dir: Path, limits, replicas: int, host: str, port: int, executor: ExecutorConfig, overrides: list[str] | None
+) -> None:
     """Run the service as a Ray Serve application until interrupted (Ctrl-C or SIGTERM), then shut
     Serve and the local Ray down."""
     from ray import serve
 
     from .serve import ray_serve_application
 
-    load_map_pipeline(map_dir)  # a folder that is not a map fails here, by name, before Ray starts
+    load_map_pipeline(map_dir, overrides)  # a folder that is not a map, or a bad --set, fails here, before Ray starts
     ray_module = ray_session(executor)
     signal.signal(signal.SIGTERM, interrupt)
     try:
         serve.start(http_options={"host": host, "port": port})
-        serve.run(ray_serve_application(map_dir, limits, replicas), route_prefix="/")
+        serve.run(ray_serve_application(map_dir, limits, replicas, overrides), route_prefix="/")
         console.print(f"serving {map_dir} on http://{host}:{port} with {replicas} Ray Serve replicas (docs at /docs)")
         while True:
             time.sleep(1)

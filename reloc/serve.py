@@ -5,7 +5,7 @@
                      -> {name, success, reason, pose: {qvec (w, x, y, z), tvec} (cam_from_world),
                          num_inliers, timings}
     GET  /health     -> {status: "ok"}
-    GET  /map        -> the map: folder, pipeline, scene, landmarks, bytes
+    GET  /map        -> the map: folder, pipeline, --set settings, scene, landmarks, bytes
     GET  /docs       OpenAPI documentation (FastAPI)
 
 Bounded: a request larger than ``max_request_bytes`` gets 413, an image with more than
@@ -112,10 +112,11 @@ def decoded_size(data: bytes, limits: ServiceLimits) -> tuple[int, int]:
     return width, height
 
 
-def create_app(map_dir: Path, limits: ServiceLimits | None = None) -> FastAPI:
-    """The FastAPI app serving ``map_dir`` (checked and loaded here, before the first request)."""
+def create_app(map_dir: Path, limits: ServiceLimits | None = None, overrides: list[str] | None = None) -> FastAPI:
+    """The FastAPI app serving ``map_dir`` (checked and loaded here, before the first request),
+    its localization settings changed by ``overrides`` (``reloc serve --set``; listed by GET /map)."""
     limits = limits or ServiceLimits()
-    pipeline = load_map_pipeline(map_dir)
+    pipeline = load_map_pipeline(map_dir, overrides)
     record = read_map_record(map_dir)
     slots = threading.BoundedSemaphore(limits.max_concurrent)
     app = FastAPI(title="reloc localization service", description=__doc__.split("\n\n")[0])
@@ -149,6 +150,7 @@ def create_app(map_dir: Path, limits: ServiceLimits | None = None) -> FastAPI:
             "map": str(map_dir.resolve()),
             "pipeline": pipeline.name,
             "description": pipeline.description,
+            "settings": list(overrides or []),
             "scene": record.get("dataset"),
             "landmarks": landmarks,
             "bytes": folder_bytes(map_dir),
@@ -197,7 +199,7 @@ def localize_bytes(map_dir: Path, pipeline, data: bytes, name: str, camera: Came
     return result
 
 
-def ray_serve_application(map_dir: Path, limits: ServiceLimits, replicas: int):
+def ray_serve_application(map_dir: Path, limits: ServiceLimits, replicas: int, overrides: list[str] | None = None):
     """The same app as a Ray Serve application of ``replicas`` replicas (one CPU each), each
     loading the map once and allowing ``limits.max_concurrent`` localizations; Serve's proxy
     spreads the requests over them and refuses (503) beyond ``QUEUED_PER_REPLICA`` waiting per replica."""
@@ -206,7 +208,7 @@ def ray_serve_application(map_dir: Path, limits: ServiceLimits, replicas: int):
     map_dir = map_dir.resolve()
 
     def build_app() -> FastAPI:  # runs on each replica
-        return create_app(map_dir, limits)
+        return create_app(map_dir, limits, overrides)
 
     deployment = serve.deployment(
         serve.ingress(build_app)(),

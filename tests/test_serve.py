@@ -127,3 +127,28 @@ def test_a_query_that_cannot_be_localized_is_an_answer_with_its_reason(service):
     assert response.status_code == 200, response.text
     answer = response.json()
     assert not answer["success"] and answer["pose"] is None and answer["reason"]
+
+
+def test_set_changes_the_served_localization_settings_and_a_mapping_setting_is_refused(served_map):
+    """`reloc serve --set` (create_app's overrides): the settings are listed by GET /map and
+    applied to every query (a query that localizes with the map's own settings is an answer
+    with its reason when PnP must find more inliers than it has keypoints); a mapping setting
+    is refused before the service starts."""
+    from fastapi.testclient import TestClient
+
+    from reloc.errors import PipelineError
+    from reloc.serve import create_app
+
+    scene, map_dir = served_map
+    shares = mapped_share(scene)
+    frame = max(load_dataset("7scenes", scene).frames("test"), key=lambda f: shares[f.name])
+    camera = f"{frame.camera.model} {frame.camera.width} {frame.camera.height} " + " ".join(
+        map(str, frame.camera.params)
+    )
+    client = TestClient(create_app(map_dir, overrides=["pnp.pnp.min_inliers=100000"]))
+    assert client.get("/map").json()["settings"] == ["pnp.pnp.min_inliers=100000"]
+    files = {"image": ("query.png", Path(frame.image_path).read_bytes(), "image/png")}
+    answer = client.post("/localize", files=files, data={"camera": camera}).json()
+    assert not answer["success"] and answer["pose"] is None and "< 100000)" in answer["reason"], answer
+    with pytest.raises(PipelineError, match="a built map's localization settings can change, not its mapping"):
+        create_app(map_dir, overrides=["landmarks.neighbours=3"])
