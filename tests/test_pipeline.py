@@ -32,7 +32,7 @@ from reloc.pipeline.engine import run_graph
 from reloc.pipeline.progress import reporting, track
 from reloc.pipeline.registry import PLANNED_STAGES, Stage, register_stage, unregister_stage
 from reloc.pipeline.runner import load_map_pipeline
-from reloc.pipeline.spec import apply_overrides, load_pipeline
+from reloc.pipeline.spec import apply_localization_overrides, apply_overrides, load_pipeline, read_yaml
 from reloc.types import Frame, QueryResult
 
 from .layouts import write_cambridge
@@ -441,6 +441,29 @@ def test_changed_stage_default_rebuilds_the_map_and_the_map_keeps_its_settings(t
     record = yaml.safe_load((tmp_path / "run" / "map" / "map.yaml").read_text())
     assert record["pipeline"]["mapping"]["nodes"]["double"]["with"] == {"factor": 2.0, "label": "y"}
     assert load_map_pipeline(tmp_path / "run" / "map").mapping.nodes["double"].config.label == "y"
+
+
+def test_localization_overrides_of_a_recorded_pipeline_change_its_localization_graph_only():
+    """What `reloc localize --set` and `reloc serve --set` apply to a map's recorded pipeline: a node
+    of both graphs (features) means the localization one, the section may be named, the mapping
+    graph is untouched; a mapping node, the mapping section and an unknown node are refused by name."""
+    path = config_path("default")
+    content = read_yaml(path)
+    changed = apply_localization_overrides(
+        path, content, ["features.resize_max=768", "localization.pnp.pnp.min_inliers=50"]
+    )
+    nodes = changed["localization"]["nodes"]
+    assert nodes["features"]["with"]["resize_max"] == 768 and nodes["pnp"]["with"]["pnp"]["min_inliers"] == 50
+    assert (
+        changed["mapping"] == content["mapping"]
+        and content["localization"]["nodes"]["features"]["with"]["resize_max"] == 1024
+    )
+    assert load_pipeline(path, changed, built=True).localization.nodes["features"].config.resize_max == 768
+    for override in ("landmarks.neighbours=3", "mapping.features.resize_max=768"):
+        with pytest.raises(PipelineError, match="a built map's localization settings can change, not its mapping"):
+            apply_localization_overrides(path, content, [override])
+    with pytest.raises(PipelineError, match="the map's localization graph has no node 'pnpp' \\(its nodes: features, "):
+        apply_localization_overrides(path, content, ["pnpp.pnp.min_inliers=50"])
 
 
 def test_a_map_recording_a_setting_this_reloc_dropped_says_to_rebuild_it(tmp_path):

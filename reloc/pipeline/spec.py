@@ -379,14 +379,19 @@ def apply_localization_overrides(path: Path, content: dict, overrides: list[str]
     means the localization one). The map is built, so an override of the mapping graph is refused."""
     localization = content.get("localization") or {}
     localization_nodes = localization.get("nodes") or {}
+    mapping_nodes = (content.get("mapping") or {}).get("nodes") or {}
     for override in overrides:
         first = override.split("=", 1)[0].split(".")[0]
-        if first == "mapping" or (first != "localization" and first not in localization_nodes):
+        if first == "localization" or first in localization_nodes:
+            continue
+        where = f"{path}: --set {override!r}"
+        if first == "mapping" or first in mapping_nodes:
             raise PipelineError(
-                f"{path}: --set {override!r}: a built map's localization settings can change, not its mapping "
-                f"(localization nodes: {', '.join(localization_nodes)}); rebuild the map with 'reloc map' to "
-                "change how it is built"
+                f"{where}: a built map's localization settings can change, not its mapping (localization nodes: "
+                f"{', '.join(localization_nodes)}); rebuild the map with 'reloc map' to change how it is built"
             )
+        nodes = ", ".join(localization_nodes)
+        raise PipelineError(f"{where}: the map's localization graph has no node '{first}' (its nodes: {nodes})")
     return {**content, "localization": apply_overrides(path, {"localization": localization}, overrides)["localization"]}
 
 
