@@ -790,7 +790,9 @@ def match_eval(
     ] = None,
     crop_keypoints: Annotated[
         int | None,
-        typer.Option(help="Keypoints per area crop (XFeat*: top-k cells; default: the matcher's, 4096)."),
+        typer.Option(
+            help="Keypoints per area crop (XFeat*: top-k cells; default: 512 for sift, the matcher's 4096 else)."
+        ),
     ] = None,
     min_zoom: Annotated[
         float, typer.Option(help="Skip area pairs whose crops are matched at under this x the global resolution.")

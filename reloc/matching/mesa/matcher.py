@@ -142,13 +142,12 @@ class AreaMatcher:
         max_area_pairs, crop_size, crop_keypoints = CROPS.get(name, (3, 256, None))
         self.max_area_pairs = max_area_pairs if self.config.max_area_pairs is None else self.config.max_area_pairs
         self.crop_size = crop_size if self.config.crop_size is None else self.config.crop_size
-        # crops are new images at every pair: nothing to keep prepared
         crop_config = dataclasses.replace(
             matcher_config,
             resize_max=self.crop_size,
             max_keypoints=self.config.crop_keypoints or crop_keypoints or matcher_config.max_keypoints,
             multiscale=False,
-            cached_images=0,
+            cached_images=0,  # crops are new images at every pair: nothing to keep prepared
         )
         self.crop_matcher = build_pair_matcher(name, crop_config)
         self.details = AreaMatchDetails()
