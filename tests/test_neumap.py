@@ -233,6 +233,37 @@ def test_code_optimisation_is_deterministic_and_leaves_the_decoder_alone():
     assert all(torch.equal(before[k], v) for k, v in decoder.state_dict().items())
 
 
+def test_a_map_can_hold_more_codes_per_voxel_than_the_decoder_trained_with(tmp_path):
+    """``codes_per_block``: the decoder attends over any number of codes, so a scene may get more
+    (a larger map, BENCHMARKS issue 20); they are optimised, saved with their count, and decoded."""
+    rng = np.random.default_rng(4)
+    labels = LabelledPoints(
+        rng.normal(size=(400, 64)).astype(np.float16),
+        rng.uniform(0, 2, (400, 3)).astype(np.float32),
+        np.repeat(np.arange(4), 100),
+        list("abcd"),
+    )
+    table, observers = build_voxels(labels, 1.0, min_points=5)
+    torch.manual_seed(0)
+    decoder = TransDecoder(DecoderConfig(dim=32, codes=8, blocks=2, ffn_dim=64))
+    sampler = SamplerConfig(voxels_per_step=4, points_per_voxel=32)
+    optimised = optimise_codes(
+        decoder,
+        scene_samples(labels, table, observers),
+        OptimiseConfig(max_steps=5, codes_per_block=24, sampler=sampler),
+    )
+    assert optimised.codes.codes.shape == (len(table), 2, 24, 32)
+    kept = torch.ones(len(table), 2, 24, dtype=torch.bool)
+    saved = NeumapMap(table, optimised.codes, kept, "digest", decoder.config, "xfeat", {}, labels.points[:10])
+    saved.save(tmp_path / NEUMAP_FILE)
+    loaded = NeumapMap.load(tmp_path / NEUMAP_FILE)
+    assert loaded.kept.shape == (len(table), 2, 24)
+    embedded = decoder.embed(torch.from_numpy(labels.descriptors[:7].astype(np.float32)))
+    points, confidence = regress(decoder, loaded, embedded, np.arange(len(table)))
+    assert points.shape == (len(table), 7, 3) and confidence.shape == (len(table), 7)
+    assert np.allclose(points, regress(decoder, saved, embedded, np.arange(len(table)))[0], atol=0.01)
+
+
 @pytest.mark.parametrize("held_out_queries", [False, True])
 def test_held_out_query_frames_train_the_decoder_but_not_the_codes(held_out_queries):
     """Frames 2 and 3 of 4 are queries. With ``held_out_queries``, a step whose samples all come

@@ -15,6 +15,7 @@ the voxel side; binary cross-entropy on the in-voxel logit; L1 on the code weigh
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -144,6 +145,7 @@ class OptimiseConfig:
     """Code optimisation of a new scene under the frozen decoder."""
 
     max_steps: int = 2000
+    codes_per_block: int = 0  # K of this scene's voxels; 0: the decoder's (attention takes any K)
     learning_rate: float = 1e-2
     patience: int = 300  # stop when the mean loss of the last `patience` steps ...
     min_improvement: float = 0.005  # ... improved by less than this share over the window before
@@ -176,7 +178,8 @@ def optimise_codes(
     ``range(config.max_steps)``, possibly wrapped in a progress bar."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
-    scene_codes = SceneCodes.initial(len(samples.table), decoder.config, generator)
+    shape = dataclasses.replace(decoder.config, codes=config.codes_per_block or decoder.config.codes)
+    scene_codes = SceneCodes.initial(len(samples.table), shape, generator)
     optimizer = torch.optim.Adam(scene_codes.parameters(), lr=config.learning_rate)
     decoder.requires_grad_(False)
     losses, stopped_by, step = [], "step budget", 0
