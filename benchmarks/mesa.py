@@ -40,6 +40,7 @@ import functools
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ from PIL import Image
 from reloc.datasets import load_dataset
 from reloc.datasets.base import read_image
 from reloc.datasets.pairs import pair_line, read_pairs_with_gt
-from reloc.datasets.synthetic.pairs import PairSampler
+from reloc.datasets.synthetic.pairs import PairSampler, TrainingPair
 from reloc.eval.matching import AUC_THRESHOLDS_DEG, pose_auc
 from reloc.geometry.projection import fundamental_matrix
 from reloc.matching.mesa.dmesa import inside_box
@@ -84,19 +85,27 @@ def synthetic_folder(overlap: tuple[float, float]) -> str:
     return f"synthetic-overlap-{round(100 * overlap[0])}-{round(100 * overlap[1])}"
 
 
-def synthetic_pairs(out: Path, seed: int, count: int, overlap: tuple[float, float]) -> list:
-    """``count`` pairs with ``overlap`` (low, high) of image 0 covisible; images, pairs file and flows."""
-    folder = out / synthetic_folder(overlap)
-    folder.mkdir(parents=True, exist_ok=True)
+def sampled_pairs(seed: int, count: int, overlap: tuple[float, float]) -> Iterator[tuple[PairSampler, TrainingPair]]:
+    """The ``count`` pairs of the ``room`` scene of ``seed`` with ``overlap`` (low, high) of image 0
+    covisible, in order, each with its sampler (whose renderer can render the pair's poses again)."""
     sampler = PairSampler(
         "room", seed=seed, width=640, height=480, max_baseline_m=1.5, max_angle_deg=50, min_overlap=overlap[0]
     )
     rng = np.random.default_rng(seed)
-    lines, flows = [], {}
-    while len(lines) < count:
+    kept = 0
+    while kept < count:
         pair = sampler.sample(rng)
-        if pair.covisible0.mean() > overlap[1]:
-            continue
+        if pair.covisible0.mean() <= overlap[1]:
+            kept += 1
+            yield sampler, pair
+
+
+def synthetic_pairs(out: Path, seed: int, count: int, overlap: tuple[float, float]) -> list:
+    """``count`` pairs with ``overlap`` (low, high) of image 0 covisible; images, pairs file and flows."""
+    folder = out / synthetic_folder(overlap)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines, flows = [], {}
+    for _, pair in sampled_pairs(seed, count, overlap):
         index = len(lines)
         names = [f"{index:03d}-{side}.png" for side in (0, 1)]
         for name, image in zip(names, (pair.image0, pair.image1)):

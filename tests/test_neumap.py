@@ -30,6 +30,7 @@ from reloc.neumap.train import (
     TrainConfig,
     initial_state,
     optimise_codes,
+    sample_batch,
     scene_samples,
     train_step,
 )
@@ -262,6 +263,28 @@ def test_a_map_can_hold_more_codes_per_voxel_than_the_decoder_trained_with(tmp_p
     points, confidence = regress(decoder, loaded, embedded, np.arange(len(table)))
     assert points.shape == (len(table), 7, 3) and confidence.shape == (len(table), 7)
     assert np.allclose(points, regress(decoder, saved, embedded, np.arange(len(table)))[0], atol=0.01)
+
+
+def test_descriptor_noise_perturbs_the_sampled_descriptors_on_the_unit_sphere_and_leaves_padding_empty():
+    rng = np.random.default_rng(5)
+    descriptors = rng.normal(size=(60, 64))
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    labels = LabelledPoints(
+        descriptors.astype(np.float16), rng.uniform(0, 2, (60, 3)).astype(np.float32), np.zeros(60, int), ["a"]
+    )
+    table, observers = build_voxels(labels, 1.0, min_points=5)
+    samples = scene_samples(labels, table, observers)
+    plain_config = SamplerConfig(voxels_per_step=3, points_per_voxel=80)
+    noisy_config = SamplerConfig(voxels_per_step=3, points_per_voxel=80, descriptor_noise=0.1)
+    plain = sample_batch([samples], np.random.default_rng(0), plain_config)
+    noisy = sample_batch([samples], np.random.default_rng(0), noisy_config)
+    again = sample_batch([samples], np.random.default_rng(0), noisy_config)
+    assert torch.equal(noisy.descriptors, again.descriptors) and torch.equal(noisy.valid, plain.valid)
+    norms = noisy.descriptors.norm(dim=-1)
+    assert torch.allclose(norms[noisy.valid], torch.ones(int(noisy.valid.sum())), atol=1e-5)
+    assert not noisy.descriptors[~noisy.valid].any()
+    cosine = (noisy.descriptors * plain.descriptors).sum(-1)[plain.valid]
+    assert 0.5 < float(cosine.mean()) < 0.9  # 0.1 per dimension in 64 dims: about 0.8 of the length
 
 
 @pytest.mark.parametrize("held_out_queries", [False, True])

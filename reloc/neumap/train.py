@@ -40,6 +40,7 @@ class LossConfig:
 class SamplerConfig:
     voxels_per_step: int = 32
     points_per_voxel: int = 256
+    descriptor_noise: float = 0.0  # std of Gaussian noise per dimension added to each unit descriptor (renormalised)
 
 
 @dataclass
@@ -105,6 +106,9 @@ def sample_batch(scenes: list[SceneSamples], rng: np.random.Generator, config: S
         inside[b, :n] = scene.voxel[rows] == v
         valid[b, :n] = True
         scene_of[b], voxel_of[b] = s, v
+    if config.descriptor_noise > 0:
+        noise = torch.from_numpy(rng.normal(0, config.descriptor_noise, descriptors.shape).astype(np.float32))
+        descriptors = F.normalize(descriptors + noise, dim=-1) * valid[..., None]
     return Batch(scene_of, voxel_of, from_query, descriptors, offsets, inside, valid)
 
 

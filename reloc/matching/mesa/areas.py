@@ -89,6 +89,15 @@ def segment_work_copy(small: np.ndarray, image_size: tuple[int, int], config: Ar
             labels_per_scale = list(pool.map(segments, config.scales))
     else:
         labels_per_scale = [segments(scale) for scale in config.scales]
+    return boxes_of_segments(labels_per_scale, factor, image_size, config)
+
+
+def boxes_of_segments(
+    labels_per_scale: list[np.ndarray], factor: float, image_size: tuple[int, int], config: AreaConfig
+) -> np.ndarray:
+    """Area boxes (A, 4) in original pixels from segment label images (h, w) (labels 0…, of a copy
+    ``factor`` times the original's size), filtered as the module says; largest first."""
+    width, height = image_size
     boxes = []
     for labels in labels_per_scale:
         for rows, columns in filter(None, find_objects(labels + 1)):
