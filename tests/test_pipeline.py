@@ -27,6 +27,7 @@ from reloc.features.stages import XFeatFeatures
 from reloc.io.lock import writing
 from reloc.io.map_folder import FAVOR_FILE
 from reloc.mapping.compact import CompactConfig, export_compact
+from reloc.mapping.submaps import SPLIT_FILE
 from reloc.pipeline.cache import DiskCache
 from reloc.pipeline.engine import run_graph
 from reloc.pipeline.progress import reporting, track
@@ -916,3 +917,17 @@ def test_export_asks_for_compact_and_a_new_folder(tmp_path):
     )
     assert result.exit_code == 2 and "'pq4' is not a descriptor codec" in " ".join(result.output.split())
     assert not (tmp_path / "out").exists()
+
+
+def test_compact_export_names_a_record_without_pipeline_and_refuses_a_split_map(tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "map.yaml").write_text("reloc_version: 0.1\n")
+    with pytest.raises(PipelineError, match=r"bare/map.yaml: has no 'pipeline' entry; rebuild the map"):
+        export_compact(bare, tmp_path / "out-bare", CompactConfig())
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / SPLIT_FILE).write_text("submaps: []\n")
+    with pytest.raises(PipelineError, match=r"split: a split map \('reloc split'\); export each of its submap folders"):
+        export_compact(split, tmp_path / "out-split", CompactConfig())
+    assert not (tmp_path / "out-bare").exists() and not (tmp_path / "out-split").exists()

@@ -31,9 +31,11 @@ from ..io.map_folder import (
     read_map_record,
     unread_artifacts,
 )
+from ..pipeline.runner import recorded_pipeline
 from ..pipeline.spec import load_recorded_pipeline
 from ..retrieval.vlad import RetrievalIndex, Whitening
 from .store import KeyframeEntry, read_sparse_map, write_landmarks
+from .submaps import is_split_map
 
 
 @dataclass
@@ -47,8 +49,10 @@ class CompactConfig:
 def export_compact(source: Path, out: Path, config: CompactConfig) -> dict[str, tuple[int, int]]:
     """Write the compact copy of map ``source`` into ``out`` (a new or empty folder). Returns,
     per artifact of ``source``, its bytes there and in ``out`` (0: not copied)."""
+    if is_split_map(source):
+        raise PipelineError(f"{source}: a split map ('reloc split'); export each of its submap folders on its own")
     record = read_map_record(source)
-    pipeline = load_recorded_pipeline(source / MAP_FILE, record["pipeline"])
+    pipeline = load_recorded_pipeline(*recorded_pipeline(source))
     if out.exists() and any(out.iterdir()):
         raise PipelineError(f"{out}: not empty; export into a new folder")
     out.mkdir(parents=True, exist_ok=True)
