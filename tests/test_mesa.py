@@ -4,9 +4,11 @@ area matching, the area matcher on a synthetic pair with exact ground truth, and
 from __future__ import annotations
 
 import re
+import threading
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial import cKDTree
 
 from reloc.datasets.pairs import PairWithGT
@@ -305,3 +307,34 @@ def test_a_pair_without_overlap_falls_back_to_the_plain_matches_and_says_why(pai
     points0, _ = matcher.match(pair.image0, unrelated)
     assert matcher.details.fallback.startswith(reason)
     assert len(points0) == matcher.details.global_matches and matcher.details.area_matches == 0
+
+
+@pytest.mark.parametrize("name, threads, overlapped", [("sift", 2, True), ("sift", 1, False), ("xfeat-star", 2, False)])
+def test_around_rootsift_on_two_threads_areas_are_segmented_while_the_global_pass_runs(pair, name, threads, overlapped):
+    """The global pass waits (up to 5 s) for a segmentation to have started: around RootSIFT on
+    two torch threads one has; on one thread, or around XFeat* (whose global pass takes every
+    torch thread), none starts before the global pass ends. The matches are the same."""
+    matcher = AreaMatcher(name)
+    segmentation_started = threading.Event()
+    segment, global_match = matcher.segment, matcher.matcher.match
+    seen_during_global_pass = []
+
+    def recording_segment(image):
+        segmentation_started.set()
+        return segment(image)
+
+    def waiting_global_match(image0, image1):
+        seen_during_global_pass.append(segmentation_started.wait(5 if overlapped else 0.5))
+        return global_match(image0, image1)
+
+    matcher.segment, matcher.matcher.match = recording_segment, waiting_global_match
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        points0, points1 = matcher.match(pair.image0, pair.image1)
+        reference = AreaMatcher(name).match(pair.image0, pair.image1)
+    finally:
+        torch.set_num_threads(before)
+    assert seen_during_global_pass == [overlapped]
+    assert matcher.details.areas[0] > 0 and not matcher.details.fallback
+    assert np.array_equal(points0, reference[0]) and np.array_equal(points1, reference[1])

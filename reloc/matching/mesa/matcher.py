@@ -5,7 +5,10 @@
 1. **global**: the wrapped matcher on the whole pair (long side ``resize_max``); its matches are
    also DMESA's coarse matches;
 2. **segmentation**: areas of each image (:mod:`.areas`), the two images at once on up to
-   torch's intra-op thread count, remembered for the last ``cached_images`` images (a query
+   torch's intra-op thread count; around RootSIFT, whose global pass (OpenCV) leaves torch's
+   threads idle, they are segmented while it runs (:data:`SEGMENTED_DURING_GLOBAL_PASS`;
+   ``details.seconds["segmentation"]`` is then what is left to wait after it); areas are
+   remembered for the last ``cached_images`` images (a query
    matched to several keyframes, an image in several pairs is segmented once; the key is a digest
    of the segmentation's own input, so a hit is exact);
 3. **area matching**, ``method`` ``dmesa`` (:mod:`.dmesa`: each area's coarse matches splatted
@@ -34,10 +37,12 @@ original images, as every pair matcher returns them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -69,6 +74,12 @@ class AreaMatcherConfig:
     dedup_px: float = 2.0  # pixels at a 640-px long side
     cached_images: int = 32  # segmentations remembered
 
+
+SEGMENTED_DURING_GLOBAL_PASS = {"sift"}
+"""Wrapped matchers whose global pass leaves torch's intra-op threads idle (OpenCV's SIFT): the
+areas are segmented beside it. The others run on every torch thread, so segmenting beside them
+contends: CasP's DMESA went from 1.80x to 2.09x its time alone on the synthetic pairs, RootSIFT's
+from 2.03x to 1.86x (BENCHMARKS, fourteenth run)."""
 
 CROPS = {"xfeat-star": (1, 640, None), "sift": (3, 256, 512)}
 """(``max_area_pairs``, ``crop_size``, ``crop_keypoints``) by wrapped matcher when the config leaves
@@ -139,6 +150,7 @@ class AreaMatcher:
         if self.config.method not in ("dmesa", "mesa"):
             raise ValueError(f"area matching method {self.config.method!r}: choose dmesa or mesa")
         self.matcher = build_pair_matcher(name, matcher_config)
+        self.segments_during_global_pass = name in SEGMENTED_DURING_GLOBAL_PASS
         max_area_pairs, crop_size, crop_keypoints = CROPS.get(name, (3, 256, None))
         self.max_area_pairs = max_area_pairs if self.config.max_area_pairs is None else self.config.max_area_pairs
         self.crop_size = crop_size if self.config.crop_size is None else self.config.crop_size
@@ -166,27 +178,41 @@ class AreaMatcher:
 
         return self.segmentations.get(key, segmented)
 
+    @contextlib.contextmanager
+    def segmenting(self, image0: np.ndarray, image1: np.ndarray) -> Iterator[Callable[[], list[np.ndarray]]]:
+        """Within the block, a function that gives both images' area boxes. On more than one torch
+        thread they are segmented on two threads (scikit-image releases the GIL for much of its
+        time), from the block's start when the wrapped matcher is in
+        :data:`SEGMENTED_DURING_GLOBAL_PASS` (the block's end waits for them), else when asked; on
+        one thread, one after the other when asked."""
+        if torch.get_num_threads() <= 1:
+            yield lambda: [self.segment(image0), self.segment(image1)]
+            return
+        with ThreadPoolExecutor(2) as pool:
+            if self.segments_during_global_pass:
+                futures = [pool.submit(self.segment, image) for image in (image0, image1)]
+                yield lambda: [future.result() for future in futures]
+            else:
+                yield lambda: list(pool.map(self.segment, (image0, image1)))
+
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         config, details = self.config, AreaMatchDetails()
         self.details = details
         sizes = ((image0.shape[1], image0.shape[0]), (image1.shape[1], image1.shape[0]))
         scale = max(*sizes[0], *sizes[1]) / 640
-        started = time.perf_counter()
-        points0, points1 = self.matcher.match(image0, image1)
-        details.global_matches = len(points0)
-        details.seconds["point matching"] = time.perf_counter() - started
-        if len(points0) < config.min_global_matches:
-            details.fallback = f"{len(points0)} global matches, fewer than {config.min_global_matches}"
-            return points0, points1
-        started = time.perf_counter()
-        fundamental, _ = cv2.findFundamentalMat(points0, points1, cv2.USAC_MAGSAC, 1.0 * scale, 0.999, 10000)
-        details.seconds["fusion"] = time.perf_counter() - started
-        started = time.perf_counter()
-        if torch.get_num_threads() > 1:
-            with ThreadPoolExecutor(2) as pool:  # scikit-image's segmentation releases the GIL for much of its time
-                boxes0, boxes1 = pool.map(self.segment, (image0, image1))
-        else:
-            boxes0, boxes1 = self.segment(image0), self.segment(image1)
+        with self.segmenting(image0, image1) as segmented:
+            started = time.perf_counter()
+            points0, points1 = self.matcher.match(image0, image1)
+            details.global_matches = len(points0)
+            details.seconds["point matching"] = time.perf_counter() - started
+            if len(points0) < config.min_global_matches:
+                details.fallback = f"{len(points0)} global matches, fewer than {config.min_global_matches}"
+                return points0, points1
+            started = time.perf_counter()
+            fundamental, _ = cv2.findFundamentalMat(points0, points1, cv2.USAC_MAGSAC, 1.0 * scale, 0.999, 10000)
+            details.seconds["fusion"] = time.perf_counter() - started
+            started = time.perf_counter()
+            boxes0, boxes1 = segmented()
         details.areas = (len(boxes0), len(boxes1))
         details.seconds["segmentation"] = time.perf_counter() - started
         if fundamental is None or fundamental.shape != (3, 3):
