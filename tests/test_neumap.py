@@ -47,6 +47,19 @@ def labelled(points: np.ndarray, frame: np.ndarray) -> LabelledPoints:
     return LabelledPoints(descriptors, points.astype(np.float32), frame.astype(np.int32), ["a", "b", "c"])
 
 
+def random_labels(seed: int, count: int, frames: int) -> LabelledPoints:
+    """``count`` keypoints with random unit 64-d descriptors and points in a 2-m cube, in equal
+    shares over ``frames`` frames."""
+    rng = np.random.default_rng(seed)
+    descriptors = rng.normal(size=(count, 64))
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    frame = np.repeat(np.arange(frames, dtype=np.int32), count // frames)
+    names = [f"frame{index}" for index in range(frames)]
+    return LabelledPoints(
+        descriptors.astype(np.float16), rng.uniform(0, 2, (count, 3)).astype(np.float32), frame, names
+    )
+
+
 def test_voxels_keep_cells_seen_by_a_frame_with_enough_points_and_offsets_round_trip():
     rng = np.random.default_rng(0)
     dense = rng.uniform(0, 1, (30, 3))  # cell (0, 0, 0), all seen by frame 0
@@ -216,12 +229,7 @@ def test_a_query_of_another_scene_fails_with_its_reason_never_a_pose(run):
 
 
 def test_code_optimisation_is_deterministic_and_leaves_the_decoder_alone():
-    rng = np.random.default_rng(2)
-    points = rng.uniform(0, 2, (400, 3))
-    frame = np.repeat(np.arange(4), 100)
-    labels = LabelledPoints(
-        rng.normal(size=(400, 64)).astype(np.float16), points.astype(np.float32), frame, list("abcd")
-    )
+    labels = random_labels(2, 400, 4)
     table, observers = build_voxels(labels, 1.0, min_points=5)
     samples = scene_samples(labels, table, observers)
     torch.manual_seed(0)
@@ -237,13 +245,7 @@ def test_code_optimisation_is_deterministic_and_leaves_the_decoder_alone():
 def test_a_map_can_hold_more_codes_per_voxel_than_the_decoder_trained_with(tmp_path):
     """``codes_per_block``: the decoder attends over any number of codes, so a scene may get more
     (a larger map, BENCHMARKS issue 20); they are optimised, saved with their count, and decoded."""
-    rng = np.random.default_rng(4)
-    labels = LabelledPoints(
-        rng.normal(size=(400, 64)).astype(np.float16),
-        rng.uniform(0, 2, (400, 3)).astype(np.float32),
-        np.repeat(np.arange(4), 100),
-        list("abcd"),
-    )
+    labels = random_labels(4, 400, 4)
     table, observers = build_voxels(labels, 1.0, min_points=5)
     torch.manual_seed(0)
     decoder = TransDecoder(DecoderConfig(dim=32, codes=8, blocks=2, ffn_dim=64))
@@ -266,12 +268,7 @@ def test_a_map_can_hold_more_codes_per_voxel_than_the_decoder_trained_with(tmp_p
 
 
 def test_descriptor_noise_perturbs_the_sampled_descriptors_on_the_unit_sphere_and_leaves_padding_empty():
-    rng = np.random.default_rng(5)
-    descriptors = rng.normal(size=(60, 64))
-    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
-    labels = LabelledPoints(
-        descriptors.astype(np.float16), rng.uniform(0, 2, (60, 3)).astype(np.float32), np.zeros(60, int), ["a"]
-    )
+    labels = random_labels(5, 60, 1)
     table, observers = build_voxels(labels, 1.0, min_points=5)
     samples = scene_samples(labels, table, observers)
     plain_config = SamplerConfig(voxels_per_step=3, points_per_voxel=80)
@@ -291,13 +288,7 @@ def test_descriptor_noise_perturbs_the_sampled_descriptors_on_the_unit_sphere_an
 def test_held_out_query_frames_train_the_decoder_but_not_the_codes(held_out_queries):
     """Frames 2 and 3 of 4 are queries. With ``held_out_queries``, a step whose samples all come
     from them changes the decoder and leaves every code and weight as it was; without, both move."""
-    rng = np.random.default_rng(3)
-    labels = LabelledPoints(
-        rng.normal(size=(400, 64)).astype(np.float16),
-        rng.uniform(0, 2, (400, 3)).astype(np.float32),
-        np.repeat(np.arange(4), 100).astype(np.int32),
-        list("abcd"),
-    )
+    labels = random_labels(3, 400, 4)
     table, observers = build_voxels(labels, 1.0, min_points=5)
     queries_only = [frames[frames >= 2] for frames in observers]  # every sample from a query frame
     samples = scene_samples(labels, table, queries_only, mapping_frames=2)

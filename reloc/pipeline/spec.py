@@ -380,6 +380,7 @@ def apply_localization_overrides(path: Path, content: dict, overrides: list[str]
     localization = content.get("localization") or {}
     localization_nodes = localization.get("nodes") or {}
     mapping_nodes = (content.get("mapping") or {}).get("nodes") or {}
+    nodes = ", ".join(localization_nodes)
     for override in overrides:
         first = override.split("=", 1)[0].split(".")[0]
         if first == "localization" or first in localization_nodes:
@@ -388,9 +389,8 @@ def apply_localization_overrides(path: Path, content: dict, overrides: list[str]
         if first == "mapping" or first in mapping_nodes:
             raise PipelineError(
                 f"{where}: a built map's localization settings can change, not its mapping (localization nodes: "
-                f"{', '.join(localization_nodes)}); rebuild the map with 'reloc map' to change how it is built"
+                f"{nodes}); rebuild the map with 'reloc map' to change how it is built"
             )
-        nodes = ", ".join(localization_nodes)
         raise PipelineError(f"{where}: the map's localization graph has no node '{first}' (its nodes: {nodes})")
     return {**content, "localization": apply_overrides(path, {"localization": localization}, overrides)["localization"]}
 
