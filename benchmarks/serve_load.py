@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 
 from reloc.datasets import load_dataset
@@ -53,15 +53,15 @@ def main() -> None:
     try:
         for _ in range(240):
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                if httpx2.get(f"{url}/health", timeout=2).status_code == 200:
                     break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 time.sleep(0.5)
         outcomes: list[tuple[int, bool, float, int]] = []  # (request, bad input, seconds, status)
         lock, next_request = threading.Lock(), iter(range(args.requests))
 
         def client() -> None:
-            with httpx.Client(timeout=120) as session:
+            with httpx2.Client(timeout=120) as session:
                 for index in iter(lambda: next(next_request, None), None):
                     frame = frames[index % len(frames)]
                     data = Path(frame.image_path).read_bytes()
@@ -80,7 +80,7 @@ def main() -> None:
                             files={"image": (frame.image_path.name, data, kind)},
                             data={"camera": camera},
                         ).status_code
-                    except httpx.HTTPError:
+                    except httpx2.HTTPError:
                         status = 0
                     with lock:
                         outcomes.append((index, bad, time.perf_counter() - started, status))

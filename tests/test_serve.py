@@ -21,7 +21,7 @@ from reloc.types import Pose
 from .overlap import mapped_share
 from .scenes import mapped_room
 
-httpx = pytest.importorskip("httpx")
+httpx2 = pytest.importorskip("httpx2")
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow
 RELOC = str(Path(sys.executable).with_name("reloc"))
@@ -53,9 +53,9 @@ def service(request, served_map):
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx2.get(f"{url}/health", timeout=2).status_code == 200:
                 break
-        except httpx.TransportError:
+        except httpx2.TransportError:
             time.sleep(0.5)
     else:
         process.kill()
@@ -71,13 +71,13 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def post(url: str, data: bytes, content_type: str = "image/png", **fields) -> httpx.Response:
+def post(url: str, data: bytes, content_type: str = "image/png", **fields) -> httpx2.Response:
     files = {"image": ("query.png", data, content_type)}
-    return httpx.post(f"{url}/localize", files=files, data=fields, timeout=120)
+    return httpx2.post(f"{url}/localize", files=files, data=fields, timeout=120)
 
 
 def assert_still_up(url: str) -> None:
-    assert httpx.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
+    assert httpx2.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
 
 
 def test_a_real_query_localizes_and_the_map_describes_itself(service):
@@ -94,7 +94,7 @@ def test_a_real_query_localizes_and_the_map_describes_itself(service):
     truth = load_dataset("7scenes", scene).ground_truth()[frame.name].pose
     dt, dr = pose_error(Pose.from_qvec_tvec(answer["pose"]["qvec"], answer["pose"]["tvec"]), truth)
     assert dt < 0.02 and dr < 1.0, (dt, dr)
-    described = httpx.get(f"{url}/map", timeout=10).json()
+    described = httpx2.get(f"{url}/map", timeout=10).json()
     assert described["pipeline"] == "default" and described["landmarks"] > 1000 and described["bytes"] > 0
 
 
