@@ -100,17 +100,22 @@ def sampled_pairs(seed: int, count: int, overlap: tuple[float, float]) -> Iterat
             yield sampler, pair
 
 
+def save_pair(folder: Path, index: int, pair: TrainingPair) -> str:
+    """Write pair ``index``'s images into ``folder`` as ``NNN-0.png`` and ``NNN-1.png``; its
+    ``pairs_with_gt.txt`` line."""
+    names = [f"{index:03d}-{side}.png" for side in (0, 1)]
+    for name, image in zip(names, (pair.image0, pair.image1)):
+        Image.fromarray(image).save(folder / name)
+    return pair_line(*names, pair.camera0.K, pair.camera1.K, pair.cam1_from_cam0.matrix)
+
+
 def synthetic_pairs(out: Path, seed: int, count: int, overlap: tuple[float, float]) -> list:
     """``count`` pairs with ``overlap`` (low, high) of image 0 covisible; images, pairs file and flows."""
     folder = out / synthetic_folder(overlap)
     folder.mkdir(parents=True, exist_ok=True)
     lines, flows = [], {}
-    for _, pair in sampled_pairs(seed, count, overlap):
-        index = len(lines)
-        names = [f"{index:03d}-{side}.png" for side in (0, 1)]
-        for name, image in zip(names, (pair.image0, pair.image1)):
-            Image.fromarray(image).save(folder / name)
-        lines.append(pair_line(*names, pair.camera0.K, pair.camera1.K, pair.cam1_from_cam0.matrix))
+    for index, (_, pair) in enumerate(sampled_pairs(seed, count, overlap)):
+        lines.append(save_pair(folder, index, pair))
         flows[f"{index:03d}"] = (pair.flow1, pair.covisible1)
     (folder / "pairs_with_gt.txt").write_text("\n".join(lines) + "\n")
     np.savez_compressed(

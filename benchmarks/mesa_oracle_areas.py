@@ -20,11 +20,9 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from mesa import LOW_OVERLAP, sampled_pairs
-from PIL import Image
+from mesa import LOW_OVERLAP, sampled_pairs, save_pair
 from scipy.ndimage import label
 
-from reloc.datasets.pairs import pair_line
 from reloc.eval.matching import evaluate_pairs, pair_metrics
 from reloc.matching.mesa.areas import AreaConfig, boxes_of_segments
 from reloc.matching.mesa.matcher import AreaMatcher, AreaMatcherConfig
@@ -63,14 +61,12 @@ def write_pairs(seed: int, count: int, folder: Path) -> dict[bytes, np.ndarray]:
     lines, boxes = [], {}
     for index, (sampler, pair) in enumerate(sampled_pairs(seed, count, LOW_OVERLAP)):
         materials = sampler.scene.mesh.materials
-        names = [f"{index:03d}-{side}.png" for side in (0, 1)]
-        for name, image, pose in zip(names, (pair.image0, pair.image1), (pair.pose0, pair.pose1)):
-            Image.fromarray(image).save(folder / name)
+        lines.append(save_pair(folder, index, pair))
+        for image, pose in zip((pair.image0, pair.image1), (pair.pose0, pair.pose1)):
             ids = sampler.renderer.render(pose, pair.camera0).triangle_ids
             surface = np.where(ids >= 0, materials[np.maximum(ids, 0)], -1)
             size = (image.shape[1], image.shape[0])
             boxes[image_key(image)] = boxes_of_segments([surface_segments(surface)], 1.0, size, AreaConfig())
-        lines.append(pair_line(*names, pair.camera0.K, pair.camera1.K, pair.cam1_from_cam0.matrix))
     (folder / "pairs_with_gt.txt").write_text("\n".join(lines) + "\n")
     return boxes
 

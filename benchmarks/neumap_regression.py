@@ -14,20 +14,17 @@ under ``--decoder`` (default: the shipped one). Mapping frames: every 5th; queri
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from neumap_backbones import labelled
 
 from reloc.datasets import load_dataset
-from reloc.features.stages import XFeatFeatures
 from reloc.io.map_folder import NEUMAP_FILE
-from reloc.neumap.labels import labels_from_depth
 from reloc.neumap.localize import regress
 from reloc.neumap.store import NeumapMap
-from reloc.neumap.trained import QUERY_FEATURES, load_decoder
+from reloc.neumap.trained import load_decoder
 from reloc.types import Frame
 
 
@@ -35,9 +32,7 @@ from reloc.types import Frame
 def frame_errors(frames: list[Frame], neumap: NeumapMap, decoder) -> dict[str, float]:
     """Median error (percent of the voxel side and cm), confident share and confident share within
     5 cm over the labelled keypoints of ``frames`` that lie in a kept voxel."""
-    with tempfile.TemporaryDirectory() as work:
-        store = XFeatFeatures(dataclasses.replace(QUERY_FEATURES, save=False)).run(frames, Path(work))["features"]
-        labels = labels_from_depth(frames, store)
+    labels, _ = labelled("xfeat", frames)
     voxel = neumap.table.assign(labels.points)
     errors, confidences = [], []
     for index in range(len(frames)):
