@@ -25,6 +25,7 @@ from reloc.io.memo import read_once
 from reloc.io.results import write_results
 from reloc.pipeline.executors import ExecutorConfig, deal, item_mapper, run_localization
 from reloc.pipeline.items import map_items, spreading
+from reloc.pipeline.progress import reporting
 from reloc.pipeline.runner import load_map_pipeline, localize
 from reloc.pipeline.spec import load_pipeline
 
@@ -149,6 +150,20 @@ def test_per_item_work_comes_back_in_item_order_whatever_finishes_first(kind):
     mapper = item_mapper(ExecutorConfig(kind, workers=3))
     with spreading(mapper) if mapper else contextlib.nullcontext():
         assert list(map_items(work, items, "squares", chunk_size=3)) == [item * item for item in items]
+
+
+@pytest.mark.parametrize("kind", ["local", "threads"])
+def test_per_item_progress_completes_when_the_stage_stops_at_its_last_item(kind):
+    """A stage zips its items with their results, so it never asks the mapper past the last one;
+    the progress task must still reach its total (it stayed at 299/300 in ``make demo``)."""
+    advanced = []
+    items = list(range(7))
+    mapper = item_mapper(ExecutorConfig(kind, workers=2))
+    with reporting(lambda description, total: lambda: advanced.append(total)):
+        with spreading(mapper) if mapper else contextlib.nullcontext():
+            pairs = list(zip(items, map_items(functools.partial(squares_slowly, {}), items, "squares", chunk_size=2)))
+    assert pairs == [(item, item * item) for item in items]
+    assert advanced == [4] * 4
 
 
 def test_per_item_work_that_miscounts_its_results_is_refused():

@@ -40,7 +40,7 @@ from ..types import Frame, QueryResult
 from .engine import run_graph
 from .items import ChunkWork, Mapper
 from .memory import keep_freed_memory
-from .progress import track
+from .progress import track_results
 from .spec import Pipeline, load_pipeline
 from .timing import recording
 
@@ -247,7 +247,11 @@ def in_order(
     consumed (memory stays bounded); progress advances as results come."""
     pending: deque = deque()
     upcoming = iter(chunks)
-    for _ in track(range(len(chunks)), description):
-        while len(pending) < window and (chunk := next(upcoming, None)) is not None:
-            pending.append(submit(chunk))
-        yield result(pending.popleft())
+
+    def results() -> Iterator[list]:
+        for _ in chunks:
+            while len(pending) < window and (chunk := next(upcoming, None)) is not None:
+                pending.append(submit(chunk))
+            yield result(pending.popleft())
+
+    yield from track_results(results(), len(chunks), description)

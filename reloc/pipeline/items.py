@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ..errors import PipelineError
-from .progress import track
+from .progress import track_results
 
 ChunkWork = Callable[[list], list]
 # (work, chunks, description) -> each chunk's results, in chunk order
@@ -41,7 +41,7 @@ def spreading(mapper: Mapper) -> Iterator[None]:
 
 
 def run_here(work: ChunkWork, chunks: list[list], description: str) -> Iterator[list]:
-    return (work(chunk) for chunk in track(chunks, description))
+    return track_results((work(chunk) for chunk in chunks), len(chunks), description)
 
 
 def map_items(work: ChunkWork, items: Sequence, description: str, chunk_size: int = 1) -> Iterator[Any]:
