@@ -31,7 +31,7 @@ from ..io.map_folder import (
     read_map_record,
     unread_artifacts,
 )
-from ..pipeline.runner import recorded_pipeline
+from ..pipeline.runner import pipeline_entry
 from ..pipeline.spec import load_recorded_pipeline
 from ..retrieval.vlad import RetrievalIndex, Whitening
 from .store import KeyframeEntry, read_sparse_map, write_landmarks
@@ -52,7 +52,7 @@ def export_compact(source: Path, out: Path, config: CompactConfig) -> dict[str, 
     if is_split_map(source):
         raise PipelineError(f"{source}: a split map ('reloc split'); export each of its submap folders on its own")
     record = read_map_record(source)
-    pipeline = load_recorded_pipeline(*recorded_pipeline(source))
+    pipeline = load_recorded_pipeline(source / MAP_FILE, pipeline_entry(source, record))
     if out.exists() and any(out.iterdir()):
         raise PipelineError(f"{out}: not empty; export into a new folder")
     out.mkdir(parents=True, exist_ok=True)

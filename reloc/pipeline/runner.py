@@ -145,10 +145,14 @@ def recorded_pipeline(map_dir: Path) -> tuple[Path, dict]:
     map); a folder that is not a map fails by name."""
     if is_split_map(map_dir):
         map_dir = submap_folders(map_dir)[0]
-    content = read_map_record(map_dir)
-    if "pipeline" not in content:
+    return map_dir / MAP_FILE, pipeline_entry(map_dir, read_map_record(map_dir))
+
+
+def pipeline_entry(map_dir: Path, record: dict) -> dict:
+    """The (unvalidated) pipeline entry of map ``map_dir``'s ``record``; a record without one fails by name."""
+    if "pipeline" not in record:
         raise PipelineError(f"{map_dir / MAP_FILE}: has no 'pipeline' entry; rebuild the map with 'reloc map'")
-    return map_dir / MAP_FILE, content["pipeline"]
+    return record["pipeline"]
 
 
 def load_map_pipeline(map_dir: Path, overrides: list[str] | None = None) -> Pipeline:
